@@ -1,0 +1,225 @@
+"""Machines built from the tables, and the walk that runs one transition's steps.
+
+`ProtocolMachine` wraps one shared `transitions.Machine` per table; each session or topic
+writer is a model of it (a `StateHolder`). Every row of the table becomes a `transitions`
+transition guarded by the row's `when`, and nothing else does: no transition is written by hand.
+
+A trigger is handled in three phases, as h11 and h2 do: look the row up (an invalid trigger
+raises `InvalidTrigger` and changes nothing), run its steps through an `Executor` (`walk`,
+which follows the table's routes for every failed or unknown outcome), then commit the row
+that was finally taken. The state never changes half-way through.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import attrs
+from transitions import EventData, Machine
+
+from fsm.errors import InvalidTrigger, MosaicoProtocolError
+from fsm.outcome import Outcome, OutcomeStatus, ProbeVerdict
+from fsm.spec.model import CONTINUE, STOP, MachineSpec, ProbeRoute, Step, Transition
+
+__all__ = ["Executor", "ProtocolMachine", "StateHolder", "StepRecord", "Walk", "walk"]
+
+
+class StateHolder:
+    """The model `transitions` moves between states; `state` is a state name of the table."""
+
+    state: str
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+
+
+@attrs.frozen
+class _Guard:
+    """A row's `when`, as a `transitions` condition reading the context passed with the event."""
+
+    when: tuple[tuple[str, str], ...]
+
+    def __call__(self, event: EventData) -> bool:
+        context: Mapping[str, str] = event.kwargs["context"]
+        return all(context.get(k) == v for k, v in self.when)
+
+
+class ProtocolMachine:
+    """The executable form of one lifecycle table, shared by all of its models."""
+
+    def __init__(self, spec: MachineSpec) -> None:
+        self.spec = spec
+        self._lock = threading.Lock()
+        self._machine = Machine(
+            model=None,
+            states=list(spec.states),
+            initial=spec.initial,
+            auto_transitions=False,
+            send_event=True,
+            ignore_invalid_triggers=False,
+            name=spec.name,
+        )
+        for row in spec.transitions:
+            self._machine.add_transition(
+                row.trigger,
+                row.source,
+                row.dest,
+                conditions=[_Guard(tuple(sorted(row.when.items())))],
+            )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def new(self, label: str = "") -> StateHolder:
+        """A fresh model in the table's initial state."""
+        holder = StateHolder(label)
+        with self._lock:
+            self._machine.add_model(holder)
+        return holder
+
+    def lookup(self, holder: StateHolder, trigger: str, context: Mapping[str, str]) -> Transition:
+        """The row that applies now; `InvalidTrigger` (state unchanged) when there is none."""
+        row = self.spec.lookup(holder.state, trigger, context)
+        if row is None:
+            raise InvalidTrigger(
+                self.spec.name,
+                holder.state,
+                trigger,
+                self.spec.allowed(holder.state, context),
+                dict(context),
+            )
+        return row
+
+    def commit(self, holder: StateHolder, row: Transition, context: Mapping[str, str]) -> None:
+        """Move `holder` along `row` (which must have been looked up from its current state)."""
+        if holder.state != row.source:
+            raise MosaicoProtocolError(
+                f"{self.spec.name}: row {row.id} starts in {row.source}, the model is in {holder.state}"
+            )
+        fired = self._machine.events[row.trigger].trigger(holder, context=context)
+        if not fired or holder.state != row.dest:
+            raise MosaicoProtocolError(
+                f"{self.spec.name}: the machine did not follow row {row.id} "
+                f"({row.source} -> {row.dest}); it is in {holder.state}"
+            )
+        if row.dest in self.spec.terminals:
+            with self._lock:
+                self._machine.remove_model(holder)
+
+
+class Executor(Protocol):
+    """Runs the steps of a walk. The only place where I/O happens."""
+
+    def perform(self, step: Step, row: Transition) -> Outcome:
+        """Run one step and report its outcome (never raise for a protocol failure)."""
+
+    def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
+        """Ask the server whether the step whose reply was lost took effect."""
+
+
+@attrs.frozen
+class StepRecord:
+    """One step as it ran: its row, its outcome, the probe's verdict and the route taken."""
+
+    row: str
+    step: Step
+    outcome: Outcome
+    verdict: ProbeVerdict | None
+    route: str
+
+    @property
+    def succeeded(self) -> bool:
+        """The step took effect (directly, or as the probe established)."""
+        return self.outcome.is_ok or self.verdict is ProbeVerdict.APPLIED
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "row": self.row,
+            "step": self.step.name,
+            "outcome": self.outcome.status.value,
+            "route": self.route,
+        }
+        if self.outcome.kind is not None:
+            out["kind"] = self.outcome.kind.value
+        if self.verdict is not None:
+            out["probe"] = self.verdict.value
+        return out
+
+
+@attrs.frozen
+class Walk:
+    """What happened when a trigger was handled: the row looked up first, the row finally
+    taken (after routes), every step, the failure that routed (`cause`) and the failures that
+    were kept while going on (`kept`)."""
+
+    first: Transition
+    taken: Transition
+    records: tuple[StepRecord, ...]
+    cause: StepRecord | None
+    kept: tuple[StepRecord, ...]
+
+
+_NEXT = "next"
+
+
+def walk(
+    spec: MachineSpec,
+    state: str,
+    trigger: str,
+    context: Mapping[str, str],
+    executor: Executor,
+) -> Walk:
+    """Run the row for `(state, trigger, context)` and every row its routes lead to.
+
+    Pure apart from the executor: it reads the table, asks the executor to perform steps and
+    probes, and returns what happened. It changes no state; the caller commits `taken`.
+    """
+    first = spec.lookup(state, trigger, context)
+    if first is None:
+        raise InvalidTrigger(spec.name, state, trigger, spec.allowed(state, context), dict(context))
+    row = first
+    records: list[StepRecord] = []
+    kept: list[StepRecord] = []
+    cause: StepRecord | None = None
+    while True:
+        diverted_to: str | None = None
+        for step in row.steps:
+            outcome = executor.perform(step, row)
+            verdict: ProbeVerdict | None = None
+            if outcome.status is OutcomeStatus.OK:
+                route = _NEXT
+            elif outcome.status is OutcomeStatus.FAILED:
+                route = step.failed.route_for(outcome.kind.value if outcome.kind else None)
+            elif isinstance(step.unknown, ProbeRoute):
+                verdict = executor.probe(step.unknown.probe, step, row, outcome)
+                route = getattr(step.unknown, verdict.value)
+            elif step.unknown is not None:
+                route = step.unknown
+            else:
+                raise MosaicoProtocolError(
+                    f"{spec.name}: {step.name} ended unknown but row {row.id} has no route for it"
+                )
+            record = StepRecord(row.id, step, outcome, verdict, route)
+            records.append(record)
+            if route in (_NEXT, CONTINUE, STOP):
+                if not record.succeeded:
+                    kept.append(record)
+                if route == STOP:
+                    break
+                continue
+            diverted_to = route
+            if cause is not None:
+                kept.append(cause)
+            cause = record
+            break
+        if diverted_to is None:
+            return Walk(first, row, tuple(records), cause, tuple(kept))
+        nxt = spec.lookup(row.source, diverted_to, context)
+        if nxt is None:  # excluded by the soundness checks; kept as a hard stop
+            raise MosaicoProtocolError(
+                f"{spec.name}: route {diverted_to!r} has no row in {row.source}"
+            )
+        row = nxt

@@ -1,0 +1,730 @@
+"""Read `specs/*.toml` into a validated `Spec`.
+
+Structural problems (a missing key, a wrong type, a reference to something that does not
+exist) raise `SpecError` naming the file, the table and the entry. Graph properties
+(determinism, reachability, complete routing) are checked by `fsm.spec.soundness`; `load_spec`
+runs those too unless asked not to.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from fsm import enums
+from fsm.errors import SpecError
+from fsm.outcome import ErrorKind
+from fsm.spec.model import (
+    CONTINUE,
+    STOP,
+    ContextVar,
+    Deviation,
+    ErrorCase,
+    FailedRoute,
+    Field,
+    MachineSpec,
+    Operation,
+    Patch,
+    Probe,
+    ProbeRoute,
+    Profile,
+    ResourceRow,
+    ResourceSpec,
+    Spec,
+    Step,
+    Transition,
+    TriggerSpec,
+)
+
+__all__ = ["SPEC_FILES", "load_documents", "load_spec", "parse_spec"]
+
+SPEC_FILES = (
+    "session.toml",
+    "topic_writer.toml",
+    "actions.toml",
+    "resources.toml",
+    "deviations.toml",
+)
+MACHINE_FILES = ("session.toml", "topic_writer.toml")
+SERVER_EVENTS = ("ERROR_REPORTED", "DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_END", "DO_PUT_CANCEL")
+PERMISSIONS = tuple(p.value for p in enums.APIKeyPermissionEnum)
+DEVIATION_PARTIES = ("mosaicod-0.3", "sdk-0.3.2")
+SERVER_SETTINGS = ("enforce_key_expiry",)
+
+T = TypeVar("T")
+
+
+def load_documents(directory: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Parse every spec file; from the installed `specs` package unless `directory` is given."""
+    documents: dict[str, dict[str, Any]] = {}
+    for name in SPEC_FILES:
+        if directory is None:
+            text = resources.files("specs").joinpath(name).read_text(encoding="utf-8")
+        else:
+            text = (directory / name).read_text(encoding="utf-8")
+        try:
+            documents[name] = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(name, "-", "file", f"not valid TOML: {exc}") from exc
+    return documents
+
+
+_CACHE: dict[str, Spec] = {}
+
+
+def load_spec(directory: Path | None = None, *, check: bool = True) -> Spec:
+    """Load and validate the spec. The packaged spec is parsed once per process."""
+    key = "" if directory is None else str(directory.resolve())
+    if check and key in _CACHE:
+        return _CACHE[key]
+    spec = parse_spec(load_documents(directory), check=check)
+    if check:
+        _CACHE[key] = spec
+    return spec
+
+
+def parse_spec(documents: Mapping[str, Mapping[str, Any]], *, check: bool = True) -> Spec:
+    """Build a `Spec` from parsed TOML documents keyed by file name."""
+    for name in SPEC_FILES:
+        if name not in documents:
+            raise SpecError(name, "-", "file", "missing")
+    version = _versions(documents)
+    actions = documents["actions.toml"]
+    error_kinds = _error_kinds(actions)
+    field_types = _str_map(_R("actions.toml", "field_types", "-"), actions.get("field_types"))
+    operations = _operations(actions, error_kinds, field_types)
+    probes = _probes(actions, operations)
+    common = tuple(
+        _error_case(_R("actions.toml", "common_errors", f"[{i}]"), raw, error_kinds)
+        for i, raw in enumerate(
+            _list(_R("actions.toml", "common_errors", "-"), actions.get("common_errors"))
+        )
+    )
+    topic = _machine(documents, "topic_writer.toml", operations, probes, error_kinds, None)
+    session = _machine(documents, "session.toml", operations, probes, error_kinds, topic)
+    resources_ = _resources(documents["resources.toml"], operations, error_kinds)
+    deviations, profiles = _deviations(documents["deviations.toml"], resources_, operations)
+    spec = Spec(
+        version=version,
+        machines={session.name: session, topic.name: topic},
+        operations=operations,
+        error_kinds=error_kinds,
+        field_types=field_types,
+        common_errors=common,
+        probes=probes,
+        resources=resources_,
+        deviations=deviations,
+        profiles=profiles,
+    )
+    if check:
+        from fsm.spec.soundness import check_spec
+
+        problems = check_spec(spec)
+        if problems:
+            raise problems[0].as_error()
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# A small reader that knows where it is, so every error names file, table and entry.
+
+
+class _R:
+    def __init__(self, file: str, table: str, entry: str) -> None:
+        self.file, self.table, self.entry = file, table, entry
+
+    def at(self, entry: str) -> _R:
+        return _R(self.file, self.table, entry)
+
+    def fail(self, problem: str) -> SpecError:
+        return SpecError(self.file, self.table, self.entry, problem)
+
+
+def _typed(r: _R, value: Any, kind: type[T], what: str) -> T:
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise r.fail(f"{what} must be a non-empty {kind.__name__}, got {value!r}")
+    return value
+
+
+def _key(r: _R, raw: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    if key not in raw:
+        raise r.fail(f"missing key {key!r}")
+    return _typed(r, raw[key], kind, repr(key))
+
+
+def _list(r: _R, value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise r.fail(f"expected an array, got {value!r}")
+    return value
+
+
+def _names(r: _R, value: Any, what: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else _list(r, value)
+    if not items or not all(isinstance(v, str) and v for v in items):
+        raise r.fail(f"{what} must be a name or a non-empty array of names, got {value!r}")
+    return tuple(items)
+
+
+def _str_map(r: _R, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise r.fail(f"expected a table of strings, got {value!r}")
+    return dict(value)
+
+
+def _unknown_keys(r: _R, raw: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    extra = sorted(set(raw) - set(allowed))
+    if extra:
+        raise r.fail(f"unknown key(s) {', '.join(extra)}")
+
+
+def _versions(documents: Mapping[str, Mapping[str, Any]]) -> str:
+    versions = {}
+    for name in SPEC_FILES:
+        versions[name] = _key(_R(name, "-", "spec_version"), documents[name], "spec_version", str)
+    distinct = set(versions.values())
+    if len(distinct) != 1:
+        raise SpecError("deviations.toml", "-", "spec_version", f"files disagree: {versions}")
+    return distinct.pop()
+
+
+# ---------------------------------------------------------------------------------------------
+# actions.toml
+
+
+def _error_kinds(doc: Mapping[str, Any]) -> dict[str, str]:
+    r = _R("actions.toml", "error_kinds", "-")
+    raw = doc.get("error_kinds")
+    if not isinstance(raw, dict):
+        raise r.fail("missing table")
+    kinds = {}
+    for name, entry in raw.items():
+        e = r.at(name)
+        kinds[name] = _key(e, entry, "grpc", str)
+        _key(e, entry, "doc", str)
+    expected = {k.value for k in ErrorKind}
+    if set(kinds) != expected:
+        raise r.fail(f"kinds must be exactly those of fsm.ErrorKind: {sorted(expected)}")
+    return kinds
+
+
+def _error_case(r: _R, raw: Any, kinds: Mapping[str, str]) -> ErrorCase:
+    if not isinstance(raw, dict):
+        raise r.fail(f"an error case must be a table, got {raw!r}")
+    kind = _key(r, raw, "kind", str)
+    if kind not in kinds:
+        raise r.fail(f"unknown error kind {kind!r}")
+    return ErrorCase(kind=kind, when=_key(r, raw, "when", str))
+
+
+def _operations(
+    doc: Mapping[str, Any], kinds: Mapping[str, str], field_types: Mapping[str, str]
+) -> dict[str, Operation]:
+    table = doc.get("operations")
+    if not isinstance(table, dict):
+        raise SpecError("actions.toml", "operations", "-", "missing table")
+    ops: dict[str, Operation] = {}
+    for name, raw in table.items():
+        r = _R("actions.toml", f"operations.{name}", "-")
+        _unknown_keys(
+            r,
+            raw,
+            (
+                "kind",
+                "wire",
+                "permission",
+                "response",
+                "outcomes",
+                "probe",
+                "doc",
+                "request",
+                "errors",
+            ),
+        )
+        kind = _key(r, raw, "kind", str)
+        if kind not in ("action", "rpc", "stream"):
+            raise r.at("kind").fail(f"must be action, rpc or stream, got {kind!r}")
+        permission = _key(r, raw, "permission", str)
+        if permission not in (*PERMISSIONS, "none"):
+            raise r.at("permission").fail(f"unknown permission {permission!r}")
+        outcomes = frozenset(_names(r.at("outcomes"), raw.get("outcomes"), "outcomes"))
+        if not outcomes <= {"ok", "failed", "unknown"}:
+            raise r.at("outcomes").fail(
+                f"outcomes must be among ok, failed, unknown: {sorted(outcomes)}"
+            )
+        fields = []
+        for i, f in enumerate(_list(r.at("request"), raw.get("request", []))):
+            fr = r.at(f"request[{i}]")
+            ftype = _key(fr, f, "type", str)
+            if ftype not in field_types:
+                raise fr.fail(f"unknown field type {ftype!r}")
+            fields.append(Field(_key(fr, f, "name", str), ftype, bool(f.get("required", False))))
+        if "response" not in raw:
+            raise r.fail("missing key 'response'")
+        ops[name] = Operation(
+            name=name,
+            kind=cast(Any, kind),
+            wire=_key(r, raw, "wire", str),
+            permission=permission,
+            request=tuple(fields),
+            response=raw["response"],
+            outcomes=outcomes,
+            probe=_typed(r.at("probe"), raw["probe"], str, "'probe'") if "probe" in raw else None,
+            errors=tuple(
+                _error_case(r.at(f"errors[{i}]"), e, kinds)
+                for i, e in enumerate(_list(r.at("errors"), raw.get("errors")))
+            ),
+            doc=_key(r, raw, "doc", str),
+        )
+    wires = {op.wire for op in ops.values() if op.kind == "action"}
+    for action in enums.FlightAction:
+        if action.value not in wires:
+            raise SpecError(
+                "actions.toml", "operations", action.name, "FlightAction has no catalogue entry"
+            )
+        if action.name not in ops or ops[action.name].wire != action.value:
+            raise SpecError(
+                "actions.toml",
+                "operations",
+                action.name,
+                f"must be named after FlightAction.{action.name}",
+            )
+    return ops
+
+
+def _probes(doc: Mapping[str, Any], ops: Mapping[str, Operation]) -> dict[str, Probe]:
+    table = doc.get("probes")
+    if not isinstance(table, dict):
+        raise SpecError("actions.toml", "probes", "-", "missing table")
+    probes = {}
+    for name, raw in table.items():
+        r = _R("actions.toml", f"probes.{name}", "-")
+        settles = _key(r, raw, "settles", str)
+        reads = _key(r, raw, "reads", str)
+        for what, target in (("settles", settles), ("reads", reads)):
+            if target not in ops:
+                raise r.at(what).fail(f"unknown operation {target!r}")
+        if ops[settles].probe != name:
+            raise r.at("settles").fail(
+                f"operation {settles} names probe {ops[settles].probe!r}, not {name!r}"
+            )
+        probes[name] = Probe(name, settles, reads, _key(r, raw, "applied_when", str))
+    for op in ops.values():
+        if op.probe is not None and op.probe not in probes:
+            raise SpecError(
+                "actions.toml", f"operations.{op.name}", "probe", f"unknown probe {op.probe!r}"
+            )
+    return probes
+
+
+# ---------------------------------------------------------------------------------------------
+# session.toml, topic_writer.toml
+
+
+def _context(r: _R, raw: Any) -> dict[str, ContextVar]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise r.fail("must be a table of variables")
+    out = {}
+    for name, var in raw.items():
+        vr = r.at(name)
+        if not isinstance(var, dict):
+            raise vr.fail("must be a table with 'values'")
+        values = _names(vr, var.get("values"), "values")
+        enum_name = var.get("enum")
+        if enum_name is not None:
+            members = _enum_members(vr, enum_name)
+            if set(values) != set(members):
+                raise vr.fail(f"values must be the members of {enum_name}: {members}")
+        out[name] = ContextVar(name, values, enum_name, str(var.get("doc", "")))
+    return out
+
+
+def _enum_members(r: _R, enum_name: Any) -> tuple[str, ...]:
+    enum_cls = getattr(enums, str(enum_name), None)
+    if enum_cls is None or enum_name not in enums.__all__:
+        raise r.fail(f"unknown enum {enum_name!r}")
+    return tuple(m.name for m in enum_cls)
+
+
+def _route(r: _R, value: Any, triggers: Mapping[str, TriggerSpec]) -> str:
+    route = _typed(r, value, str, "a route")
+    if route in (CONTINUE, STOP):
+        return route
+    if route not in triggers:
+        raise r.fail(f"route {route!r} is neither continue, stop nor a trigger")
+    if triggers[route].kind != "route":
+        raise r.fail(
+            f"route {route!r} names a {triggers[route].kind} trigger; routes go to route triggers"
+        )
+    return route
+
+
+def _step(
+    r: _R,
+    raw: Any,
+    ops: Mapping[str, Operation],
+    probes: Mapping[str, Probe],
+    kinds: Mapping[str, str],
+    triggers: Mapping[str, TriggerSpec],
+    topic: MachineSpec | None,
+) -> Step:
+    if not isinstance(raw, dict):
+        raise r.fail("a step must be a table")
+    _unknown_keys(r, raw, ("do", "topics", "failed", "unknown"))
+    do, topics = raw.get("do"), raw.get("topics")
+    if (do is None) == (topics is None):
+        raise r.fail("a step has exactly one of 'do' and 'topics'")
+    outcomes: frozenset[str]
+    if do is not None:
+        if do not in ops:
+            raise r.at("do").fail(f"unknown operation {do!r}")
+        outcomes = ops[do].outcomes
+    else:
+        if topic is None:
+            raise r.at("topics").fail("only the session table can fan out to topic writers")
+        if not isinstance(topics, str) or topic.triggers.get(topics) is None:
+            raise r.at("topics").fail(f"{topics!r} is not a trigger of the topic-writer table")
+        if topic.triggers[topics].kind != "session":
+            raise r.at("topics").fail(
+                f"{topics!r} is not a session-kind trigger of the topic-writer table"
+            )
+        outcomes = frozenset({"ok", "failed"})
+    raw_failed = raw.get("failed")
+    if "failed" not in outcomes:
+        raise r.fail(f"{do or topics} cannot fail per the catalogue")
+    if isinstance(raw_failed, dict):
+        if "any" not in raw_failed:
+            raise r.at("failed").fail("a per-kind failed route needs an 'any' entry")
+        by_kind = {}
+        for kind, route in raw_failed.items():
+            if kind != "any" and kind not in kinds:
+                raise r.at("failed").fail(f"unknown error kind {kind!r}")
+            if kind != "any":
+                by_kind[kind] = _route(r.at(f"failed.{kind}"), route, triggers)
+        failed = FailedRoute(_route(r.at("failed.any"), raw_failed["any"], triggers), by_kind)
+    elif raw_failed is None:
+        raise r.fail("missing route 'failed': every failure must be routed explicitly")
+    else:
+        failed = FailedRoute(_route(r.at("failed"), raw_failed, triggers))
+    raw_unknown = raw.get("unknown")
+    unknown: str | ProbeRoute | None
+    if "unknown" in outcomes:
+        if raw_unknown is None:
+            raise r.fail("missing route 'unknown': a lost reply must be routed explicitly")
+        if isinstance(raw_unknown, dict):
+            ur = r.at("unknown")
+            _unknown_keys(ur, raw_unknown, ("probe", "applied", "not_applied", "unresolved"))
+            probe = _key(ur, raw_unknown, "probe", str)
+            if probe not in probes:
+                raise ur.fail(f"unknown probe {probe!r}")
+            if probes[probe].settles != do:
+                raise ur.fail(f"probe {probe!r} settles {probes[probe].settles}, not {do}")
+            unknown = ProbeRoute(
+                probe,
+                *(
+                    _route(ur.at(f"unknown.{k}"), raw_unknown.get(k), triggers)
+                    for k in ("applied", "not_applied", "unresolved")
+                ),
+            )
+        else:
+            unknown = _route(r.at("unknown"), raw_unknown, triggers)
+    else:
+        if raw_unknown is not None:
+            raise r.fail(f"{do or topics} cannot end unknown, yet an 'unknown' route is given")
+        unknown = None
+    return Step(do=do, topics=topics, failed=failed, unknown=unknown)
+
+
+def _machine(
+    documents: Mapping[str, Mapping[str, Any]],
+    file: str,
+    ops: Mapping[str, Operation],
+    probes: Mapping[str, Probe],
+    kinds: Mapping[str, str],
+    topic: MachineSpec | None,
+) -> MachineSpec:
+    doc = documents[file]
+    r = _R(file, "machine", "-")
+    head = doc.get("machine")
+    if not isinstance(head, dict):
+        raise r.fail("missing table")
+    name = _key(r, head, "name", str)
+    enum_name = _key(r, head, "enum", str)
+    states = _names(r.at("states"), head.get("states"), "states")
+    members = _enum_members(r.at("enum"), enum_name)
+    if set(states) != set(members) or len(states) != len(members):
+        raise r.at("states").fail(
+            f"states must be exactly the members of {enum_name}: {list(members)}"
+        )
+    initial = _key(r, head, "initial", str)
+    if initial not in states:
+        raise r.at("initial").fail(f"{initial!r} is not a state")
+    terminals = frozenset(_names(r.at("terminals"), head.get("terminals"), "terminals"))
+    if not terminals <= set(states):
+        raise r.at("terminals").fail(f"not states: {sorted(terminals - set(states))}")
+    context = _context(_R(file, "context", "-"), doc.get("context"))
+    triggers = {}
+    raw_triggers = doc.get("triggers")
+    if not isinstance(raw_triggers, dict) or not raw_triggers:
+        raise SpecError(file, "triggers", "-", "missing table")
+    for tname, traw in raw_triggers.items():
+        tr = _R(file, "triggers", tname)
+        kind = _key(tr, traw, "kind", str)
+        if kind not in ("user", "session", "route"):
+            raise tr.fail(f"kind must be user, session or route, got {kind!r}")
+        triggers[tname] = TriggerSpec(tname, cast(Any, kind), _key(tr, traw, "doc", str))
+    transitions: list[Transition] = []
+    seen_ids: set[str] = set()
+    for i, raw in enumerate(_list(_R(file, "transitions", "-"), doc.get("transitions"))):
+        label = f"transitions[{i}]"
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            label += f" ({raw['id']})"
+        tr = _R(file, "transitions", label)
+        if not isinstance(raw, dict):
+            raise tr.fail("a transition must be a table")
+        _unknown_keys(tr, raw, ("id", "source", "trigger", "when", "dest", "error", "doc", "steps"))
+        tid = _key(tr, raw, "id", str)
+        if tid in seen_ids:
+            raise tr.fail(f"duplicate id {tid!r}")
+        seen_ids.add(tid)
+        sources = _names(tr.at(f"{label}.source"), raw.get("source"), "source")
+        for s in sources:
+            if s not in states:
+                raise tr.fail(f"source {s!r} is not a state")
+        trigger = _key(tr, raw, "trigger", str)
+        if trigger not in triggers:
+            raise tr.fail(f"trigger {trigger!r} is not declared under [triggers]")
+        when = raw.get("when", {})
+        if not isinstance(when, dict):
+            raise tr.fail("'when' must be a table")
+        for var, value in when.items():
+            if var not in context:
+                raise tr.fail(f"guard on unknown context variable {var!r}")
+            if value not in context[var].values:
+                raise tr.fail(f"guard {var} = {value!r} is not one of {list(context[var].values)}")
+        dest = _key(tr, raw, "dest", str)
+        if dest != "=" and dest not in states:
+            raise tr.fail(f"dest {dest!r} is not a state")
+        error = _key(tr, raw, "error", str)
+        if error not in ("none", "cause", "propagate", "suppress"):
+            raise tr.fail(f"error must be none, cause, propagate or suppress, got {error!r}")
+        if triggers[trigger].kind == "route" and error != "cause":
+            raise tr.fail("a route row raises the failure that routed to it: error must be 'cause'")
+        steps = tuple(
+            _step(tr.at(f"{label}.steps[{j}]"), s, ops, probes, kinds, triggers, topic)
+            for j, s in enumerate(_list(tr, raw.get("steps")))
+        )
+        for s in sources:
+            transitions.append(
+                Transition(
+                    id=tid,
+                    source=s,
+                    trigger=trigger,
+                    when=dict(when),
+                    dest=s if dest == "=" else dest,
+                    error=cast(Any, error),
+                    steps=steps,
+                    doc=_key(tr, raw, "doc", str),
+                )
+            )
+    return MachineSpec(
+        name=name,
+        file=file,
+        enum=enum_name,
+        doc=_key(r, head, "doc", str),
+        states=states,
+        initial=initial,
+        terminals=terminals,
+        context=context,
+        triggers=triggers,
+        transitions=tuple(transitions),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# resources.toml
+
+
+def _resources(
+    doc: Mapping[str, Any], ops: Mapping[str, Operation], kinds: Mapping[str, str]
+) -> dict[str, ResourceSpec]:
+    table = doc.get("resources")
+    if not isinstance(table, dict):
+        raise SpecError("resources.toml", "resources", "-", "missing table")
+    out = {}
+    for name, raw in table.items():
+        r = _R("resources.toml", f"resources.{name}", "-")
+        _unknown_keys(r, raw, ("doc", "states", "initial", "events", "locked", "facts", "rows"))
+        states = _names(r.at("states"), raw.get("states"), "states")
+        initial = _key(r, raw, "initial", str)
+        if initial not in states:
+            raise r.at("initial").fail(f"{initial!r} is not a state")
+        events = _names(r.at("events"), raw.get("events"), "events")
+        for e in events:
+            if e not in ops and e not in SERVER_EVENTS:
+                raise r.at("events").fail(f"{e!r} is neither an operation nor a server event")
+        locked = (
+            frozenset(_names(r.at("locked"), raw["locked"], "locked"))
+            if "locked" in raw
+            else frozenset()
+        )
+        if not locked <= set(states):
+            raise r.at("locked").fail(f"not states: {sorted(locked - set(states))}")
+        facts = _context(_R("resources.toml", f"resources.{name}.facts", "-"), raw.get("facts"))
+        rows = []
+        for i, row in enumerate(_list(r.at("rows"), raw.get("rows"))):
+            rr = _R("resources.toml", f"resources.{name}.rows", f"[{i}]")
+            _unknown_keys(rr, row, ("source", "event", "when", "dest", "error", "doc"))
+            when = row.get("when", {})
+            for var, value in when.items():
+                if var not in facts or value not in facts[var].values:
+                    raise rr.fail(f"guard {var} = {value!r} is not a declared fact value")
+            dest, error = row.get("dest"), row.get("error")
+            if (dest is None) == (error is None):
+                raise rr.fail("a row has exactly one of 'dest' and 'error'")
+            if error is not None and error not in kinds:
+                raise rr.fail(f"unknown error kind {error!r}")
+            for source in _names(rr.at("source"), row.get("source"), "source"):
+                if source not in states:
+                    raise rr.fail(f"source {source!r} is not a state")
+                if dest is not None and dest != "=" and dest not in states:
+                    raise rr.fail(f"dest {dest!r} is not a state")
+                for event in _names(rr.at("event"), row.get("event"), "event"):
+                    if event not in events:
+                        raise rr.fail(f"event {event!r} is not declared in 'events'")
+                    rows.append(
+                        ResourceRow(
+                            source=source,
+                            event=event,
+                            when=dict(when),
+                            dest=source if dest == "=" else dest,
+                            error=error,
+                            doc=str(row.get("doc", "")),
+                        )
+                    )
+        out[name] = ResourceSpec(
+            name=name,
+            doc=_key(r, raw, "doc", str),
+            states=states,
+            initial=initial,
+            events=events,
+            locked=locked,
+            facts=facts,
+            rows=tuple(rows),
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# deviations.toml
+
+
+def _patch(
+    r: _R, raw: Any, resources_: Mapping[str, ResourceSpec], ops: Mapping[str, Operation]
+) -> Patch:
+    if not isinstance(raw, dict):
+        raise r.fail("a patch must be a table")
+    if "setting" in raw:
+        if raw["setting"] not in SERVER_SETTINGS:
+            raise r.fail(f"unknown server setting {raw['setting']!r}")
+        return Patch(setting=raw["setting"], value=raw.get("value"))
+    if "operation" in raw:
+        if raw["operation"] not in ops:
+            raise r.fail(f"unknown operation {raw['operation']!r}")
+        if raw.get("permission") not in (*PERMISSIONS, "none"):
+            raise r.fail(f"unknown permission {raw.get('permission')!r}")
+        return Patch(operation=raw["operation"], permission=raw["permission"])
+    resource = raw.get("resource")
+    if not isinstance(resource, str) or resource not in resources_:
+        raise r.fail(f"unknown resource {resource!r}")
+    spec = resources_[resource]
+    when = dict(raw.get("when", {}))
+    cells = [
+        row
+        for row in spec.rows
+        if row.source == raw.get("source") and row.event == raw.get("event") and row.when == when
+    ]
+    if not cells:
+        cells = [
+            row
+            for row in spec.rows
+            if row.source == raw.get("source")
+            and row.event == raw.get("event")
+            and row.matches(when)
+        ]
+    if not cells:
+        raise r.fail(
+            f"no row of {resource} matches source={raw.get('source')!r} event={raw.get('event')!r} when={when}"
+        )
+    dest, error = raw.get("dest"), raw.get("error")
+    if (dest is None) == (error is None):
+        raise r.fail("a patch has exactly one of 'dest' and 'error'")
+    if dest is not None and dest not in spec.states:
+        raise r.fail(f"dest {dest!r} is not a state of {resource}")
+    return Patch(
+        resource=resource,
+        source=raw["source"],
+        event=raw["event"],
+        when=when,
+        dest=dest,
+        error=error,
+    )
+
+
+def _deviations(
+    doc: Mapping[str, Any], resources_: Mapping[str, ResourceSpec], ops: Mapping[str, Operation]
+) -> tuple[dict[str, Deviation], dict[str, Profile]]:
+    out: dict[str, Deviation] = {}
+    for i, raw in enumerate(_list(_R("deviations.toml", "deviations", "-"), doc.get("deviations"))):
+        r = _R("deviations.toml", "deviations", f"[{i}]")
+        _unknown_keys(
+            r, raw, ("id", "who", "summary", "spec", "actual", "sources", "patch", "signature")
+        )
+        did = _key(r, raw, "id", str)
+        r = _R("deviations.toml", "deviations", f"[{i}] ({did})")
+        if did in out:
+            raise r.fail(f"duplicate id {did!r}")
+        who = _key(r, raw, "who", str)
+        if who not in DEVIATION_PARTIES:
+            raise r.fail(f"who must be one of {DEVIATION_PARTIES}, got {who!r}")
+        patches = tuple(
+            _patch(r.at(f"[{i}] ({did}).patch[{j}]"), p, resources_, ops)
+            for j, p in enumerate(_list(r, raw.get("patch")))
+        )
+        signature = raw.get("signature", {})
+        if who == "sdk-0.3.2" and not signature:
+            raise r.fail("a client deviation needs a signature")
+        if who == "mosaicod-0.3" and not patches:
+            raise r.fail("a server deviation needs a patch")
+        out[did] = Deviation(
+            id=did,
+            who=who,
+            summary=_key(r, raw, "summary", str),
+            spec=_key(r, raw, "spec", str),
+            actual=_key(r, raw, "actual", str),
+            sources=_names(r.at("sources"), raw.get("sources"), "sources"),
+            patch=patches,
+            signature=dict(signature),
+        )
+    profiles = {}
+    raw_profiles = doc.get("profiles")
+    if not isinstance(raw_profiles, dict) or "spec" not in raw_profiles:
+        raise SpecError(
+            "deviations.toml", "profiles", "-", "missing, or without the 'spec' profile"
+        )
+    for name, raw in raw_profiles.items():
+        r = _R("deviations.toml", f"profiles.{name}", "-")
+        ids = tuple(_list(r, raw.get("deviations")))
+        for did in ids:
+            if did not in out:
+                raise r.fail(f"unknown deviation {did!r}")
+            if out[did].who != "mosaicod-0.3":
+                raise r.fail(f"{did} is a client deviation; a server profile cannot emulate it")
+        profiles[name] = Profile(name, _key(r, raw, "doc", str), ids)
+    return out, profiles
