@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
-from fsm.render import diagram, diagram_names, spec_text
+from fsm.render import diagram, diagram_names, embed_diagrams, spec_text
 from fsm.spec import load_spec
 
 __all__ = ["main"]
@@ -39,6 +40,11 @@ def _spec(args: argparse.Namespace, out: TextIO) -> int:
 @_command("diagram")
 def _diagram(args: argparse.Namespace, out: TextIO) -> int:
     spec = load_spec()
+    if args.update_readme is not None:
+        path = Path(args.update_readme)
+        path.write_text(embed_diagrams(path.read_text(encoding="utf-8"), spec), encoding="utf-8")
+        out.write(f"updated the diagrams in {path}\n")
+        return 0
     names = args.name or list(spec.machines)
     for name in names:
         if name not in diagram_names(spec):
@@ -73,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diagram", help="render lifecycle diagrams")
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    p.add_argument(
+        "--update-readme",
+        metavar="FILE",
+        help="rewrite the generated Mermaid diagrams embedded in FILE (README.md)",
+    )
     p.add_argument(
         "name",
         nargs="*",

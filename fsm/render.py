@@ -17,7 +17,14 @@ from fsm.spec.model import (
     Transition,
 )
 
-__all__ = ["diagram", "diagram_names", "mermaid_markdown", "spec_text"]
+__all__ = [
+    "diagram",
+    "diagram_names",
+    "embed_diagrams",
+    "mermaid_markdown",
+    "readme_markers",
+    "spec_text",
+]
 
 
 def _guard(when: Mapping[str, str]) -> str:
@@ -96,6 +103,23 @@ def _render(
 def mermaid_markdown(spec: Spec) -> dict[str, str]:
     """The fenced Mermaid blocks README embeds, keyed by machine name."""
     return {name: f"```mermaid\n{diagram(spec, name)}```\n" for name in spec.machines}
+
+
+def readme_markers(name: str) -> tuple[str, str]:
+    """The comment lines that delimit a generated diagram in README.md."""
+    return f"<!-- BEGIN generated diagram: {name} -->\n", f"<!-- END generated diagram: {name} -->"
+
+
+def embed_diagrams(text: str, spec: Spec) -> str:
+    """`text` (README.md) with every generated diagram block replaced by the current one."""
+    for name, block in mermaid_markdown(spec).items():
+        begin, end = readme_markers(name)
+        start = text.find(begin)
+        stop = text.find(end)
+        if start < 0 or stop < start:
+            raise ValueError(f"README has no markers for the {name} diagram: {begin.strip()}")
+        text = text[: start + len(begin)] + block + text[stop:]
+    return text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -137,7 +137,8 @@ class _R:
         self.file, self.table, self.entry = file, table, entry
 
     def at(self, entry: str) -> _R:
-        return _R(self.file, self.table, entry)
+        """A reader for a part of the current entry (its name is appended)."""
+        return _R(self.file, self.table, entry if self.entry == "-" else f"{self.entry}.{entry}")
 
     def fail(self, problem: str) -> SpecError:
         return SpecError(self.file, self.table, self.entry, problem)
@@ -428,7 +429,7 @@ def _step(
             unknown = ProbeRoute(
                 probe,
                 *(
-                    _route(ur.at(f"unknown.{k}"), raw_unknown.get(k), triggers)
+                    _route(ur.at(k), raw_unknown.get(k), triggers)
                     for k in ("applied", "not_applied", "unresolved")
                 ),
             )
@@ -493,7 +494,7 @@ def _machine(
         if tid in seen_ids:
             raise tr.fail(f"duplicate id {tid!r}")
         seen_ids.add(tid)
-        sources = _names(tr.at(f"{label}.source"), raw.get("source"), "source")
+        sources = _names(tr.at("source"), raw.get("source"), "source")
         for s in sources:
             if s not in states:
                 raise tr.fail(f"source {s!r} is not a state")
@@ -517,7 +518,7 @@ def _machine(
         if triggers[trigger].kind == "route" and error != "cause":
             raise tr.fail("a route row raises the failure that routed to it: error must be 'cause'")
         steps = tuple(
-            _step(tr.at(f"{label}.steps[{j}]"), s, ops, probes, kinds, triggers, topic)
+            _step(tr.at(f"steps[{j}]"), s, ops, probes, kinds, triggers, topic)
             for j, s in enumerate(_list(tr, raw.get("steps")))
         )
         for s in sources:
@@ -694,7 +695,7 @@ def _deviations(
         if who not in DEVIATION_PARTIES:
             raise r.fail(f"who must be one of {DEVIATION_PARTIES}, got {who!r}")
         patches = tuple(
-            _patch(r.at(f"[{i}] ({did}).patch[{j}]"), p, resources_, ops)
+            _patch(r.at(f"patch[{j}]"), p, resources_, ops)
             for j, p in enumerate(_list(r, raw.get("patch")))
         )
         signature = raw.get("signature", {})

@@ -140,6 +140,17 @@ def check_machine(m: MachineSpec) -> list[Problem]:
                             f"in {t.source} for context {ctx}",
                         )
                         break
+    # No dead rows: a route row is reached by some route in every context it is written for.
+    for t in m.transitions:
+        if m.triggers[t.trigger].kind != "route":
+            continue
+        for ctx in contexts:
+            if t.matches(ctx) and not any(
+                r.source == t.source and r.matches(ctx) and t.trigger in set(_step_routes(r))
+                for r in m.transitions
+            ):
+                problem(t.id, f"no route reaches it in {t.source} for context {ctx}")
+                break
     route_graph: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for t in m.transitions:
         node = (t.source, t.trigger)
@@ -154,6 +165,11 @@ def check_machine(m: MachineSpec) -> list[Problem]:
                 f"{node[0]} --{node[1]}-->", "following its routes can come back to it (a loop)"
             )
     return problems
+
+
+def _step_routes(row: Transition) -> Iterable[str]:
+    for step in row.steps:
+        yield from step.routes()
 
 
 def _check_fanout(spec: Spec) -> list[Problem]:

@@ -1,0 +1,90 @@
+"""The CLI's spec and diagram commands, and README's generated diagrams."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from fsm.cli import main
+from fsm.render import embed_diagrams, mermaid_markdown
+from fsm.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*argv: str) -> str:
+    out = io.StringIO()
+    assert main(list(argv), out) == 0
+    return out.getvalue()
+
+
+def test_spec_prints_every_row_operation_and_deviation() -> None:
+    text = _run("spec")
+    spec = load_spec()
+    for machine in spec.machines.values():
+        for row in machine.transitions:
+            assert f"{row.id}:" in text
+    for name in spec.operations:
+        assert name in text
+    for did in spec.deviations:
+        assert did in text
+
+
+def test_spec_section_filter() -> None:
+    text = _run("spec", "--section", "deviations")
+    assert "MOSAICOD-REPORT-LOCKS" in text and "enter-writer" not in text
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot"])
+def test_diagram_has_an_edge_per_row(fmt: str) -> None:
+    spec = load_spec()
+    text = _run("diagram", "--format", fmt)
+    for machine in spec.machines.values():
+        for row in machine.transitions:
+            assert row.trigger in text
+            arrow = (
+                f"{row.source} --> {row.dest}"
+                if fmt == "mermaid"
+                else f'"{row.source}" -> "{row.dest}"'
+            )
+            assert arrow in text
+
+
+def test_diagram_of_a_resource_and_unknown_name() -> None:
+    assert "finalized_reported" in _run("diagram", "resource:session")
+    with pytest.raises(SystemExit):
+        main(["diagram", "nothing"], io.StringIO())
+
+
+def test_readme_diagrams_match_the_tables() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, block in mermaid_markdown(load_spec()).items():
+        assert block in readme, (
+            f"README's {name} diagram drifted: run mosaico-fsm diagram --update-readme README.md"
+        )
+    assert embed_diagrams(readme, load_spec()) == readme
+
+
+def test_update_readme_rewrites_a_stale_copy(tmp_path: Path) -> None:
+    stale = (
+        (ROOT / "README.md")
+        .read_text(encoding="utf-8")
+        .replace("SESSION_FINALIZE", "SESSION_FINISH")
+    )
+    copy = tmp_path / "README.md"
+    copy.write_text(stale)
+    _run("diagram", "--update-readme", str(copy))
+    assert all(block in copy.read_text() for block in mermaid_markdown(load_spec()).values())
+
+
+def test_readme_usage_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    from fsm import InvalidTrigger
+
+    with pytest.raises(InvalidTrigger, match="'enter' is not allowed in state 'Pending'"):
+        exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.split()
+    assert printed == ["run", "SEQUENCE_CREATE", "run", "SESSION_CREATE", "Pending"]

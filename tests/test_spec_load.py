@@ -1,0 +1,183 @@
+"""Loading `specs/`: the shipped spec is valid, and malformed specs fail with an error that
+names the file, the table and the entry."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsm import ErrorKind, SpecError, enums
+from fsm.spec import load_documents, load_spec, parse_spec
+from tests import reference
+
+Docs = dict[str, dict[str, Any]]
+
+
+def test_packaged_spec_loads_and_is_versioned() -> None:
+    spec = load_spec()
+    assert spec.version == "1.0.0"
+    assert set(spec.machines) == {"session", "topic_writer"}
+    assert set(spec.resources) == {"sequence", "session", "topic", "api_key"}
+    assert {"spec", "mosaicod-0.3"} <= set(spec.profiles)
+
+
+def test_loading_from_a_directory_equals_the_package(tmp_path: Path) -> None:
+    for name, doc in reference.raw_docs().items():
+        del doc  # only the text matters
+        text = (Path(__file__).parent.parent / "specs" / name).read_text()
+        (tmp_path / name).write_text(text)
+    assert load_spec(tmp_path) == load_spec()
+
+
+def test_catalogue_covers_every_flight_action_and_error_kind() -> None:
+    spec = load_spec()
+    for action in enums.FlightAction:
+        op = spec.operations[action.name]
+        assert op.kind == "action" and op.wire == action.value
+    assert set(spec.error_kinds) == {k.value for k in ErrorKind}
+
+
+def test_every_state_changing_operation_the_machines_run_has_a_probe() -> None:
+    spec = load_spec()
+    used = {s.do for m in spec.machines.values() for t in m.transitions for s in t.steps if s.do}
+    changing = {
+        op
+        for op in used
+        if op.endswith(("_CREATE", "_DELETE", "_FINALIZE")) or op == "STREAM_CLOSE"
+    }
+    assert changing, "the machines run state-changing operations"
+    for name in changing:
+        probe = spec.operations[name].probe
+        assert probe is not None, name
+        assert spec.probes[probe].settles == name
+
+
+def _mutated(mutate: Callable[[Docs], None]) -> Docs:
+    docs = copy.deepcopy(load_documents())
+    mutate(docs)
+    return docs
+
+
+def _transition(docs: Docs, file: str, tid: str) -> dict[str, Any]:
+    return next(t for t in docs[file]["transitions"] if t["id"] == tid)
+
+
+MALFORMED: list[tuple[str, Callable[[Docs], None], tuple[str, str, str]]] = [
+    (
+        "unknown source state",
+        lambda d: _transition(d, "session.toml", "exit-ok").update(source="Open"),
+        ("session.toml", "transitions", "exit-ok"),
+    ),
+    (
+        "unknown operation in a step",
+        lambda d: _transition(d, "session.toml", "exit-ok")["steps"][1].update(do="SESSION_CLOSE"),
+        ("session.toml", "transitions", "steps[1]"),
+    ),
+    (
+        "a failure without a route",
+        lambda d: _transition(d, "topic_writer.toml", "push")["steps"][0].pop("failed"),
+        ("topic_writer.toml", "transitions", "push"),
+    ),
+    (
+        "a lost reply without a route",
+        lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0].pop("unknown"),
+        ("session.toml", "transitions", "enter-writer"),
+    ),
+    (
+        "a probe that settles another operation",
+        lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0]["unknown"].update(
+            probe="topic_exists"
+        ),
+        ("session.toml", "transitions", "enter-writer"),
+    ),
+    (
+        "a route to a user trigger",
+        lambda d: _transition(d, "session.toml", "exit-ok")["steps"][1].update(failed="exit_error"),
+        ("session.toml", "transitions", "exit-ok"),
+    ),
+    (
+        "a state that is not an enum member",
+        lambda d: d["session.toml"]["machine"]["states"].append("Aborted"),
+        ("session.toml", "machine", "states"),
+    ),
+    (
+        "an enum member missing from the states",
+        lambda d: d["topic_writer.toml"]["machine"]["states"].remove("IgnoredLastError"),
+        ("topic_writer.toml", "machine", "states"),
+    ),
+    (
+        "a guard on an undeclared context value",
+        lambda d: _transition(d, "session.toml", "exit-error-report").update(
+            when={"policy": "Retry"}
+        ),
+        ("session.toml", "transitions", "exit-error-report"),
+    ),
+    (
+        "a route row that does not raise its cause",
+        lambda d: _transition(d, "session.toml", "enter-failed").update(error="none"),
+        ("session.toml", "transitions", "enter-failed"),
+    ),
+    (
+        "a catalogue entry without a permission",
+        lambda d: d["actions.toml"]["operations"]["TOPIC_CREATE"].pop("permission"),
+        ("actions.toml", "operations.TOPIC_CREATE", "-"),
+    ),
+    (
+        "a FlightAction without a catalogue entry",
+        lambda d: d["actions.toml"]["operations"].pop("API_KEY_REVOKE"),
+        ("actions.toml", "operations", "API_KEY_REVOKE"),
+    ),
+    (
+        "an unknown error kind",
+        lambda d: d["actions.toml"]["operations"]["QUERY"]["errors"].append(
+            {"kind": "timeout", "when": "x"}
+        ),
+        ("actions.toml", "operations.QUERY", "errors[1]"),
+    ),
+    (
+        "a resource row with both dest and error",
+        lambda d: d["resources.toml"]["resources"]["topic"]["rows"][0].update(error="internal"),
+        ("resources.toml", "resources.topic.rows", "[0]"),
+    ),
+    (
+        "a patch of a cell that does not exist",
+        lambda d: d["deviations.toml"]["deviations"][0]["patch"][0].update(source="sealed"),
+        ("deviations.toml", "deviations", "MOSAICOD-REPORT-LOCKS"),
+    ),
+    (
+        "a profile naming an unknown deviation",
+        lambda d: d["deviations.toml"]["profiles"]["mosaicod-0.3"]["deviations"].append("NOPE"),
+        ("deviations.toml", "profiles.mosaicod-0.3", "-"),
+    ),
+    (
+        "files disagreeing on the spec version",
+        lambda d: d["actions.toml"].update(spec_version="2.0.0"),
+        ("deviations.toml", "-", "spec_version"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "where"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_spec_names_file_table_entry(
+    name: str, mutate: Callable[[Docs], None], where: tuple[str, str, str]
+) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated(mutate))
+    err = info.value
+    file, table, entry = where
+    assert err.file == file, err
+    assert err.table == table, err
+    assert entry in err.entry, err
+    assert file in str(err) and err.problem in str(err)
+
+
+def test_bad_toml_is_a_spec_error(tmp_path: Path) -> None:
+    for name, _ in reference.raw_docs().items():
+        (tmp_path / name).write_text((Path(__file__).parent.parent / "specs" / name).read_text())
+    (tmp_path / "resources.toml").write_text("spec_version = \n")
+    with pytest.raises(SpecError, match=r"resources\.toml"):
+        load_spec(tmp_path)

@@ -1,0 +1,1 @@
+"""Implementations of the transport interface defined in `fsm.transport`."""
