@@ -1,0 +1,1 @@
+"""Arrow Flight: the wire codec, the client transport and the reference server."""

@@ -1,0 +1,181 @@
+"""The Arrow Flight client transport: the Mosaico wire format of PROTOCOL.md over pyarrow.flight.
+
+One `FlightClient` (one gRPC channel) carries every call: control actions and any number of
+concurrent DoPut streams are multiplexed over it (HTTP/2), so no pool of connections is opened.
+Each call carries the `mosaico-api-key-token` header when a key is given. Flight errors become
+`Outcome.failed` with their kind; UNAVAILABLE, a timeout or a broken connection become
+`Outcome.unknown`, since the server may have applied the call.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from fsm.outcome import ErrorKind, Outcome
+from fsm.transport import Descriptor, TopicData, Transport
+from transport.flight.codec import decode_envelope, flight_error_outcome, parse_flight_info
+from transport.server.auth import HEADER
+
+__all__ = ["FlightTransport"]
+
+
+def _descriptor(d: Descriptor) -> flight.FlightDescriptor:
+    if d.kind == "path":
+        return flight.FlightDescriptor.for_path(*d.path)
+    return flight.FlightDescriptor.for_command(d.command)
+
+
+class FlightTransport(Transport):
+    """A transport to any Mosaico server reachable at `location` (grpc:// or grpc+tls://)."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        api_key: str | None = None,
+        tls_root_certs: bytes | None = None,
+        timeout: float | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        parsed = urlparse(location)
+        if parsed.scheme not in ("grpc", "grpc+tcp", "grpc+tls") or not parsed.hostname:
+            raise ValueError(f"expected grpc://host:port or grpc+tls://host:port, got {location!r}")
+        if tls_root_certs is not None and parsed.scheme != "grpc+tls":
+            location = f"grpc+tls://{parsed.hostname}:{parsed.port}"
+        self.location = location
+        kwargs: dict[str, Any] = {}
+        if tls_root_certs is not None:
+            kwargs["tls_root_certs"] = tls_root_certs
+        self._client = flight.FlightClient(location, **kwargs)
+        headers = [(HEADER.encode(), api_key.encode())] if api_key else []
+        self._options = flight.FlightCallOptions(headers=headers, timeout=timeout)
+        self._connect_timeout = connect_timeout
+        self._closed = threading.Event()
+
+    def wait_ready(self) -> Outcome:
+        """Check that the server answers (a ListFlights), as clients do on connect."""
+        return self.list_sequences()
+
+    # -------------------------------------------------------------------------------------------
+
+    def action_raw(self, action_type: str, body: bytes) -> Outcome:
+        try:
+            results = list(self._client.do_action(flight.Action(action_type, body), self._options))
+        except Exception as exc:
+            return flight_error_outcome(exc)
+        payload = b"".join(r.body.to_pybytes() for r in results)
+        try:
+            return Outcome.ok(decode_envelope(action_type, payload))
+        except ValueError as exc:
+            return Outcome.failed(ErrorKind.INTERNAL, f"malformed reply to {action_type}: {exc}")
+
+    def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
+        try:
+            writer, reader = self._client.do_put(_descriptor(descriptor), schema, self._options)
+        except Exception as exc:
+            return flight_error_outcome(exc)
+        return Outcome.ok(_FlightStream(writer, reader))
+
+    def flight_info(self, descriptor: Descriptor) -> Outcome:
+        try:
+            info = self._client.get_flight_info(_descriptor(descriptor), self._options)
+        except Exception as exc:
+            return flight_error_outcome(exc)
+        try:
+            return Outcome.ok(parse_flight_info(info))
+        except (ValueError, KeyError, TypeError) as exc:
+            return Outcome.failed(ErrorKind.INTERNAL, f"malformed FlightInfo: {exc}")
+
+    def read(self, ticket: bytes) -> Outcome:
+        try:
+            reader = self._client.do_get(flight.Ticket(ticket), self._options)
+            batches = []
+            while True:
+                try:
+                    chunk = reader.read_chunk()
+                except StopIteration:
+                    break
+                if chunk.data is not None:
+                    batches.append(chunk.data)
+            schema = reader.schema
+        except Exception as exc:
+            return flight_error_outcome(exc)
+        return Outcome.ok(TopicData(schema, tuple(batches)))
+
+    def list_sequences(self, criteria: bytes = b"") -> Outcome:
+        try:
+            infos = list(self._client.list_flights(criteria, self._options))
+        except Exception as exc:
+            return flight_error_outcome(exc)
+        names = []
+        for info in infos:
+            path = info.descriptor.path or []
+            if path:
+                first = path[0]
+                names.append(first.decode() if isinstance(first, bytes) else str(first))
+        return Outcome.ok(names)
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._client.close()
+
+
+class _FlightStream:
+    """A DoPut in progress. The server's verdict arrives when the stream is closed; a refusal
+    the server sent earlier shows at the next write."""
+
+    def __init__(self, writer: flight.FlightStreamWriter, reader: flight.FlightMetadataReader) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._done: Outcome | None = None
+
+    def write(self, batch: pa.RecordBatch) -> Outcome:
+        if self._done is not None:
+            return self._done
+        try:
+            self._writer.write_batch(batch)
+        except Exception as exc:
+            return self._finish(exc)
+        return Outcome.ok()
+
+    def _finish(self, exc: BaseException) -> Outcome:
+        # The write failed: the server already ended the stream. Its verdict is in close().
+        try:
+            self._writer.close()
+        except Exception as verdict:
+            exc = verdict
+        outcome = flight_error_outcome(exc)
+        self._done = Outcome.failed(outcome.kind or ErrorKind.CANCELLED, f"stream already failed: {outcome.detail}")
+        return outcome
+
+    def close(self) -> Outcome:
+        if self._done is not None:
+            return self._done
+        try:
+            self._writer.done_writing()
+            self._writer.close()
+        except Exception as exc:
+            outcome = flight_error_outcome(exc)
+            self._done = Outcome.failed(outcome.kind or ErrorKind.CANCELLED, f"stream already closed: {outcome.detail}")
+            return outcome
+        self._done = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
+        return Outcome.ok()
+
+    def abort(self) -> Outcome:
+        if self._done is None:
+            self._done = Outcome.failed(ErrorKind.CANCELLED, "stream aborted")
+            try:
+                self._reader.cancel() if hasattr(self._reader, "cancel") else None
+            except Exception:  # cancelling a stream the server already ended is fine
+                pass
+            try:
+                self._writer.close()
+            except Exception:  # the cancelled call reports CANCELLED, as intended
+                pass
+        return Outcome.ok()
