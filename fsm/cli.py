@@ -62,6 +62,42 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+@_command("serve")
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    import logging
+
+    from fsm.faults import FaultPlan
+    from transport.flight.server import TlsFiles, serve_forever, start_server
+    from transport.server.model import ServerModel
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("mosaico-fsm serve: --tls-cert and --tls-key go together")
+    tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
+    faults = FaultPlan.loads(Path(args.fault_plan).read_text()) if args.fault_plan else None
+    model = ServerModel(profile=args.profile, auth=args.api_key_auth)
+    running = start_server(model, host=args.host, port=args.port, tls=tls, faults=faults)
+    out.write(f"mosaico-fsm reference server on {running.location} (profile {args.profile})\n")
+    if args.api_key_auth:
+        token = running.api_keys["manage"]
+        if args.bootstrap_key_file:
+            Path(args.bootstrap_key_file).write_text(token + "\n")
+            out.write(f"bootstrap manage key written to {args.bootstrap_key_file}\n")
+        else:
+            out.write(f"bootstrap manage key: {token}\n")
+        if tls is None:
+            out.write("warning: API keys travel in clear text without TLS\n")
+    out.flush()
+
+    def stopped(signum: int) -> None:
+        out.write(f"stopped on signal {signum}\n")
+
+    serve_forever(running, stopped)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaico-fsm",
@@ -90,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="session, topic_writer or resource:<sequence|session|topic|api_key> "
         "(default: the client machines)",
     )
+    p = sub.add_parser("serve", help="run the Flight reference server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6726, help="0 picks a free port")
+    p.add_argument("--profile", default="spec", choices=sorted(load_spec().profiles))
+    p.add_argument(
+        "--api-key-auth", action="store_true", help="require API keys (a manage key is issued)"
+    )
+    p.add_argument("--bootstrap-key-file", metavar="F", help="write the bootstrap manage key to F")
+    p.add_argument("--tls-cert", metavar="F", help="PEM certificate chain")
+    p.add_argument("--tls-key", metavar="F", help="PEM private key")
+    p.add_argument("--fault-plan", metavar="F", help="JSON fault plan (see fsm.faults)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 

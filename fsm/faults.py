@@ -111,7 +111,9 @@ class FaultPlan:
             seed=int(raw.get("seed", 0)),
             rate=float(raw.get("rate", 0.0)),
             random_operations=tuple(raw.get("random_operations", ())),
-            random_effects=tuple(FaultEffect(e) for e in raw.get("random_effects", ("fail", "lose_reply"))),
+            random_effects=tuple(
+                FaultEffect(e) for e in raw.get("random_effects", ("fail", "lose_reply"))
+            ),
             random_kinds=tuple(ErrorKind(k) for k in raw.get("random_kinds", ("internal",))),
         )
 
@@ -128,7 +130,9 @@ class FaultPlan:
         if draw >= self.rate:
             return None
         effects = [
-            e for e in self.random_effects if e is not FaultEffect.DROP_STREAM or operation in STREAM_OPERATIONS
+            e
+            for e in self.random_effects
+            if e is not FaultEffect.DROP_STREAM or operation in STREAM_OPERATIONS
         ]
         if not effects:
             return None

@@ -27,7 +27,9 @@ def _injected(fault: Fault) -> Outcome:
     if fault.effect is FaultEffect.FAIL:
         return Outcome.failed(fault.kind, f"injected fault {fault.describe()}")
     if fault.effect is FaultEffect.DROP_STREAM:
-        return Outcome.failed(ErrorKind.CANCELLED, f"injected fault {fault.describe()}: stream dropped")
+        return Outcome.failed(
+            ErrorKind.CANCELLED, f"injected fault {fault.describe()}: stream dropped"
+        )
     return Outcome.unknown(f"injected fault {fault.describe()}: reply lost")
 
 
@@ -88,11 +90,14 @@ class MemoryTransport(Transport):
         )
 
     def read(self, ticket: bytes) -> Outcome:
-        return self._call("DO_GET", lambda: self.model.read(self.model.authenticate(self.api_key), ticket))
+        return self._call(
+            "DO_GET", lambda: self.model.read(self.model.authenticate(self.api_key), ticket)
+        )
 
     def list_sequences(self, criteria: bytes = b"") -> Outcome:
         return self._call(
-            "LIST_FLIGHTS", lambda: self.model.list_sequences(self.model.authenticate(self.api_key), criteria)
+            "LIST_FLIGHTS",
+            lambda: self.model.list_sequences(self.model.authenticate(self.api_key), criteria),
         )
 
     def close(self) -> None:
@@ -110,7 +115,9 @@ class _MemoryStream:
 
     def _break(self, outcome: Outcome) -> Outcome:
         self._model.put_cancel(self._handle)
-        self._dead = Outcome.failed(outcome.kind or ErrorKind.CANCELLED, f"stream already failed: {outcome.detail}")
+        self._dead = Outcome.failed(
+            outcome.kind or ErrorKind.CANCELLED, f"stream already failed: {outcome.detail}"
+        )
         return outcome
 
     def write(self, batch: pa.RecordBatch) -> Outcome:

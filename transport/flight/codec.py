@@ -1,4 +1,4 @@
-"""The Mosaico wire format over Arrow Flight (PROTOCOL.md §4–§7), both directions.
+"""The Mosaico wire format over Arrow Flight (PROTOCOL.md §4 to §7), both directions.
 
 Action envelopes, FlightInfo for sequences and topics (schema metadata, app_metadata,
 endpoints with `mosaico:` locations) and the mapping between error kinds and Flight errors.
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.flight as flight
+from pyarrow import flight
 
 from fsm.outcome import ErrorKind, Outcome
 from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicInfo
@@ -82,7 +83,9 @@ def _endpoint(topic: TopicInfo) -> flight.FlightEndpoint:
     )
 
 
-def render_flight_info(view: SequenceInfo | TopicInfo, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+def render_flight_info(
+    view: SequenceInfo | TopicInfo, descriptor: flight.FlightDescriptor
+) -> flight.FlightInfo:
     """The FlightInfo a Mosaico server answers for a sequence or a topic."""
     if isinstance(view, SequenceInfo):
         schema = pa.schema(
@@ -205,35 +208,36 @@ def parse_flight_info(fi: flight.FlightInfo) -> SequenceInfo | TopicInfo:
 _KIND_PREFIX = re.compile(r"(?:^|message: )(" + "|".join(k.value for k in ErrorKind) + r"): ")
 
 
+_RAISED_AS: dict[ErrorKind, Callable[[str], Exception]] = {
+    ErrorKind.NOT_FOUND: pa.ArrowKeyError,
+    ErrorKind.INVALID_ARGUMENT: pa.ArrowInvalid,
+    ErrorKind.PERMISSION_DENIED: flight.FlightUnauthorizedError,
+    ErrorKind.UNAUTHENTICATED: flight.FlightUnauthenticatedError,
+    ErrorKind.CANCELLED: flight.FlightCancelledError,
+    ErrorKind.INTERNAL: flight.FlightInternalError,
+    ErrorKind.UNIMPLEMENTED: NotImplementedError,
+}
+
+
 def error_to_flight(kind: ErrorKind, message: str) -> Exception:
-    """The exception a pyarrow Flight server raises to answer `kind`."""
-    text = f"{kind.value}: {message}"
-    if kind is ErrorKind.NOT_FOUND:
-        return pa.ArrowKeyError(text)
-    if kind is ErrorKind.INVALID_ARGUMENT:
-        return pa.ArrowInvalid(text)
-    if kind is ErrorKind.PERMISSION_DENIED:
-        return flight.FlightUnauthorizedError(text)
-    if kind is ErrorKind.UNAUTHENTICATED:
-        return flight.FlightUnauthenticatedError(text)
-    if kind is ErrorKind.CANCELLED:
-        return flight.FlightCancelledError(text)
-    if kind is ErrorKind.INTERNAL:
-        return flight.FlightInternalError(text)
-    if kind is ErrorKind.UNIMPLEMENTED:
-        return NotImplementedError(text)
-    return flight.FlightServerError(text)
+    """The exception a pyarrow Flight server raises to answer `kind` (FlightServerError, i.e.
+    UNKNOWN on the wire, for the kinds Arrow cannot spell)."""
+    make: Callable[[str], Exception] = _RAISED_AS.get(kind, flight.FlightServerError)
+    return make(f"{kind.value}: {message}")
 
 
 def lost_reply_error(message: str) -> Exception:
     """What the server raises when a fault loses the reply of an applied request."""
-    return flight.FlightUnavailableError(f"reply lost: {message}")
+    make: Callable[[str], Exception] = flight.FlightUnavailableError
+    return make(f"reply lost: {message}")
 
 
 def flight_error_outcome(exc: BaseException) -> Outcome:
     """The outcome a client sees for a Flight call that raised `exc`."""
     text = str(exc).split(". Detail: Python exception", 1)[0]
-    if isinstance(exc, (flight.FlightUnavailableError, flight.FlightTimedOutError, ConnectionError)):
+    if isinstance(
+        exc, (flight.FlightUnavailableError, flight.FlightTimedOutError, ConnectionError)
+    ):
         return Outcome.unknown(text)
     match = _KIND_PREFIX.search(text)
     if match is not None:
@@ -251,7 +255,11 @@ def flight_error_outcome(exc: BaseException) -> Outcome:
     elif isinstance(exc, pa.ArrowKeyError):
         kind = ErrorKind.NOT_FOUND
     elif isinstance(exc, pa.ArrowInvalid):
-        kind = ErrorKind.FAILED_PRECONDITION if "precondition" in lowered else ErrorKind.INVALID_ARGUMENT
+        kind = (
+            ErrorKind.FAILED_PRECONDITION
+            if "precondition" in lowered
+            else ErrorKind.INVALID_ARGUMENT
+        )
     elif isinstance(exc, pa.ArrowNotImplementedError):
         kind = ErrorKind.UNIMPLEMENTED
     elif "already exists" in lowered:

@@ -15,17 +15,23 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
 import attrs
 import pyarrow as pa
-import pyarrow.flight as flight
+from pyarrow import flight
 
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
-from transport.flight.codec import encode_envelope, error_to_flight, lost_reply_error, render_flight_info
+from transport.flight.codec import (
+    encode_envelope,
+    error_to_flight,
+    lost_reply_error,
+    render_flight_info,
+)
 from transport.server.auth import HEADER, Principal
 from transport.server.errors import ServerError
 from transport.server.model import PutHandle, ServerModel
@@ -47,12 +53,12 @@ class TlsFiles:
         return flight.CertKeyPair(self.cert.read_bytes(), self.key.read_bytes())
 
 
-class _Token(flight.ServerMiddleware):
+class _Token(flight.ServerMiddleware):  # type: ignore[misc]
     def __init__(self, token: str | None) -> None:
         self.token = token
 
 
-class _TokenFactory(flight.ServerMiddlewareFactory):
+class _TokenFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
     """Keeps the mosaico-api-key-token header of each call for the handlers."""
 
     def start_call(self, info: flight.CallInfo, headers: dict[str, list[Any]]) -> _Token:
@@ -67,7 +73,9 @@ def _fault_error(fault: Fault, what: str) -> Exception:
     if fault.effect is FaultEffect.FAIL:
         return error_to_flight(fault.kind, f"injected fault {fault.describe()} on {what}")
     if fault.effect is FaultEffect.DROP_STREAM:
-        return error_to_flight(ErrorKind.CANCELLED, f"injected fault {fault.describe()}: stream dropped")
+        return error_to_flight(
+            ErrorKind.CANCELLED, f"injected fault {fault.describe()}: stream dropped"
+        )
     return lost_reply_error(f"injected fault {fault.describe()} on {what}")
 
 
@@ -118,7 +126,9 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
     # -------------------------------------------------------------------------------------------
     # RPCs
 
-    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Iterator[bytes]:
+    def do_action(
+        self, context: flight.ServerCallContext, action: flight.Action
+    ) -> Iterator[bytes]:
         action_type = action.type
         body = action.body.to_pybytes() if action.body is not None else b""
         log.debug("DoAction %s %s", action_type, body[:200])
@@ -128,10 +138,14 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
             response = self.model.handle_action(self._principal(context), action_type, body)
             return encode_envelope(action_type, response)
 
-        envelope = self._guarded(op.name if op else "UNKNOWN_ACTION", f"DoAction {action_type}", apply)
+        envelope = self._guarded(
+            op.name if op else "UNKNOWN_ACTION", f"DoAction {action_type}", apply
+        )
         return iter([envelope])
 
-    def list_flights(self, context: flight.ServerCallContext, criteria: bytes) -> Iterator[flight.FlightInfo]:
+    def list_flights(
+        self, context: flight.ServerCallContext, criteria: bytes
+    ) -> Iterator[flight.FlightInfo]:
         log.debug("ListFlights %r", criteria)
         names = self._guarded(
             "LIST_FLIGHTS",
@@ -141,7 +155,9 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         empty = pa.schema([])
         for name in names:
             descriptor = flight.FlightDescriptor.for_path(name)
-            yield flight.FlightInfo(empty, descriptor, [flight.FlightEndpoint(name.encode(), [])], -1, -1)
+            yield flight.FlightInfo(
+                empty, descriptor, [flight.FlightEndpoint(name.encode(), [])], -1, -1
+            )
 
     def get_flight_info(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
@@ -156,9 +172,13 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         )
         return render_flight_info(view, descriptor)
 
-    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
+    def do_get(
+        self, context: flight.ServerCallContext, ticket: flight.Ticket
+    ) -> flight.FlightDataStream:
         log.debug("DoGet %r", ticket.ticket[:200])
-        data = self._guarded("DO_GET", "DoGet", lambda: self.model.read(self._principal(context), ticket.ticket))
+        data = self._guarded(
+            "DO_GET", "DoGet", lambda: self.model.read(self._principal(context), ticket.ticket)
+        )
         return flight.GeneratorStream(data.schema, iter(data.batches))
 
     def do_put(
@@ -183,7 +203,9 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
                 raise error_to_flight(ErrorKind.CANCELLED, f"stream broken: {exc}") from None
             if chunk.data is None:
                 continue
-            self._guarded_stream(handle, "STREAM_WRITE", lambda: self.model.put_write(handle, chunk.data))
+            self._guarded_stream(
+                handle, "STREAM_WRITE", partial(self.model.put_write, handle, chunk.data)
+            )
         self._guarded_stream(handle, "STREAM_CLOSE", lambda: self.model.put_end(handle))
 
     def _guarded_open(
@@ -219,7 +241,9 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
     def list_actions(self, context: flight.ServerCallContext) -> Any:
         raise error_to_flight(ErrorKind.UNIMPLEMENTED, "ListActions is not part of the protocol")
 
-    def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> Any:
+    def get_schema(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> Any:
         raise error_to_flight(ErrorKind.UNIMPLEMENTED, "GetSchema is not part of the protocol")
 
     def do_exchange(self, context: flight.ServerCallContext, *args: Any) -> Any:
@@ -259,7 +283,10 @@ class RunningServer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -285,9 +312,7 @@ def start_server(
     return running
 
 
-def serve_forever(
-    running: RunningServer, on_stop: Callable[[int], None] | None = None
-) -> None:
+def serve_forever(running: RunningServer, on_stop: Callable[[int], None] | None = None) -> None:
     """Block until SIGINT or SIGTERM, then shut the server down cleanly."""
     stop = threading.Event()
     received: list[int] = []

@@ -34,7 +34,6 @@ from transport.server import query as query_mod
 from transport.server.auth import ApiKey, Principal, fingerprint_of, new_token, parse_token
 from transport.server.errors import ServerError
 from transport.server.validate import (
-    normalize_sequence_locator,
     normalize_topic_locator,
     parse_json_object,
     split_topic_locator,
@@ -141,11 +140,15 @@ class ServerModel:
     ) -> None:
         self.spec = spec or load_spec()
         if profile not in self.spec.profiles:
-            raise ValueError(f"unknown profile {profile!r}; choose from {sorted(self.spec.profiles)}")
+            raise ValueError(
+                f"unknown profile {profile!r}; choose from {sorted(self.spec.profiles)}"
+            )
         self.profile = profile
         self.auth = auth
         self._clock = clock
         self._rng = random.Random(seed)
+        # Tokens are secrets: drawn from the OS unless a seed asks for a reproducible run.
+        self._token_rng: random.Random = random.SystemRandom() if seed is None else self._rng
         self._lock = threading.RLock()
         self._stream_ids = itertools.count(1)
         self.resources: dict[str, ResourceSpec] = apply_profile(self.spec, profile)
@@ -175,17 +178,23 @@ class ServerModel:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
     def bootstrap_key(
-        self, permission: APIKeyPermissionEnum = APIKeyPermissionEnum.Manage, description: str = "bootstrap"
+        self,
+        permission: APIKeyPermissionEnum = APIKeyPermissionEnum.Manage,
+        description: str = "bootstrap",
     ) -> str:
         """Issue a key without a request (how the first manage key comes to exist)."""
         with self._lock:
             return self._issue_key(permission, description, None)
 
-    def _issue_key(self, permission: APIKeyPermissionEnum, description: str, expires_at_ns: int | None) -> str:
-        token, payload, fingerprint = new_token(self._rng)
+    def _issue_key(
+        self, permission: APIKeyPermissionEnum, description: str, expires_at_ns: int | None
+    ) -> str:
+        token, payload, fingerprint = new_token(self._token_rng)
         while fingerprint in self.keys:
-            token, payload, fingerprint = new_token(self._rng)
-        self.keys[fingerprint] = ApiKey(fingerprint, payload, permission, description, self.now(), expires_at_ns)
+            token, payload, fingerprint = new_token(self._token_rng)
+        self.keys[fingerprint] = ApiKey(
+            fingerprint, payload, permission, description, self.now(), expires_at_ns
+        )
         return token
 
     def authenticate(self, token: str | None) -> Principal:
@@ -205,7 +214,9 @@ class ServerModel:
             if self.settings.check_token_payload and (
                 key.payload != payload or fingerprint_of(payload) != fingerprint
             ):
-                raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: API key does not match")
+                raise ServerError(
+                    ErrorKind.PERMISSION_DENIED, "unauthorized: API key does not match"
+                )
             if (
                 self.settings.enforce_key_expiry
                 and key.expires_at_ns is not None
@@ -227,11 +238,15 @@ class ServerModel:
     # -----------------------------------------------------------------------------------------
     # The tables
 
-    def _decide(self, resource: str, state: str, event: str, facts: Mapping[str, str], what: str) -> str:
+    def _decide(
+        self, resource: str, state: str, event: str, facts: Mapping[str, str], what: str
+    ) -> str:
         """The destination the resource table gives, or the refusal it gives (raised)."""
         row: ResourceRow | None = self.resources[resource].decide(state, event, facts)
         if row is None:  # excluded by the soundness checks
-            raise ServerError(ErrorKind.INTERNAL, f"no {resource} row for {state} --{event}--> {dict(facts)}")
+            raise ServerError(
+                ErrorKind.INTERNAL, f"no {resource} row for {state} --{event}--> {dict(facts)}"
+            )
         if row.error is not None:
             reason = f" ({row.doc})" if row.doc else ""
             raise ServerError(ErrorKind(row.error), f"{what}: {resource} is {state}{reason}")
@@ -277,13 +292,17 @@ class ServerModel:
             raise ServerError(ErrorKind.INVALID_ARGUMENT, f"unknown action {action_type!r}")
         request = validate_request(op, parse_json_object(body, f"{action_type} body"))
         self.authorize(principal, op.name)
-        handler: Callable[[Operation, dict[str, Any], Principal], Any] = getattr(self, f"_do_{op.wire}")
+        handler: Callable[[Operation, dict[str, Any], Principal], Any] = getattr(
+            self, f"_do_{op.wire}"
+        )
         with self._lock:
             return handler(op, request, principal)
 
     def _do_sequence_create(self, op: Operation, req: dict[str, Any], _: Principal) -> None:
         name = req["locator"]
-        self._decide("sequence", self._sequence_state(name), op.name, {"locked_session": "no"}, op.wire)
+        self._decide(
+            "sequence", self._sequence_state(name), op.name, {"locked_session": "no"}, op.wire
+        )
         self.sequences[name] = _Sequence(name, req["user_metadata"], self.now())
 
     def _locked_session_fact(self, sequence: _Sequence) -> dict[str, str]:
@@ -298,7 +317,9 @@ class ServerModel:
         assert sequence is not None
         return sequence
 
-    def _do_session_create(self, op: Operation, req: dict[str, Any], _: Principal) -> dict[str, str]:
+    def _do_session_create(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> dict[str, str]:
         sequence = self._sequence(req["locator"], op.name, op.wire)
         session_uuid = self._uuid()
         dest = self._decide("session", "absent", op.name, {"topics": "none"}, op.wire)
@@ -331,23 +352,37 @@ class ServerModel:
             self._drop_session(self.sessions[session_uuid])
         del self.sequences[sequence.name]
 
-    def _do_sequence_notification_create(self, op: Operation, req: dict[str, Any], _: Principal) -> None:
+    def _do_sequence_notification_create(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> None:
         sequence = self._sequence(req["locator"], op.name, op.wire)
         moves: list[tuple[_Session, str]] = []
         if req["notification_type"] == "error":
             for session_uuid in sequence.sessions:
                 session = self.sessions[session_uuid]
-                dest = self._decide("session", session.state, "ERROR_REPORTED", self._session_facts(session), op.wire)
+                dest = self._decide(
+                    "session",
+                    session.state,
+                    "ERROR_REPORTED",
+                    self._session_facts(session),
+                    op.wire,
+                )
                 moves.append((session, dest))
-        sequence.notifications.append(_Notification(sequence.name, req["notification_type"], req["msg"], self.now()))
+        sequence.notifications.append(
+            _Notification(sequence.name, req["notification_type"], req["msg"], self.now())
+        )
         for session, dest in moves:
             session.state = dest
 
-    def _do_sequence_notification_list(self, op: Operation, req: dict[str, Any], _: Principal) -> dict[str, Any]:
+    def _do_sequence_notification_list(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> dict[str, Any]:
         sequence = self._sequence(req["locator"], op.name, op.wire)
         return {"notifications": [n.to_json() for n in sequence.notifications]}
 
-    def _do_sequence_notification_purge(self, op: Operation, req: dict[str, Any], _: Principal) -> None:
+    def _do_sequence_notification_purge(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> None:
         self._sequence(req["locator"], op.name, op.wire).notifications.clear()
 
     def _do_topic_create(self, op: Operation, req: dict[str, Any], _: Principal) -> dict[str, str]:
@@ -383,17 +418,25 @@ class ServerModel:
         if session is not None:
             session.topics.remove(topic.locator)
 
-    def _do_topic_notification_create(self, op: Operation, req: dict[str, Any], _: Principal) -> None:
+    def _do_topic_notification_create(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> None:
         topic, _dest = self._topic(req["locator"], op.name, op.wire)
         assert topic is not None
-        topic.notifications.append(_Notification(topic.locator, req["notification_type"], req["msg"], self.now()))
+        topic.notifications.append(
+            _Notification(topic.locator, req["notification_type"], req["msg"], self.now())
+        )
 
-    def _do_topic_notification_list(self, op: Operation, req: dict[str, Any], _: Principal) -> dict[str, Any]:
+    def _do_topic_notification_list(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> dict[str, Any]:
         topic, _dest = self._topic(req["locator"], op.name, op.wire)
         assert topic is not None
         return {"notifications": [n.to_json() for n in topic.notifications]}
 
-    def _do_topic_notification_purge(self, op: Operation, req: dict[str, Any], _: Principal) -> None:
+    def _do_topic_notification_purge(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> None:
         topic, _dest = self._topic(req["locator"], op.name, op.wire)
         assert topic is not None
         topic.notifications.clear()
@@ -402,12 +445,12 @@ class ServerModel:
         body = {k: v for k, v in req.items() if v is not None}
         candidates: list[query_mod.Candidate] = []
         for sequence in self.sequences.values():
-            fields = {
+            fields: dict[str, Any] = {
                 "locator": sequence.name,
                 "created_at_ns": sequence.created_ns,
                 "user_metadata": sequence.user_metadata,
             }
-            topics = [
+            topics: list[Mapping[str, Any]] = [
                 {
                     "locator": t.locator,
                     "ontology_tag": t.ontology_tag,
@@ -421,7 +464,9 @@ class ServerModel:
             candidates.append((fields, topics))
         return {"items": query_mod.run_query(body, candidates)}
 
-    def _do_api_key_create(self, op: Operation, req: dict[str, Any], _: Principal) -> dict[str, str]:
+    def _do_api_key_create(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> dict[str, str]:
         self._decide("api_key", "absent", op.name, {}, op.wire)
         permission = APIKeyPermissionEnum(req["permissions"])
         token = self._issue_key(permission, req["description"], req.get("expires_at_ns"))
@@ -433,7 +478,9 @@ class ServerModel:
         assert key is not None
         return key
 
-    def _do_api_key_status(self, op: Operation, req: dict[str, Any], _: Principal) -> dict[str, Any]:
+    def _do_api_key_status(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> dict[str, Any]:
         key = self._key(req["api_key_fingerprint"], op.name, op.wire)
         return {
             "api_key_fingerprint": key.fingerprint,
@@ -456,10 +503,14 @@ class ServerModel:
     # -----------------------------------------------------------------------------------------
     # DoPut
 
-    def put_open(self, principal: Principal, descriptor_kind: str, command: bytes, schema: pa.Schema) -> PutHandle:
+    def put_open(
+        self, principal: Principal, descriptor_kind: str, command: bytes, schema: pa.Schema
+    ) -> PutHandle:
         """Accept (or refuse) the start of a DoPut stream. Nothing is stored on a refusal."""
         if descriptor_kind != "cmd":
-            raise ServerError(ErrorKind.INVALID_ARGUMENT, "DoPut needs a CMD descriptor, not a PATH")
+            raise ServerError(
+                ErrorKind.INVALID_ARGUMENT, "DoPut needs a CMD descriptor, not a PATH"
+            )
         op = self.spec.operations["DO_PUT"]
         request = validate_request(op, parse_json_object(command, "DoPut descriptor"))
         self.authorize(principal, "DO_PUT")
@@ -468,7 +519,9 @@ class ServerModel:
         with self._lock:
             topic = self.topics.get(locator)
             if topic is not None and topic.uuid != request["topic_uuid"]:
-                raise ServerError(ErrorKind.PERMISSION_DENIED, f"unauthorized: wrong topic_uuid for {locator!r}")
+                raise ServerError(
+                    ErrorKind.PERMISSION_DENIED, f"unauthorized: wrong topic_uuid for {locator!r}"
+                )
             topic, dest = self._topic(locator, "DO_PUT_OPEN", "DoPut")
             assert topic is not None
             if topic.schema is not None and not topic.schema.equals(schema, check_metadata=False):
@@ -486,7 +539,9 @@ class ServerModel:
     def _streaming_topic(self, handle: PutHandle, event: str) -> tuple[_Topic, str]:
         topic = self.topics.get(handle.locator)
         if topic is None:
-            raise ServerError(ErrorKind.NOT_FOUND, f"DoPut: topic {handle.locator!r} no longer exists")
+            raise ServerError(
+                ErrorKind.NOT_FOUND, f"DoPut: topic {handle.locator!r} no longer exists"
+            )
         _, dest = self._topic(handle.locator, event, "DoPut")
         if topic.stream not in (handle.stream, None) and topic.state == "receiving":
             raise ServerError(ErrorKind.FAILED_PRECONDITION, "DoPut: another stream owns the topic")
@@ -495,7 +550,9 @@ class ServerModel:
     def put_write(self, handle: PutHandle, batch: pa.RecordBatch) -> None:
         """Store one received batch as one chunk."""
         if not batch.schema.equals(handle.schema, check_metadata=False):
-            raise ServerError(ErrorKind.ABORTED, "DoPut: a batch does not match the stream's schema")
+            raise ServerError(
+                ErrorKind.ABORTED, "DoPut: a batch does not match the stream's schema"
+            )
         with self._lock:
             topic, dest = self._streaming_topic(handle, "DO_PUT_WRITE")
             topic.state = dest
@@ -534,7 +591,9 @@ class ServerModel:
     # -----------------------------------------------------------------------------------------
     # Reading
 
-    def flight_info(self, principal: Principal, descriptor_kind: str, command: bytes) -> SequenceInfo | TopicInfo:
+    def flight_info(
+        self, principal: Principal, descriptor_kind: str, command: bytes
+    ) -> SequenceInfo | TopicInfo:
         if descriptor_kind != "cmd":
             raise ServerError(ErrorKind.INVALID_ARGUMENT, "GetFlightInfo needs a CMD descriptor")
         op = self.spec.operations["GET_FLIGHT_INFO"]
@@ -554,7 +613,9 @@ class ServerModel:
                 for s in sequence.sessions
                 for t in self.sessions[s].topics
             )
-            return SequenceInfo(sequence.name, sequence.created_ns, dict(sequence.user_metadata), sessions, topics)
+            return SequenceInfo(
+                sequence.name, sequence.created_ns, dict(sequence.user_metadata), sessions, topics
+            )
 
     def _session_info(self, session: _Session) -> SessionInfo:
         return SessionInfo(
@@ -565,11 +626,16 @@ class ServerModel:
             topics=tuple(session.topics),
         )
 
-    def _topic_info(self, topic: _Topic, start: int | None, end: int | None, *, with_schema: bool) -> TopicInfo:
+    def _topic_info(
+        self, topic: _Topic, start: int | None, end: int | None, *, with_schema: bool
+    ) -> TopicInfo:
         info = None
         if topic.finalized_once:
             info = DataInfo(len(topic.chunks), topic.total_bytes, topic.start_ns, topic.end_ns)
-        ticket = TICKET_PREFIX + json.dumps({"locator": topic.locator, "start": start, "end": end}).encode()
+        ticket = (
+            TICKET_PREFIX
+            + json.dumps({"locator": topic.locator, "start": start, "end": end}).encode()
+        )
         return TopicInfo(
             locator=topic.locator,
             created_at_ns=topic.created_ns,
@@ -589,7 +655,10 @@ class ServerModel:
             {
                 "mosaico:context": "topic",
                 "mosaico:properties": json.dumps(
-                    {"serialization_format": topic.serialization_format, "ontology_tag": topic.ontology_tag}
+                    {
+                        "serialization_format": topic.serialization_format,
+                        "ontology_tag": topic.ontology_tag,
+                    }
                 ),
                 "mosaico:user_metadata": json.dumps(topic.user_metadata),
             }
@@ -599,13 +668,17 @@ class ServerModel:
         """DoGet: the topic's chunks in write order, limited to the ticket's time range."""
         self.authorize(principal, "DO_GET")
         if not ticket.startswith(TICKET_PREFIX):
-            raise ServerError(ErrorKind.INVALID_ARGUMENT, "DoGet: this ticket was not issued by this server")
+            raise ServerError(
+                ErrorKind.INVALID_ARGUMENT, "DoGet: this ticket was not issued by this server"
+            )
         try:
             raw = json.loads(ticket[len(TICKET_PREFIX) :])
             locator = normalize_topic_locator(raw["locator"])
             start, end = raw["start"], raw["end"]
         except (ValueError, KeyError, TypeError, ServerError):
-            raise ServerError(ErrorKind.INVALID_ARGUMENT, "DoGet: the ticket cannot be decoded") from None
+            raise ServerError(
+                ErrorKind.INVALID_ARGUMENT, "DoGet: the ticket cannot be decoded"
+            ) from None
         with self._lock:
             topic, _ = self._topic(locator, "DO_GET", "DoGet")
             assert topic is not None
@@ -619,7 +692,9 @@ class ServerModel:
     def list_sequences(self, principal: Principal, criteria: bytes) -> list[str]:
         self.authorize(principal, "LIST_FLIGHTS")
         if criteria not in (b"", b"/"):
-            raise ServerError(ErrorKind.INVALID_ARGUMENT, "ListFlights: criteria must be empty or '/'")
+            raise ServerError(
+                ErrorKind.INVALID_ARGUMENT, "ListFlights: criteria must be empty or '/'"
+            )
         with self._lock:
             return list(self.sequences)
 
@@ -666,7 +741,9 @@ def _permission(value: str) -> APIKeyPermissionEnum | None:
 def _check_schema(schema: pa.Schema) -> None:
     index = schema.get_field_index("timestamp_ns")
     if index < 0 or schema.field(index).type != pa.int64():
-        raise ServerError(ErrorKind.INVALID_ARGUMENT, "DoPut: the schema needs an int64 field 'timestamp_ns'")
+        raise ServerError(
+            ErrorKind.INVALID_ARGUMENT, "DoPut: the schema needs an int64 field 'timestamp_ns'"
+        )
 
 
 def _min_max(column: pa.Array) -> tuple[int | None, int | None]:

@@ -7,6 +7,7 @@ refused with INVALID_ARGUMENT naming it, so an unsupported filter never yields a
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,7 +28,9 @@ def _comparable(a: Any, b: Any) -> bool:
     numbers = (int, float)
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool)
-    return (isinstance(a, numbers) and isinstance(b, numbers)) or (isinstance(a, str) and isinstance(b, str))
+    return (isinstance(a, numbers) and isinstance(b, numbers)) or (
+        isinstance(a, str) and isinstance(b, str)
+    )
 
 
 def _op(name: str, operand: Any, where: str) -> Callable[[Any], bool]:
@@ -38,11 +41,11 @@ def _op(name: str, operand: Any, where: str) -> Callable[[Any], bool]:
     if name in ("$lt", "$leq", "$gt", "$geq"):
         if not isinstance(operand, (int, float, str)) or isinstance(operand, bool):
             raise _bad(f"{where}: {name} needs a number or a string")
-        compare = {
-            "$lt": lambda a, b: a < b,
-            "$leq": lambda a, b: a <= b,
-            "$gt": lambda a, b: a > b,
-            "$geq": lambda a, b: a >= b,
+        compare: Callable[[Any, Any], bool] = {
+            "$lt": operator.lt,
+            "$leq": operator.le,
+            "$gt": operator.gt,
+            "$geq": operator.ge,
         }[name]
         return lambda v: v is not _MISSING and _comparable(v, operand) and bool(compare(v, operand))
     if name == "$in":
@@ -88,6 +91,14 @@ def _lookup(metadata: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+def _metadata_check(path: str, tests: list[Callable[[Any], bool]]) -> Predicate:
+    return lambda c: all(t(_lookup(c["user_metadata"], path)) for t in tests)
+
+
+def _field_check(field: str, tests: list[Callable[[Any], bool]]) -> Predicate:
+    return lambda c: all(t(c.get(field, _MISSING)) for t in tests)
+
+
 FIELDS = {
     "sequence": ("locator", "created_at_ns"),
     "topic": ("locator", "ontology_tag", "serialization_format", "created_at_ns"),
@@ -106,13 +117,9 @@ def compile_filter(kind: str, raw: Any) -> Predicate:
             if not isinstance(spec, dict):
                 raise _bad(f"{where}: expected {{'<key>': {{'$op': value}}}}")
             for path, conditions in spec.items():
-                tests = _conditions(conditions, f"{where}.{path}")
-                checks.append(
-                    lambda c, path=path, tests=tests: all(t(_lookup(c["user_metadata"], path)) for t in tests)
-                )
+                checks.append(_metadata_check(path, _conditions(conditions, f"{where}.{path}")))
         elif field in FIELDS[kind]:
-            tests = _conditions(spec, where)
-            checks.append(lambda c, field=field, tests=tests: all(t(c.get(field, _MISSING)) for t in tests))
+            checks.append(_field_check(field, _conditions(spec, where)))
         else:
             raise _bad(f"filter field {where!r} is not supported")
     return lambda candidate: all(check(candidate) for check in checks)
@@ -141,6 +148,9 @@ def run_query(body: Mapping[str, Any], candidates: Iterable[Candidate]) -> list[
         if topic_pred is not None and not matching:
             continue
         items.append(
-            {"sequence": sequence["locator"], "topics": [{"locator": t["locator"]} for t in matching]}
+            {
+                "sequence": sequence["locator"],
+                "topics": [{"locator": t["locator"]} for t in matching],
+            }
         )
     return items

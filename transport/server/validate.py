@@ -47,7 +47,9 @@ def normalize_sequence_locator(value: str) -> str:
     name = value.strip()
     name = name.removeprefix("/")
     if not _SEQUENCE.fullmatch(name):
-        raise _bad(f"bad sequence locator {value!r}: expected an alphanumeric start, then [A-Za-z0-9_-]")
+        raise _bad(
+            f"bad sequence locator {value!r}: expected an alphanumeric start, then [A-Za-z0-9_-]"
+        )
     return name
 
 
@@ -59,7 +61,9 @@ def split_topic_locator(value: str) -> tuple[str, str]:
         raise _bad(f"bad topic locator {value!r}: expected '<sequence>/<topic path>'")
     sequence = normalize_sequence_locator(sequence)
     if not _TOPIC_PATH.fullmatch(path) or path.endswith("/"):
-        raise _bad(f"bad topic locator {value!r}: the topic path needs an alphanumeric start, then [A-Za-z0-9_/-]")
+        raise _bad(
+            f"bad topic locator {value!r}: the topic path needs an alphanumeric start, then [A-Za-z0-9_/-]"
+        )
     return sequence, path
 
 
@@ -92,7 +96,11 @@ def _fingerprint(value: str) -> str:
 
 
 def _locator(value: str) -> str:
-    return normalize_topic_locator(value) if "/" in value.strip().removeprefix("/") else normalize_sequence_locator(value)
+    return (
+        normalize_topic_locator(value)
+        if "/" in value.strip().removeprefix("/")
+        else normalize_sequence_locator(value)
+    )
 
 
 _STRING_CHECKS: dict[str, Callable[[str], str]] = {

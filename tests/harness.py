@@ -1,0 +1,67 @@
+"""Test harness: the same server model behind either transport.
+
+`Harness.transport()` gives a new client transport to the harness's server: in memory, or
+over Arrow Flight to an in-process reference server on 127.0.0.1 (port 0). Faults are applied
+where each transport applies them (the memory transport, or the Flight server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+
+from fsm.faults import FaultPlan, FaultSchedule
+from fsm.transport import Transport
+from transport.flight.client import FlightTransport
+from transport.flight.server import RunningServer, start_server
+from transport.memory import MemoryTransport
+from transport.server.model import ServerModel
+
+KINDS = ("memory", "flight")
+
+
+@attrs.define
+class Harness:
+    kind: str
+    model: ServerModel
+    server: RunningServer | None = None
+    schedule: FaultSchedule | None = None
+    opened: list[Transport] = attrs.field(factory=list)
+
+    def transport(self, api_key: str | None = None) -> Transport:
+        t: Transport
+        if self.kind == "memory":
+            t = MemoryTransport(self.model, api_key=api_key, faults=self.schedule)
+        else:
+            assert self.server is not None
+            t = FlightTransport(self.server.location, api_key=api_key)
+        self.opened.append(t)
+        return t
+
+    def close(self) -> None:
+        for t in self.opened:
+            t.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+@contextmanager
+def harness(
+    kind: str,
+    *,
+    profile: str = "spec",
+    auth: bool = False,
+    faults: FaultPlan | None = None,
+    seed: int | None = 0,
+) -> Iterator[Harness]:
+    model = ServerModel(profile=profile, auth=auth, seed=seed)
+    schedule = FaultSchedule(faults)
+    h = Harness(kind, model, schedule=schedule)
+    if kind == "flight":
+        h.server = start_server(model, faults=schedule)
+    try:
+        yield h
+    finally:
+        h.close()
