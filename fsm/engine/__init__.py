@@ -1,0 +1,20 @@
+"""The embedded protocol engine: sequence, session and topic writers driven by the tables."""
+
+from fsm.engine.client import Client, Machines
+from fsm.engine.session import SessionWriter
+from fsm.engine.stream import BatchPolicy
+from fsm.engine.topic import TopicWriter
+from fsm.engine.trace import Tracer, TraceReport, TraceViolation, check_trace, read_trace
+
+__all__ = [
+    "BatchPolicy",
+    "Client",
+    "Machines",
+    "SessionWriter",
+    "TopicWriter",
+    "TraceReport",
+    "TraceViolation",
+    "Tracer",
+    "check_trace",
+    "read_trace",
+]

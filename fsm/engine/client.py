@@ -1,0 +1,192 @@
+"""The engine's entry point: write sequences to any Mosaico server through any transport."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import pyarrow as pa
+
+from fsm.engine.session import SessionWriter
+from fsm.engine.stream import BatchPolicy
+from fsm.engine.trace import Tracer
+from fsm.engine.validation import (
+    check_metadata,
+    check_sequence_name,
+    check_topic_name,
+    topic_locator,
+)
+from fsm.enums import FlightAction, OnErrorPolicy, SessionLevelErrorPolicy
+from fsm.errors import ActionFailed, OutcomeUnknown
+from fsm.machines import ProtocolMachine
+from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
+from fsm.spec import Spec, load_spec
+from fsm.transport import Descriptor, SequenceInfo, TopicInfo, Transport
+
+__all__ = ["Client", "Machines"]
+
+
+@attrs.frozen
+class Machines:
+    """The two machines the engine runs, built from one spec."""
+
+    session: ProtocolMachine
+    topic_writer: ProtocolMachine
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> Machines:
+        return cls(ProtocolMachine(spec.session), ProtocolMachine(spec.topic_writer))
+
+
+_DEFAULT: dict[int, Machines] = {}
+
+
+def _default_machines() -> Machines:
+    spec = load_spec()
+    key = id(spec)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = Machines.from_spec(spec)
+    return _DEFAULT[key]
+
+
+def _value(outcome: Outcome, operation: str) -> Any:
+    if outcome.status is OutcomeStatus.OK:
+        return outcome.value
+    kind = outcome.kind or ErrorKind.INTERNAL
+    if outcome.status is OutcomeStatus.UNKNOWN:
+        raise OutcomeUnknown(operation, kind, outcome.detail)
+    raise ActionFailed(operation, kind, outcome.detail)
+
+
+class Client:
+    """Writes and reads Mosaico sequences over `transport` (in memory, Flight, ...).
+
+    `tracer` records every transition and step (off by default); `batch_policy` sets how
+    topics cut their records into messages.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        tracer: Tracer | None = None,
+        batch_policy: BatchPolicy | None = None,
+        machines: Machines | None = None,
+    ) -> None:
+        self.transport = transport
+        self.tracer = tracer
+        self.batch_policy = batch_policy or BatchPolicy()
+        self.machines = machines or _default_machines()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.transport.close()
+        if self.tracer is not None:
+            self.tracer.close()
+
+    # -------------------------------------------------------------------------------------------
+    # Writing
+
+    def sequence_create(
+        self,
+        name: str,
+        metadata: Mapping[str, Any] | None = None,
+        on_error: SessionLevelErrorPolicy | OnErrorPolicy = SessionLevelErrorPolicy.Report,
+        *,
+        batch_policy: BatchPolicy | None = None,
+    ) -> SessionWriter:
+        """A writer of the new sequence `name` (used as a context manager)."""
+        sequence = check_sequence_name(name)
+        meta = check_metadata(metadata if metadata is not None else {}, "sequence")
+        policy = OnErrorPolicy.normalize(on_error)
+        return SessionWriter(
+            self, sequence, meta, "writer", policy, batch_policy or self.batch_policy
+        )
+
+    def sequence_update(
+        self,
+        name: str,
+        on_error: SessionLevelErrorPolicy | OnErrorPolicy = SessionLevelErrorPolicy.Report,
+        *,
+        batch_policy: BatchPolicy | None = None,
+    ) -> SessionWriter:
+        """A writer of a new session on the existing sequence `name`."""
+        sequence = check_sequence_name(name)
+        policy = OnErrorPolicy.normalize(on_error)
+        return SessionWriter(
+            self, sequence, {}, "updater", policy, batch_policy or self.batch_policy
+        )
+
+    # -------------------------------------------------------------------------------------------
+    # Reading and housekeeping (these raise ActionFailed / OutcomeUnknown on failure)
+
+    def list_sequences(self) -> list[str]:
+        return list(_value(self.transport.list_sequences(), "LIST_FLIGHTS"))
+
+    def sequence_info(self, name: str) -> SequenceInfo:
+        info = _value(
+            self.transport.flight_info(Descriptor.for_resource(check_sequence_name(name))),
+            "GET_FLIGHT_INFO",
+        )
+        assert isinstance(info, SequenceInfo)
+        return info
+
+    def topic_info(
+        self, sequence: str, topic: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> TopicInfo:
+        locator = topic_locator(check_sequence_name(sequence), check_topic_name(topic))
+        info = _value(
+            self.transport.flight_info(Descriptor.for_resource(locator, start_ns, end_ns)),
+            "GET_FLIGHT_INFO",
+        )
+        assert isinstance(info, TopicInfo)
+        return info
+
+    def read_topic(
+        self, sequence: str, topic: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> pa.Table:
+        """A topic's records (optionally those with start_ns <= timestamp_ns < end_ns)."""
+        info = self.topic_info(sequence, topic, start_ns, end_ns)
+        data = _value(self.transport.read(info.ticket), "DO_GET")
+        return data.table()
+
+    def sequence_notifications(self, name: str) -> list[dict[str, Any]]:
+        body = {"locator": check_sequence_name(name)}
+        return list(
+            _value(
+                self.transport.action(FlightAction.SEQUENCE_NOTIFICATION_LIST, body),
+                "SEQUENCE_NOTIFICATION_LIST",
+            )["notifications"]
+        )
+
+    def topic_notifications(self, sequence: str, topic: str) -> list[dict[str, Any]]:
+        body = {"locator": topic_locator(check_sequence_name(sequence), check_topic_name(topic))}
+        return list(
+            _value(
+                self.transport.action(FlightAction.TOPIC_NOTIFICATION_LIST, body),
+                "TOPIC_NOTIFICATION_LIST",
+            )["notifications"]
+        )
+
+    def sequence_delete(self, name: str) -> None:
+        _value(
+            self.transport.action(
+                FlightAction.SEQUENCE_DELETE, {"locator": check_sequence_name(name)}
+            ),
+            "SEQUENCE_DELETE",
+        )
+
+    def session_delete(self, session_uuid: str) -> None:
+        _value(
+            self.transport.action(FlightAction.SESSION_DELETE, {"session_uuid": session_uuid}),
+            "SESSION_DELETE",
+        )
+
+    def version(self) -> dict[str, Any]:
+        return dict(_value(self.transport.action(FlightAction.VERSION, {}), "VERSION"))
