@@ -244,7 +244,7 @@ class SessionWriter(Lifecycle):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         if exc is None:
             fired = self.fire(
                 "exit_ok", _SessionSteps(self, message="a topic of the session failed to close")
