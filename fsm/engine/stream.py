@@ -40,13 +40,16 @@ class BatchPolicy:
 
     `batch_bytes`: target size of one message (default 8 MiB, well under the 50 MB a Mosaico
     server accepts by default); `batch_rows`: most rows in one message; `max_message_bytes`:
-    a single record above this is refused; `max_in_flight`: batches queued for sending.
+    a single record above this is refused; `max_in_flight`: batches queued for sending;
+    `background`: send from one thread per topic (False: send in the pushing thread, which
+    makes runs fully deterministic, as simulations need).
     """
 
     batch_bytes: int = 8 * MiB
     batch_rows: int = 131_072
     max_message_bytes: int = 48 * MiB
     max_in_flight: int = 3
+    background: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.batch_bytes <= self.max_message_bytes:
@@ -178,6 +181,9 @@ class StreamWriter:
         self._enqueue(merged)
 
     def _enqueue(self, batch: pa.RecordBatch) -> None:
+        if not self.policy.background:
+            self._send(batch)
+            return
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._send_loop, name="mosaico-fsm-topic-sender", daemon=True
@@ -190,18 +196,21 @@ class StreamWriter:
             item = self._queue.get()
             if item is _CLOSE:
                 return
-            if self._failure is not None:
-                continue  # the stream is dead; the failure is reported at the next push or close
-            outcome = self.stream.write(item)
-            if outcome.is_ok:
-                self.batches_sent += 1
-                self.rows_sent += item.num_rows
-            else:
-                with self._lock:
-                    self._failure = Outcome.failed(
-                        outcome.kind or ErrorKind.CANCELLED,
-                        f"sending a batch of {item.num_rows} rows failed: {outcome.detail}",
-                    )
+            self._send(item)
+
+    def _send(self, batch: pa.RecordBatch) -> None:
+        if self._failure is not None:
+            return  # the stream is dead; the failure is reported at the next push or close
+        outcome = self.stream.write(batch)
+        if outcome.is_ok:
+            self.batches_sent += 1
+            self.rows_sent += batch.num_rows
+        else:
+            with self._lock:
+                self._failure = Outcome.failed(
+                    outcome.kind or ErrorKind.CANCELLED,
+                    f"sending a batch of {batch.num_rows} rows failed: {outcome.detail}",
+                )
 
     def _drain(self) -> None:
         if self._thread is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -25,18 +24,21 @@ if TYPE_CHECKING:
 __all__ = ["TopicWriter"]
 
 
-@functools.cache
-def _push_shortcut(spec: MachineSpec, state: str, context: tuple[tuple[str, str], ...]) -> bool:
-    """True when the table's push row in `state` is a self-loop whose only step is
-    STREAM_WRITE: then a push whose write succeeds changes nothing in the machine, and the
-    engine may skip the commit. Derived from the table, never assumed."""
-    row = spec.lookup(state, "push", dict(context))
-    return (
-        row is not None
-        and row.dest == state
-        and len(row.steps) == 1
-        and row.steps[0].do == "STREAM_WRITE"
-    )
+def _push_shortcuts(spec: MachineSpec, context: Mapping[str, str]) -> frozenset[str]:
+    """The states whose push row is a self-loop with STREAM_WRITE as its only step: there a
+    push whose write succeeds changes nothing in the machine, and the engine may skip the
+    commit. Derived from the table, never assumed."""
+    states = set()
+    for state in spec.states:
+        row = spec.lookup(state, "push", context)
+        if (
+            row is not None
+            and row.dest == state
+            and len(row.steps) == 1
+            and row.steps[0].do == "STREAM_WRITE"
+        ):
+            states.add(state)
+    return frozenset(states)
 
 
 class _TopicSteps:
@@ -130,7 +132,7 @@ class TopicWriter(Lifecycle):
         self._transport = session.transport
         self._writer = writer
         self._last_error: str | None = None
-        self._context_key = tuple(sorted(context.items()))
+        self._shortcuts = _push_shortcuts(machine.spec, context)
 
     @property
     def status(self) -> TopicWriterStatus:
@@ -164,7 +166,7 @@ class TopicWriter(Lifecycle):
 
     def _push(self, write: Callable[[], Outcome]) -> None:
         state = self._holder.state
-        if self._tracer is None and _push_shortcut(self._machine.spec, state, self._context_key):
+        if self._tracer is None and state in self._shortcuts:
             outcome = write()
             if outcome.status is OutcomeStatus.OK:
                 self._last_error = None
