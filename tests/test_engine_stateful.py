@@ -130,10 +130,12 @@ class EngineMachine(RuleBasedStateMachine):
         self.h = self.ctx.__enter__()
         manage = self.h.model.bootstrap_key()
         if role == "updater":  # an existing sequence with one finalized session
-            with Client(self.h.transport(manage)) as setup:
-                with setup.sequence_create("run", {"robot": "r1"}) as seq:
-                    t = seq.topic_create("base", schema=SCHEMA, ontology_tag="imu")
-                    t.push_row({"timestamp_ns": 0, "x": 0.0})
+            with (
+                Client(self.h.transport(manage)) as setup,
+                setup.sequence_create("run", {"robot": "r1"}) as seq,
+            ):
+                t = seq.topic_create("base", schema=SCHEMA, ontology_tag="imu")
+                t.push_row({"timestamp_ns": 0, "x": 0.0})
         self.h.schedule = None
         self.plan = plan
         self._install_faults(plan)
@@ -404,15 +406,14 @@ class EngineMachine(RuleBasedStateMachine):
             assert any(kind == "error" for kind, _ in snap["sequences"]["run"]["notifications"]), (
                 "Report leaves an error notification on the sequence"
             )
+        stream_faults = self._faulted("STREAM_OPEN", "STREAM_WRITE", "STREAM_CLOSE")
         for name, topic in self.topics.items():
-            if (
-                topic.status is TopicWriterStatus.FinalizedWithError
-                and topic.last_error is None
-                or (
-                    not self._faulted("STREAM_CLOSE", "STREAM_WRITE", "STREAM_OPEN")
-                    and snap["topics"].get(topic.locator, {}).get("state") == "locked"
+            server = snap["topics"].get(topic.locator)
+            if not stream_faults:
+                assert server is not None and server["state"] == "locked", (
+                    "Report ends every stream cleanly"
                 )
-            ):
+            if server is not None and server["state"] == "locked":
                 assert self._read(name) == self.pushed[name], (
                     f"every record pushed to {name} before the error reads back"
                 )
