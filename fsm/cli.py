@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     import logging
 
     from fsm.faults import FaultPlan
-    from transport.flight.server import TlsFiles, serve_forever, start_server
+    from transport.flight.server import SignalStop, TlsFiles, serve_forever, start_server
     from transport.server.model import ServerModel
 
     logging.basicConfig(
@@ -78,23 +78,25 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
     faults = FaultPlan.loads(Path(args.fault_plan).read_text()) if args.fault_plan else None
     model = ServerModel(profile=args.profile, auth=args.api_key_auth)
-    running = start_server(model, host=args.host, port=args.port, tls=tls, faults=faults)
-    out.write(f"mosaico-fsm reference server on {running.location} (profile {args.profile})\n")
-    if args.api_key_auth:
-        token = running.api_keys["manage"]
-        if args.bootstrap_key_file:
-            Path(args.bootstrap_key_file).write_text(token + "\n")
-            out.write(f"bootstrap manage key written to {args.bootstrap_key_file}\n")
-        else:
-            out.write(f"bootstrap manage key: {token}\n")
-        if tls is None:
-            out.write("warning: API keys travel in clear text without TLS\n")
-    out.flush()
+    with SignalStop() as signals:
+        running = start_server(model, host=args.host, port=args.port, tls=tls, faults=faults)
+        out.write(f"mosaico-fsm reference server on {running.location} (profile {args.profile})\n")
+        if args.api_key_auth:
+            token = running.api_keys["manage"]
+            if args.bootstrap_key_file:
+                Path(args.bootstrap_key_file).write_text(token + "\n")
+                out.write(f"bootstrap manage key written to {args.bootstrap_key_file}\n")
+            else:
+                out.write(f"bootstrap manage key: {token}\n")
+            if tls is None:
+                out.write("warning: API keys travel in clear text without TLS\n")
+        out.flush()
 
-    def stopped(signum: int) -> None:
-        out.write(f"stopped on signal {signum}\n")
+        def stopped(signum: int) -> None:
+            out.write(f"stopped on signal {signum}\n")
+            out.flush()
 
-    serve_forever(running, stopped)
+        serve_forever(running, signals, stopped)
     return 0
 
 

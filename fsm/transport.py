@@ -135,6 +135,11 @@ class TopicData:
 class TopicStream(Protocol):
     """One open DoPut stream. Used by one thread at a time."""
 
+    @property
+    def failure(self) -> Outcome | None:
+        """A failure the server reported before the stream was closed (a refused batch, a
+        dropped stream), or None while none is known."""
+
     def write(self, batch: pa.RecordBatch) -> Outcome:
         """Send one batch (stored by the server as one chunk)."""
 

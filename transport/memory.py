@@ -113,6 +113,10 @@ class _MemoryStream:
         self._handle = handle
         self._dead: Outcome | None = None
 
+    @property
+    def failure(self) -> Outcome | None:
+        return self._dead
+
     def _break(self, outcome: Outcome) -> Outcome:
         self._model.put_cancel(self._handle)
         self._dead = Outcome.failed(

@@ -11,7 +11,7 @@ import pyarrow as pa
 from fsm.enums import SerializationFormat
 from fsm.errors import ArgumentError
 
-__all__ = ["RowBuffer", "check_batch", "check_format_schema"]
+__all__ = ["RowBuffer", "check_format_schema", "conform_batch"]
 
 
 def _fixed_or_scalar(t: pa.DataType) -> bool:
@@ -85,27 +85,32 @@ def check_format_schema(schema: pa.Schema, fmt: SerializationFormat) -> None:
         raise ArgumentError("an Image topic needs a binary payload column")
 
 
-def check_batch(batch: pa.RecordBatch, schema: pa.Schema) -> None:
-    """Refuse a batch whose columns differ from the topic's, naming the first difference."""
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` with the topic's schema, or ArgumentError naming the first column that differs.
+
+    Columns are matched by name (any order); types must be equal; a column the topic declares
+    non-nullable must hold no nulls. The result shares the batch's buffers (no copy).
+    """
     if batch.schema.equals(schema, check_metadata=False):
-        if batch.num_rows and batch.column("timestamp_ns").null_count:
-            raise ArgumentError("column 'timestamp_ns' has null values")
-        return
-    got = {f.name: f for f in batch.schema}
+        for field, column in zip(schema, batch.columns, strict=True):
+            if not field.nullable and column.null_count:
+                raise ArgumentError(f"column {field.name!r} has null values")
+        return batch
+    got = {f.name: i for i, f in enumerate(batch.schema)}
+    columns = []
     for field in schema:
-        other = got.get(field.name)
-        if other is None:
+        index = got.pop(field.name, None)
+        if index is None:
             raise ArgumentError(f"column {field.name!r} is missing from the batch")
-        if other.type != field.type:
-            raise ArgumentError(f"column {field.name!r}: expected {field.type}, got {other.type}")
-        if other.nullable and not field.nullable:
-            raise ArgumentError(f"column {field.name!r}: expected a non-nullable column")
-    for name in got:
-        if schema.get_field_index(name) < 0:
-            raise ArgumentError(f"column {name!r} is not in the topic's schema")
-    raise ArgumentError(
-        f"the batch's columns are not in the topic's order: {batch.schema.names} vs {schema.names}"
-    )
+        column = batch.column(index)
+        if column.type != field.type:
+            raise ArgumentError(f"column {field.name!r}: expected {field.type}, got {column.type}")
+        if not field.nullable and column.null_count:
+            raise ArgumentError(f"column {field.name!r} has null values")
+        columns.append(column)
+    if got:
+        raise ArgumentError(f"column {next(iter(got))!r} is not in the topic's schema")
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def _converts(t: pa.DataType) -> Callable[[Any], bool]:

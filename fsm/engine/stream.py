@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import pyarrow as pa
 
-from fsm.engine.schema import RowBuffer, check_batch
+from fsm.engine.schema import RowBuffer, conform_batch
 from fsm.errors import ArgumentError
 from fsm.outcome import ErrorKind, Outcome
 from fsm.transport import TopicStream
@@ -102,8 +102,7 @@ class StreamWriter:
             )
         out: list[pa.RecordBatch] = []
         for batch in batches:
-            check_batch(batch, self.schema)
-            out.extend(self._split(batch))
+            out.extend(self._split(conform_batch(batch, self.schema)))
         return out
 
     def _split(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
@@ -125,10 +124,20 @@ class StreamWriter:
     # -------------------------------------------------------------------------------------------
     # The STREAM_WRITE step
 
+    def _known_failure(self) -> Outcome | None:
+        """A failure of an earlier send, or one the server already reported on the stream."""
+        if self._failure is None:
+            early = self.stream.failure
+            if early is not None:
+                self._failure = Outcome.failed(
+                    early.kind or ErrorKind.CANCELLED, f"the stream failed: {early.detail}"
+                )
+        return self._failure
+
     def submit_batches(self, slices: list[pa.RecordBatch]) -> Outcome:
         """Queue planned slices in order (blocking while the queue is full)."""
-        if self._failure is not None:
-            return self._failure
+        if self._known_failure() is not None:
+            return self._failure  # type: ignore[return-value]
         for piece in slices:
             if (
                 piece.nbytes * 2 >= self.policy.batch_bytes
@@ -151,8 +160,8 @@ class StreamWriter:
 
     def submit_row(self, row: Mapping[str, Any]) -> Outcome:
         """Buffer one row (ArgumentError, nothing changed, if it does not fit the schema)."""
-        if self._failure is not None:
-            return self._failure
+        if self._known_failure() is not None:
+            return self._failure  # type: ignore[return-value]
         self._rows.append(row)
         if self._rows.rows >= self._row_target:
             self._flush_rows()
@@ -194,9 +203,12 @@ class StreamWriter:
     def _send_loop(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _CLOSE:
-                return
-            self._send(item)
+            try:
+                if item is _CLOSE:
+                    return
+                self._send(item)
+            finally:
+                self._queue.task_done()
 
     def _send(self, batch: pa.RecordBatch) -> None:
         if self._failure is not None:
@@ -211,6 +223,16 @@ class StreamWriter:
                     outcome.kind or ErrorKind.CANCELLED,
                     f"sending a batch of {batch.num_rows} rows failed: {outcome.detail}",
                 )
+
+    def submit_flush(self) -> Outcome:
+        """Send everything buffered and wait until every queued batch has been written."""
+        if self._known_failure() is not None:
+            return self._failure  # type: ignore[return-value]
+        self._flush_rows()
+        self._flush_pending()
+        if self._thread is not None:
+            self._queue.join()
+        return self._failure or Outcome.ok()
 
     def _drain(self) -> None:
         if self._thread is not None:

@@ -164,6 +164,11 @@ class TopicWriter(Lifecycle):
         """Send one record given as {column: value}; buffered into columns."""
         self._push(lambda: self._writer.submit_row(row))
 
+    def flush(self) -> None:
+        """Send every buffered record and wait until all of them are written to the stream;
+        raises the failure of any earlier background send."""
+        self._push(self._writer.submit_flush)
+
     def _push(self, write: Callable[[], Outcome]) -> None:
         state = self._holder.state
         if self._tracer is None and state in self._shortcuts:

@@ -330,7 +330,7 @@ class Spec:
     def operation_for_wire(self, wire: str) -> Operation | None:
         """The DoAction operation whose Action.type is `wire`."""
         for op in self.operations.values():
-            if op.kind == "action" and op.wire == wire:
+            if op.kind == "action" and op.wire == wire and "*" not in op.wire:
                 return op
         return None
 

@@ -19,7 +19,12 @@ from pyarrow import flight
 
 from fsm.outcome import ErrorKind, Outcome
 from fsm.transport import Descriptor, TopicData, Transport
-from transport.flight.codec import decode_envelope, flight_error_outcome, parse_flight_info
+from transport.flight.codec import (
+    ABORT_MESSAGE,
+    decode_envelope,
+    flight_error_outcome,
+    parse_flight_info,
+)
 from transport.server.auth import HEADER
 
 __all__ = ["FlightTransport"]
@@ -128,8 +133,13 @@ class FlightTransport(Transport):
 
 
 class _FlightStream:
-    """A DoPut in progress. The server's verdict arrives when the stream is closed; a refusal
-    the server sent earlier shows at the next write."""
+    """A DoPut in progress.
+
+    The server's verdict on the whole stream arrives when it is closed, but a server may end
+    the call early (a refused batch, a dropped stream). A watcher thread waits on the server's
+    side of the call, so such a refusal is known as soon as it arrives and the next `write`
+    reports it instead of succeeding into a dead stream.
+    """
 
     def __init__(
         self, writer: flight.FlightStreamWriter, reader: flight.FlightMetadataReader
@@ -137,23 +147,52 @@ class _FlightStream:
         self._writer = writer
         self._reader = reader
         self._done: Outcome | None = None
+        self._closing = False
+        self._early: Outcome | None = None
+        self._watcher = threading.Thread(
+            target=self._watch, name="mosaico-fsm-doput-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        try:
+            while self._reader.read() is not None:
+                pass
+        except Exception as exc:
+            if not self._closing:
+                self._early = flight_error_outcome(exc)
+            return
+        if not self._closing:  # the server ended the call before the client did: a refusal
+            self._early = Outcome.failed(ErrorKind.CANCELLED, "the server ended the stream early")
+
+    @property
+    def failure(self) -> Outcome | None:
+        return self._done if self._done is not None and not self._done.is_ok else self._early
 
     def write(self, batch: pa.RecordBatch) -> Outcome:
         if self._done is not None:
             return self._done
+        if self._early is not None:
+            return self._finish(None)
         try:
             self._writer.write_batch(batch)
         except Exception as exc:
             return self._finish(exc)
         return Outcome.ok()
 
-    def _finish(self, exc: BaseException) -> Outcome:
-        # The write failed: the server already ended the stream. Its verdict is in close().
+    def _finish(self, exc: BaseException | None) -> Outcome:
+        # The server already ended the stream: its verdict comes with close().
+        self._closing = True
         try:
             self._writer.close()
         except Exception as verdict:
             exc = verdict
-        outcome = flight_error_outcome(exc)
+        if exc is not None:
+            outcome = flight_error_outcome(exc)
+        else:
+            outcome = self.failure or Outcome.failed(
+                ErrorKind.CANCELLED, "the server ended the stream"
+            )
         self._done = Outcome.failed(
             outcome.kind or ErrorKind.CANCELLED, f"stream already failed: {outcome.detail}"
         )
@@ -162,6 +201,7 @@ class _FlightStream:
     def close(self) -> Outcome:
         if self._done is not None:
             return self._done
+        self._closing = True
         try:
             self._writer.done_writing()
             self._writer.close()
@@ -171,16 +211,22 @@ class _FlightStream:
                 outcome.kind or ErrorKind.CANCELLED, f"stream already closed: {outcome.detail}"
             )
             return outcome
+        finally:
+            self._watcher.join(timeout=5)
         self._done = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
         return Outcome.ok()
 
     def abort(self) -> Outcome:
+        """Cancel the stream: a message without data tells the server to drop it (a Mosaico
+        server refuses an empty message mid-stream and ends the call without committing)."""
         if self._done is None:
             self._done = Outcome.failed(ErrorKind.CANCELLED, "stream aborted")
-            # Cancelling a stream the server already ended is fine, and the cancelled call
-            # reports CANCELLED on close, as intended: neither is a failure of the abort.
+            self._closing = True
+            # The server answers the abort by ending the call with an error: that error is the
+            # expected answer, not a failure of the abort.
             with contextlib.suppress(Exception):
-                self._reader.cancel()
+                self._writer.write_metadata(ABORT_MESSAGE)
             with contextlib.suppress(Exception):
                 self._writer.close()
+            self._watcher.join(timeout=5)
         return Outcome.ok()

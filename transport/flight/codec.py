@@ -18,6 +18,7 @@ from fsm.outcome import ErrorKind, Outcome
 from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicInfo
 
 __all__ = [
+    "ABORT_MESSAGE",
     "decode_envelope",
     "encode_envelope",
     "error_to_flight",
@@ -26,6 +27,9 @@ __all__ = [
     "parse_flight_info",
     "render_flight_info",
 ]
+
+ABORT_MESSAGE = b"mosaico-fsm:abort"
+"""The app_metadata of the data-less message a client sends to abort a DoPut stream."""
 
 # -----------------------------------------------------------------------------------------------
 # Action envelopes

@@ -36,7 +36,14 @@ from transport.server.auth import HEADER, Principal
 from transport.server.errors import ServerError
 from transport.server.model import PutHandle, ServerModel
 
-__all__ = ["ReferenceServer", "RunningServer", "TlsFiles", "serve_forever", "start_server"]
+__all__ = [
+    "ReferenceServer",
+    "RunningServer",
+    "SignalStop",
+    "TlsFiles",
+    "serve_forever",
+    "start_server",
+]
 
 log = logging.getLogger("mosaico_fsm.server")
 T = TypeVar("T")
@@ -201,8 +208,12 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
                 log.debug("DoPut %s: stream broken: %s", handle.locator, exc)
                 self.model.put_cancel(handle)
                 raise error_to_flight(ErrorKind.CANCELLED, f"stream broken: {exc}") from None
-            if chunk.data is None:
-                continue
+            if chunk.data is None:  # a message without data: the client aborts the stream
+                log.debug("DoPut %s: aborted by the client", handle.locator)
+                self.model.put_cancel(handle)
+                raise error_to_flight(
+                    ErrorKind.ABORTED, "the client aborted the stream; nothing was committed"
+                )
             self._guarded_stream(
                 handle, "STREAM_WRITE", partial(self.model.put_write, handle, chunk.data)
             )
@@ -312,21 +323,41 @@ def start_server(
     return running
 
 
-def serve_forever(running: RunningServer, on_stop: Callable[[int], None] | None = None) -> None:
-    """Block until SIGINT or SIGTERM, then shut the server down cleanly."""
-    stop = threading.Event()
-    received: list[int] = []
+class SignalStop:
+    """Installs SIGINT/SIGTERM handlers that ask the server to stop; a context manager, so
+    the handlers are in place before the server announces itself."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        stop.set()
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        stop.wait()
-    finally:
-        for sig, old in previous.items():
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        self.stop.set()
+
+    def __enter__(self) -> SignalStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._previous.items():
             signal.signal(sig, old)
+
+
+def serve_forever(
+    running: RunningServer, signals: SignalStop, on_stop: Callable[[int], None] | None = None
+) -> None:
+    """Block until SIGINT or SIGTERM, then shut the server down cleanly.
+
+    The wait wakes up regularly: a signal may be delivered while gRPC's threads run, and the
+    main thread must get the chance to run its handler.
+    """
+    try:
+        while not signals.stop.wait(0.2):
+            pass
+    finally:
         running.stop()
-        if on_stop is not None and received:
-            on_stop(received[0])
+        if on_stop is not None and signals.received:
+            on_stop(signals.received[0])

@@ -34,6 +34,7 @@ from transport.server import query as query_mod
 from transport.server.auth import ApiKey, Principal, fingerprint_of, new_token, parse_token
 from transport.server.errors import ServerError
 from transport.server.validate import (
+    INT64,
     normalize_topic_locator,
     parse_json_object,
     split_topic_locator,
@@ -290,8 +291,11 @@ class ServerModel:
         op = self.spec.operation_for_wire(action_type)
         if op is None:
             raise ServerError(ErrorKind.INVALID_ARGUMENT, f"unknown action {action_type!r}")
-        request = validate_request(op, parse_json_object(body, f"{action_type} body"))
+        raw = parse_json_object(body, f"{action_type} body")
+        request = validate_request(op, raw)
         self.authorize(principal, op.name)
+        if op.name == "QUERY":  # every key of a query is a filter: unknown ones are refused
+            request = raw
         handler: Callable[[Operation, dict[str, Any], Principal], Any] = getattr(
             self, f"_do_{op.wire}"
         )
@@ -675,7 +679,14 @@ class ServerModel:
             raw = json.loads(ticket[len(TICKET_PREFIX) :])
             locator = normalize_topic_locator(raw["locator"])
             start, end = raw["start"], raw["end"]
-        except (ValueError, KeyError, TypeError, ServerError):
+            for bound in (start, end):
+                if bound is not None and (
+                    not isinstance(bound, int)
+                    or isinstance(bound, bool)
+                    or not INT64[0] <= bound <= INT64[1]
+                ):
+                    raise ValueError("bad time bound")
+        except (ValueError, KeyError, TypeError, AttributeError, ServerError):
             raise ServerError(
                 ErrorKind.INVALID_ARGUMENT, "DoGet: the ticket cannot be decoded"
             ) from None

@@ -14,6 +14,7 @@ from fsm.spec.model import Operation
 from transport.server.errors import ServerError
 
 __all__ = [
+    "INT64",
     "normalize_sequence_locator",
     "normalize_topic_locator",
     "parse_json_object",
@@ -31,12 +32,35 @@ def _bad(message: str) -> ServerError:
     return ServerError(ErrorKind.INVALID_ARGUMENT, message)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+MAX_BODY_DEPTH = 64
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True when `value` nests containers deeper than `limit` (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
-    """Decode `raw` as a UTF-8 JSON object, or refuse with INVALID_ARGUMENT."""
+    """Decode `raw` as a UTF-8 JSON object (strict: no NaN or Infinity, at most
+    MAX_BODY_DEPTH levels of nesting), or refuse with INVALID_ARGUMENT."""
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(f"{what} is not valid JSON: {exc}") from None
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _bad(f"{what} is not valid JSON: {str(exc)[:200]}") from None
+    if _depth(value, MAX_BODY_DEPTH):
+        raise _bad(f"{what} nests deeper than {MAX_BODY_DEPTH} levels")
     if not isinstance(value, dict):
         raise _bad(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
@@ -72,12 +96,14 @@ def normalize_topic_locator(value: str) -> str:
     return f"{sequence}/{path}"
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def _uuid(value: str) -> str:
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        raise _bad(f"bad UUID {value!r}") from None
-    return str(parsed)
+    if not _UUID.fullmatch(value):
+        raise _bad(f"bad UUID {value!r}: expected the canonical 8-4-4-4-12 hexadecimal form")
+    return str(uuid.UUID(value))
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -141,6 +167,8 @@ def validate_request(op: Operation, body: Mapping[str, Any]) -> dict[str, Any]:
         elif field.type == "integer":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise _bad(f"{where} must be an integer, got {type(value).__name__}")
+            if not INT64[0] <= value <= INT64[1]:
+                raise _bad(f"{where} is outside the int64 range")
             out[field.name] = value
         else:  # pragma: no cover - the loader only admits declared field types
             raise ServerError(ErrorKind.INTERNAL, f"{where}: no check for type {field.type}")

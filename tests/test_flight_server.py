@@ -1,0 +1,978 @@
+"""The Flight reference server on loopback: TLS, `mosaico-fsm serve`, the RPCs outside the
+protocol, the wire shapes the real SDK reads (PROTOCOL.md §4, §7) and error codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pyarrow import flight
+
+from fsm.enums import FlightAction
+from fsm.faults import Fault, FaultEffect, FaultPlan
+from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
+from fsm.transport import Descriptor, Transport
+from transport.flight.client import FlightTransport
+from transport.flight.server import RunningServer, TlsFiles, start_server
+from transport.server.auth import HEADER
+from transport.server.model import ServerModel
+
+pytestmark = pytest.mark.flight
+
+SCHEMA = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
+TIMEOUT = 20.0
+"""Seconds before a Flight call or a read of the child's output is given up (no hangs)."""
+STOP_TIMEOUT = 10.0
+"""Seconds a stopping server or a cancelled stream may take before the test fails."""
+
+
+def batch(start: int, rows: int) -> pa.RecordBatch:
+    stamps = list(range(start, start + rows))
+    return pa.record_batch(
+        [pa.array(stamps, pa.int64()), pa.array([float(s) for s in stamps])], schema=SCHEMA
+    )
+
+
+def ok(outcome: Outcome) -> Any:
+    assert outcome.status is OutcomeStatus.OK, outcome
+    return outcome.value
+
+
+def write_topic(
+    t: Transport,
+    sequence: str,
+    topics: dict[str, list[pa.RecordBatch]],
+    metadata: dict[str, Any] | None = None,
+    *,
+    finalize: bool = True,
+) -> str:
+    """Create `sequence` with one session holding `topics` (each streamed, then locked)."""
+    ok(
+        t.action(
+            FlightAction.SEQUENCE_CREATE,
+            {"locator": sequence, "user_metadata": metadata or {}},
+        )
+    )
+    session = ok(t.action(FlightAction.SESSION_CREATE, {"locator": sequence}))["uuid"]
+    for name, batches in topics.items():
+        locator = f"{sequence}/{name}"
+        topic_uuid = ok(
+            t.action(
+                FlightAction.TOPIC_CREATE,
+                {
+                    "session_uuid": session,
+                    "locator": locator,
+                    "serialization_format": "default",
+                    "ontology_tag": "imu",
+                    "user_metadata": {"topic": name},
+                },
+            )
+        )["uuid"]
+        stream = ok(t.open_stream(Descriptor.for_topic(locator, topic_uuid), SCHEMA))
+        for b in batches:
+            ok(stream.write(b))
+        ok(stream.close())
+    if finalize:
+        ok(t.action(FlightAction.SESSION_FINALIZE, {"session_uuid": session}))
+    return str(session)
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    with start_server(ServerModel(seed=0)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[FlightTransport]:
+    t = FlightTransport(server.location, timeout=TIMEOUT)
+    yield t
+    t.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS
+
+
+def self_signed(tmp_path: Path) -> TlsFiles:
+    """A certificate for 127.0.0.1 and localhost, signed by its own key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = tmp_path / "cert.pem"
+    key_path = tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return TlsFiles(cert_path, key_path)
+
+
+def test_tls_round_trip(tmp_path: Path) -> None:
+    """Over grpc+tls with the certificate as root, a topic is written and read back."""
+    tls = self_signed(tmp_path)
+    with start_server(ServerModel(seed=0), tls=tls) as running:
+        assert running.location == f"grpc+tls://127.0.0.1:{running.port}"
+        t = FlightTransport(running.location, tls_root_certs=tls.cert.read_bytes(), timeout=TIMEOUT)
+        try:
+            write_topic(t, "tls_run", {"imu": [batch(0, 4), batch(4, 3)]})
+            assert ok(t.list_sequences()) == ["tls_run"]
+            topic = ok(t.flight_info(Descriptor.for_resource("tls_run/imu")))
+            data = ok(t.read(topic.ticket))
+            assert data.table().column("timestamp_ns").to_pylist() == list(range(7))
+        finally:
+            t.close()
+
+
+def test_tls_client_without_root_certificate_fails(tmp_path: Path) -> None:
+    """A client that does not trust the self-signed certificate gets no answer."""
+    tls = self_signed(tmp_path)
+    with start_server(ServerModel(seed=0), tls=tls) as running:
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            outcome = t.list_sequences()
+            assert outcome.status is not OutcomeStatus.OK
+            outcome = t.action(FlightAction.SEQUENCE_CREATE, {"locator": "x", "user_metadata": {}})
+            assert outcome.status is not OutcomeStatus.OK
+        finally:
+            t.close()
+        assert running.model.snapshot()["sequences"] == {}
+
+
+def test_plain_client_cannot_talk_to_a_tls_server(tmp_path: Path) -> None:
+    """A grpc:// client does not reach a TLS server."""
+    tls = self_signed(tmp_path)
+    with start_server(ServerModel(seed=0), tls=tls) as running:
+        t = FlightTransport(f"grpc://127.0.0.1:{running.port}", timeout=TIMEOUT)
+        try:
+            assert t.list_sequences().status is not OutcomeStatus.OK
+        finally:
+            t.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# `mosaico-fsm serve` as a process
+
+
+class Served:
+    """A `mosaico-fsm serve` child process whose stdout lines are read on a thread."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fsm.cli", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr_text = ""
+        self._out = threading.Thread(target=self._pump_stdout, daemon=True)
+        self._err = threading.Thread(target=self._pump_stderr, daemon=True)
+        self._out.start()
+        self._err.start()
+
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr_text = self.proc.stderr.read()
+
+    def line(self) -> str:
+        item = self.lines.get(timeout=TIMEOUT)
+        assert item is not None, f"serve exited early: {self.proc.poll()} {self.stderr_text}"
+        return item
+
+    def location(self) -> str:
+        first = self.line()
+        prefix = "mosaico-fsm reference server on "
+        assert first.startswith(prefix), first
+        return first[len(prefix) :].split(" ")[0]
+
+    def stop(self, sig: signal.Signals) -> tuple[int, list[str]]:
+        """Send `sig`, wait for the exit; (exit code, remaining stdout lines)."""
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve did not stop within {STOP_TIMEOUT} s of {sig.name}")
+        self._out.join(timeout=TIMEOUT)
+        self._err.join(timeout=TIMEOUT)
+        rest = []
+        while True:
+            item = self.lines.get(timeout=TIMEOUT)
+            if item is None:
+                break
+            rest.append(item)
+        return code, rest
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=TIMEOUT)
+
+
+@pytest.fixture
+def served() -> Iterator[list[Served]]:
+    started: list[Served] = []
+    yield started
+    for s in started:
+        s.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_and_stops_cleanly(served: list[Served], sig: signal.Signals) -> None:
+    """The served server answers calls; each signal stops it with exit code 0."""
+    s = Served("--log-level", "debug")
+    served.append(s)
+    location = s.location()
+    assert location.startswith("grpc://127.0.0.1:")
+    t = FlightTransport(location, timeout=TIMEOUT)
+    try:
+        assert ok(t.list_sequences()) == []
+        ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": "served", "user_metadata": {}}))
+        assert ok(t.list_sequences()) == ["served"]
+    finally:
+        t.close()
+    code, rest = s.stop(sig)
+    assert code == 0, s.stderr_text[-2000:]
+    assert f"stopped on signal {int(sig)}" in rest
+    # --log-level debug logs each request.
+    assert "DoAction sequence_create" in s.stderr_text
+    assert "ListFlights" in s.stderr_text
+
+
+def test_serve_info_level_does_not_log_requests(served: list[Served]) -> None:
+    """At the default level, requests are not logged."""
+    s = Served()
+    served.append(s)
+    t = FlightTransport(s.location(), timeout=TIMEOUT)
+    try:
+        ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": "quiet", "user_metadata": {}}))
+    finally:
+        t.close()
+    code, _ = s.stop(signal.SIGTERM)
+    assert code == 0, s.stderr_text[-2000:]
+    assert "DoAction" not in s.stderr_text
+
+
+def test_serve_with_api_key_auth_prints_the_bootstrap_key(served: list[Served]) -> None:
+    """With --api-key-auth a call without key is unauthenticated; the printed key works."""
+    s = Served("--api-key-auth")
+    served.append(s)
+    location = s.location()
+    key_line = s.line()
+    prefix = "bootstrap manage key: "
+    assert key_line.startswith(prefix), key_line
+    token = key_line[len(prefix) :]
+    anonymous = FlightTransport(location, timeout=TIMEOUT)
+    keyed = FlightTransport(location, api_key=token, timeout=TIMEOUT)
+    try:
+        refused = anonymous.list_sequences()
+        assert refused.status is OutcomeStatus.FAILED
+        assert refused.kind is ErrorKind.UNAUTHENTICATED
+        refused = anonymous.action(
+            FlightAction.SEQUENCE_CREATE, {"locator": "nokey", "user_metadata": {}}
+        )
+        assert refused.kind is ErrorKind.UNAUTHENTICATED
+        ok(keyed.action(FlightAction.SEQUENCE_CREATE, {"locator": "keyed", "user_metadata": {}}))
+        assert ok(keyed.list_sequences()) == ["keyed"]
+    finally:
+        anonymous.close()
+        keyed.close()
+    code, rest = s.stop(signal.SIGINT)
+    assert code == 0, s.stderr_text[-2000:]
+    assert f"stopped on signal {int(signal.SIGINT)}" in rest
+
+
+def test_serve_writes_the_bootstrap_key_to_a_file(served: list[Served], tmp_path: Path) -> None:
+    """--bootstrap-key-file receives the key instead of stdout."""
+    key_file = tmp_path / "key.txt"
+    s = Served("--api-key-auth", "--bootstrap-key-file", str(key_file))
+    served.append(s)
+    location = s.location()
+    assert s.line() == f"bootstrap manage key written to {key_file}"
+    token = key_file.read_text().strip()
+    assert token.startswith("msco_")
+    t = FlightTransport(location, api_key=token, timeout=TIMEOUT)
+    try:
+        assert ok(t.action(FlightAction.VERSION, {}))["version"]
+    finally:
+        t.close()
+    code, rest = s.stop(signal.SIGTERM)
+    assert code == 0, s.stderr_text[-2000:]
+    assert not any(token in line for line in rest)
+
+
+def test_serve_applies_a_fault_plan(served: list[Served], tmp_path: Path) -> None:
+    """--fault-plan makes the named call fail over the wire."""
+    plan = FaultPlan((Fault("SEQUENCE_CREATE", 2, FaultEffect.FAIL, ErrorKind.INTERNAL),))
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.dumps())
+    s = Served("--fault-plan", str(plan_file), "--profile", "mosaicod-0.3")
+    served.append(s)
+    first = s.line()
+    assert "(profile mosaicod-0.3)" in first
+    location = first.split(" on ", 1)[1].split(" ")[0]
+    t = FlightTransport(location, timeout=TIMEOUT)
+    try:
+        ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": "f1", "user_metadata": {}}))
+        failed = t.action(FlightAction.SEQUENCE_CREATE, {"locator": "f2", "user_metadata": {}})
+        assert failed.status is OutcomeStatus.FAILED
+        assert failed.kind is ErrorKind.INTERNAL
+        ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": "f3", "user_metadata": {}}))
+        assert sorted(ok(t.list_sequences())) == ["f1", "f3"]
+    finally:
+        t.close()
+    code, _ = s.stop(signal.SIGTERM)
+    assert code == 0, s.stderr_text[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# RPCs outside the protocol
+
+
+def test_list_actions_is_unimplemented(server: RunningServer) -> None:
+    """ListActions answers UNIMPLEMENTED."""
+    raw = flight.FlightClient(server.location)
+    try:
+        with pytest.raises(pa.ArrowNotImplementedError):
+            list(raw.list_actions())
+    finally:
+        raw.close()
+
+
+def test_get_schema_is_unimplemented(server: RunningServer) -> None:
+    """GetSchema answers UNIMPLEMENTED, for any descriptor."""
+    raw = flight.FlightClient(server.location)
+    try:
+        with pytest.raises(pa.ArrowNotImplementedError):
+            raw.get_schema(flight.FlightDescriptor.for_path("anything"))
+        with pytest.raises(pa.ArrowNotImplementedError):
+            raw.get_schema(flight.FlightDescriptor.for_command(b'{"resource_locator":"a"}'))
+    finally:
+        raw.close()
+
+
+def test_do_exchange_is_unimplemented(server: RunningServer) -> None:
+    """DoExchange answers UNIMPLEMENTED (seen when the exchange is closed)."""
+    raw = flight.FlightClient(server.location)
+    try:
+        writer, reader = raw.do_exchange(flight.FlightDescriptor.for_path("anything"))
+        with pytest.raises(pa.ArrowNotImplementedError):
+            writer.done_writing()
+            reader.read_all()
+        with pytest.raises(pa.ArrowNotImplementedError):
+            writer.close()
+    finally:
+        raw.close()
+
+
+def test_handshake_is_unimplemented(server: RunningServer) -> None:
+    """Handshake (pyarrow's authenticate) answers UNIMPLEMENTED: keys travel in a header."""
+    raw = flight.FlightClient(server.location)
+    try:
+        with pytest.raises(pa.ArrowNotImplementedError):
+            raw.authenticate_basic_token("user", "password")
+
+        class Handler(flight.ClientAuthHandler):  # type: ignore[misc]
+            def authenticate(self, outgoing: Any, incoming: Any) -> None:
+                outgoing.write(b"hello")
+                incoming.read()
+
+            def get_token(self) -> bytes:
+                return b""
+
+        with pytest.raises(pa.ArrowNotImplementedError):
+            raw.authenticate(Handler())
+    finally:
+        raw.close()
+    assert server.model.snapshot()["sequences"] == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire shapes the real SDK reads
+
+
+def raw_action(raw: flight.FlightClient, name: str, body: Any, **kw: Any) -> Any:
+    """One DoAction over a bare pyarrow client; the decoded JSON of its single Result."""
+    results = list(raw.do_action(flight.Action(name, json.dumps(body).encode()), **kw))
+    assert len(results) == 1
+    return json.loads(results[0].body.to_pybytes())
+
+
+def test_do_action_envelope(server: RunningServer) -> None:
+    """Every DoAction answers one Result {"action": <name>, "response": ...}."""
+    raw = flight.FlightClient(server.location)
+    try:
+        assert raw_action(raw, "sequence_create", {"locator": "env", "user_metadata": {}}) == {
+            "action": "sequence_create",
+            "response": None,
+        }
+        reply = raw_action(raw, "session_create", {"locator": "env"})
+        assert set(reply) == {"action", "response"}
+        assert reply["action"] == "session_create"
+        assert set(reply["response"]) == {"uuid"}
+        session = reply["response"]["uuid"]
+        reply = raw_action(
+            raw,
+            "topic_create",
+            {
+                "session_uuid": session,
+                "locator": "env/imu",
+                "serialization_format": "default",
+                "ontology_tag": "imu",
+                "user_metadata": {},
+            },
+        )
+        assert reply["action"] == "topic_create"
+        assert set(reply["response"]) == {"uuid"}
+        assert reply["response"]["uuid"] != session
+        reply = raw_action(raw, "version", {})
+        assert reply["action"] == "version"
+        assert set(reply["response"]) == {"version", "semver"}
+        assert set(reply["response"]["semver"]) == {"major", "minor", "patch", "pre"}
+        reply = raw_action(raw, "query", {"sequence": {"locator": {"$eq": "env"}}})
+        assert reply == {
+            "action": "query",
+            "response": {"items": [{"sequence": "env", "topics": [{"locator": "env/imu"}]}]},
+        }
+        reply = raw_action(raw, "sequence_notification_list", {"locator": "env"})
+        assert reply == {
+            "action": "sequence_notification_list",
+            "response": {"notifications": []},
+        }
+    finally:
+        raw.close()
+
+
+def test_sequence_flight_info_shape(server: RunningServer, client: FlightTransport) -> None:
+    """A sequence's FlightInfo: schema metadata, app_metadata with sessions, one endpoint per
+    topic of every session with a mosaico:/seq/topic location."""
+    first = write_topic(
+        client, "shape", {"imu/front": [batch(10, 3), batch(13, 2)]}, {"project": "apollo"}
+    )
+    second = ok(client.action(FlightAction.SESSION_CREATE, {"locator": "shape"}))["uuid"]
+    ok(
+        client.action(
+            FlightAction.TOPIC_CREATE,
+            {
+                "session_uuid": second,
+                "locator": "shape/gps",
+                "serialization_format": "ragged",
+                "ontology_tag": "gps",
+                "user_metadata": {},
+            },
+        )
+    )
+    raw = flight.FlightClient(server.location)
+    try:
+        descriptor = flight.FlightDescriptor.for_command(
+            json.dumps({"resource_locator": "shape"}).encode()
+        )
+        info = raw.get_flight_info(descriptor)
+    finally:
+        raw.close()
+    assert list(info.schema.names) == []
+    assert info.schema.metadata == {
+        b"mosaico:context": b"sequence",
+        b"mosaico:user_metadata": json.dumps({"project": "apollo"}).encode(),
+    }
+    app = json.loads(info.app_metadata)
+    assert set(app) == {"created_at_ns", "resource_locator", "sessions"}
+    assert app["resource_locator"] == "shape"
+    assert isinstance(app["created_at_ns"], int)
+    sessions = {s["uuid"]: s for s in app["sessions"]}
+    assert list(sessions) == [first, second]
+    for s in app["sessions"]:
+        assert set(s) == {"uuid", "created_at_ns", "completed_at_ns", "topics", "locked"}
+    assert sessions[first]["locked"] is True
+    assert isinstance(sessions[first]["completed_at_ns"], int)
+    assert sessions[first]["topics"] == ["shape/imu/front"]
+    assert sessions[second]["locked"] is False
+    assert sessions[second]["completed_at_ns"] is None
+    assert sessions[second]["topics"] == ["shape/gps"]
+
+    assert len(info.endpoints) == 2
+    by_locator = {}
+    for endpoint in info.endpoints:
+        assert [loc.uri.decode() for loc in endpoint.locations] in (
+            ["mosaico:/shape/imu/front"],
+            ["mosaico:/shape/gps"],
+        )
+        assert endpoint.ticket.ticket
+        meta = json.loads(endpoint.app_metadata)
+        assert set(meta) == {
+            "created_at_ns",
+            "completed_at_ns",
+            "locked",
+            "resource_locator",
+            "info",
+        }
+        assert endpoint.locations[0].uri.decode() == f"mosaico:/{meta['resource_locator']}"
+        by_locator[meta["resource_locator"]] = meta
+    imu = by_locator["shape/imu/front"]
+    assert imu["locked"] is True
+    assert isinstance(imu["completed_at_ns"], int)
+    assert imu["info"]["chunks_number"] == 2
+    assert imu["info"]["total_bytes"] > 0
+    assert imu["info"]["timestamp"] == {"start_ns": 10, "end_ns": 14}
+    assert set(imu["info"]) == {"chunks_number", "total_bytes", "timestamp"}
+    gps = by_locator["shape/gps"]
+    assert gps["locked"] is False
+    assert gps["completed_at_ns"] is None
+    assert gps["info"] is None
+
+
+def test_empty_stream_locks_a_topic_without_time_range(
+    server: RunningServer, client: FlightTransport
+) -> None:
+    """A stream with no batch locks the topic: info has 0 chunks and a null timestamp."""
+    write_topic(client, "empty", {"imu": []}, finalize=False)
+    raw = flight.FlightClient(server.location)
+    try:
+        descriptor = flight.FlightDescriptor.for_command(
+            json.dumps({"resource_locator": "empty"}).encode()
+        )
+        (endpoint,) = raw.get_flight_info(descriptor).endpoints
+    finally:
+        raw.close()
+    meta = json.loads(endpoint.app_metadata)
+    assert meta["locked"] is True
+    assert meta["info"] == {"chunks_number": 0, "total_bytes": 0, "timestamp": None}
+
+
+def test_time_range_descriptor_limits_the_read(client: FlightTransport) -> None:
+    """A GetFlightInfo time range travels in the ticket: DoGet answers only rows inside it."""
+    write_topic(client, "range", {"imu": [batch(0, 5), batch(5, 5)]})
+    topic = ok(client.flight_info(Descriptor.for_resource("range/imu", start_ns=3, end_ns=6)))
+    stamps = set(ok(client.read(topic.ticket)).table().column("timestamp_ns").to_pylist())
+    assert {3, 4, 5} <= stamps <= {3, 4, 5, 6}
+    full = ok(client.flight_info(Descriptor.for_resource("range/imu")))
+    assert len(ok(client.read(full.ticket)).table()) == 10
+
+
+def test_topic_flight_info_shape(server: RunningServer, client: FlightTransport) -> None:
+    """A topic's FlightInfo: the data schema with mosaico:context/properties/user_metadata,
+    one endpoint whose ticket DoGet accepts."""
+    write_topic(client, "tshape", {"imu": [batch(0, 5)]})
+    raw = flight.FlightClient(server.location)
+    try:
+        descriptor = flight.FlightDescriptor.for_command(
+            json.dumps({"resource_locator": "tshape/imu"}).encode()
+        )
+        info = raw.get_flight_info(descriptor)
+        assert info.schema.names == ["timestamp_ns", "value"]
+        meta = info.schema.metadata
+        assert meta[b"mosaico:context"] == b"topic"
+        assert json.loads(meta[b"mosaico:properties"]) == {
+            "serialization_format": "default",
+            "ontology_tag": "imu",
+        }
+        assert json.loads(meta[b"mosaico:user_metadata"]) == {"topic": "imu"}
+        (endpoint,) = info.endpoints
+        assert [loc.uri.decode() for loc in endpoint.locations] == ["mosaico:/tshape/imu"]
+        endpoint_meta = json.loads(endpoint.app_metadata)
+        assert endpoint_meta["resource_locator"] == "tshape/imu"
+        assert endpoint_meta["info"]["chunks_number"] == 1
+        table = raw.do_get(endpoint.ticket).read_all()
+        assert table.column("timestamp_ns").to_pylist() == [0, 1, 2, 3, 4]
+        assert table.schema.metadata[b"mosaico:context"] == b"topic"
+    finally:
+        raw.close()
+
+
+def test_list_flights_gives_path_descriptors(
+    server: RunningServer, client: FlightTransport
+) -> None:
+    """ListFlights: one FlightInfo per sequence with a PATH descriptor [name]."""
+    for name in ("lf_a", "lf_b"):
+        ok(client.action(FlightAction.SEQUENCE_CREATE, {"locator": name, "user_metadata": {}}))
+    raw = flight.FlightClient(server.location)
+    try:
+        infos = list(raw.list_flights())
+        assert len(infos) == 2
+        for info in infos:
+            assert info.descriptor.descriptor_type == flight.DescriptorType.PATH
+        assert sorted(info.descriptor.path[0].decode() for info in infos) == ["lf_a", "lf_b"]
+        assert [len(info.descriptor.path) for info in infos] == [1, 1]
+        for info in infos:
+            (endpoint,) = info.endpoints
+            assert endpoint.ticket.ticket == info.descriptor.path[0]
+        assert len(list(raw.list_flights(b"/"))) == 2
+        with pytest.raises(pa.ArrowInvalid):
+            list(raw.list_flights(b"lf_a"))
+    finally:
+        raw.close()
+
+
+def test_do_put_answers_no_put_results(server: RunningServer, client: FlightTransport) -> None:
+    """A DoPut with the CMD descriptor is accepted; the server sends no PutResult."""
+    ok(client.action(FlightAction.SEQUENCE_CREATE, {"locator": "put", "user_metadata": {}}))
+    session = ok(client.action(FlightAction.SESSION_CREATE, {"locator": "put"}))["uuid"]
+    topic_uuid = ok(
+        client.action(
+            FlightAction.TOPIC_CREATE,
+            {
+                "session_uuid": session,
+                "locator": "put/imu",
+                "serialization_format": "default",
+                "ontology_tag": "imu",
+                "user_metadata": {},
+            },
+        )
+    )["uuid"]
+    raw = flight.FlightClient(server.location)
+    try:
+        descriptor = flight.FlightDescriptor.for_command(
+            json.dumps({"resource_locator": "put/imu", "topic_uuid": topic_uuid}).encode()
+        )
+        writer, reader = raw.do_put(descriptor, SCHEMA)
+        writer.write_batch(batch(0, 2))
+        writer.done_writing()
+        assert reader.read() is None
+        writer.close()
+    finally:
+        raw.close()
+    topic = server.model.snapshot()["topics"]["put/imu"]
+    assert topic["state"] == "locked"
+    assert topic["rows"] == 2
+
+
+def test_api_key_header_is_required() -> None:
+    """With auth on, calls need the mosaico-api-key-token header; another header name does
+    not count."""
+    with start_server(ServerModel(seed=0, auth=True)) as running:
+        token = running.api_keys["manage"]
+        raw = flight.FlightClient(running.location)
+        try:
+            with pytest.raises(flight.FlightUnauthenticatedError):
+                list(raw.list_flights())
+            with pytest.raises(flight.FlightUnauthenticatedError):
+                raw_action(raw, "version", {})
+            wrong = flight.FlightCallOptions(headers=[(b"authorization", token.encode())])
+            with pytest.raises(flight.FlightUnauthenticatedError):
+                raw_action(raw, "version", {}, options=wrong)
+            bad = flight.FlightCallOptions(headers=[(HEADER.encode(), b"msco_nope")])
+            with pytest.raises(flight.FlightUnauthorizedError):
+                raw_action(raw, "version", {}, options=bad)
+            good = flight.FlightCallOptions(headers=[(HEADER.encode(), token.encode())])
+            assert HEADER == "mosaico-api-key-token"
+            assert raw_action(raw, "version", {}, options=good)["action"] == "version"
+            reply = raw_action(
+                raw, "sequence_create", {"locator": "auth", "user_metadata": {}}, options=good
+            )
+            assert reply == {"action": "sequence_create", "response": None}
+            assert [i.descriptor.path[0] for i in raw.list_flights(options=good)] == [b"auth"]
+        finally:
+            raw.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Error codes over the wire
+#
+# What a bare pyarrow client raises for each kind the server emits (pyarrow 26):
+#   not_found            -> pyarrow.lib.ArrowKeyError (gRPC NOT_FOUND)
+#   already_exists       -> flight.FlightServerError (gRPC UNKNOWN; pyarrow cannot send
+#                           ALREADY_EXISTS, the message starts with "already_exists: ")
+#   failed_precondition  -> flight.FlightServerError (UNKNOWN, "failed_precondition: ...")
+#   invalid_argument     -> pyarrow.lib.ArrowInvalid (INVALID_ARGUMENT)
+#   permission_denied    -> flight.FlightUnauthorizedError (PERMISSION_DENIED)
+#   unauthenticated      -> flight.FlightUnauthenticatedError (UNAUTHENTICATED)
+#   internal             -> flight.FlightInternalError (INTERNAL)
+#   cancelled            -> flight.FlightCancelledError (CANCELLED)
+#   aborted              -> flight.FlightServerError (UNKNOWN, "aborted: ...")
+#   unimplemented        -> pyarrow.lib.ArrowNotImplementedError (UNIMPLEMENTED)
+
+RAW_EXCEPTION: dict[ErrorKind, type[Exception]] = {
+    ErrorKind.NOT_FOUND: pa.ArrowKeyError,
+    ErrorKind.ALREADY_EXISTS: flight.FlightServerError,
+    ErrorKind.FAILED_PRECONDITION: flight.FlightServerError,
+    ErrorKind.INVALID_ARGUMENT: pa.ArrowInvalid,
+    ErrorKind.PERMISSION_DENIED: flight.FlightUnauthorizedError,
+    ErrorKind.UNAUTHENTICATED: flight.FlightUnauthenticatedError,
+    ErrorKind.INTERNAL: flight.FlightInternalError,
+    ErrorKind.CANCELLED: flight.FlightCancelledError,
+    ErrorKind.ABORTED: flight.FlightServerError,
+    ErrorKind.UNIMPLEMENTED: pa.ArrowNotImplementedError,
+}
+
+
+def failed_with(outcome: Outcome, kind: ErrorKind) -> None:
+    assert outcome.status is OutcomeStatus.FAILED, outcome
+    assert outcome.kind is kind, outcome
+
+
+def test_refusals_keep_their_kind_over_the_wire() -> None:
+    """Each refusal the server makes reaches the Flight client with the same kind."""
+    with start_server(ServerModel(seed=0, auth=True)) as running:
+        manage = FlightTransport(
+            running.location, api_key=running.api_keys["manage"], timeout=TIMEOUT
+        )
+        anonymous = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            read_token = ok(
+                manage.action(
+                    FlightAction.API_KEY_CREATE, {"permissions": "read", "description": "r"}
+                )
+            )["api_key_token"]
+            reader = FlightTransport(running.location, api_key=read_token, timeout=TIMEOUT)
+            ok(manage.action(FlightAction.SEQUENCE_CREATE, {"locator": "k", "user_metadata": {}}))
+            session = ok(manage.action(FlightAction.SESSION_CREATE, {"locator": "k"}))["uuid"]
+            before = running.model.snapshot()
+
+            failed_with(
+                manage.action(FlightAction.SESSION_CREATE, {"locator": "missing"}),
+                ErrorKind.NOT_FOUND,
+            )
+            failed_with(
+                manage.action(FlightAction.SEQUENCE_CREATE, {"locator": "k", "user_metadata": {}}),
+                ErrorKind.ALREADY_EXISTS,
+            )
+            failed_with(
+                manage.action(FlightAction.SESSION_FINALIZE, {"session_uuid": session}),
+                ErrorKind.FAILED_PRECONDITION,
+            )
+            failed_with(
+                manage.action(FlightAction.SESSION_FINALIZE, {"session_uuid": "not-a-uuid"}),
+                ErrorKind.INVALID_ARGUMENT,
+            )
+            failed_with(manage.action_raw("no_such_action", b"{}"), ErrorKind.INVALID_ARGUMENT)
+            failed_with(
+                manage.action_raw("sequence_create", b"{not json"), ErrorKind.INVALID_ARGUMENT
+            )
+            failed_with(
+                reader.action(FlightAction.SEQUENCE_CREATE, {"locator": "r", "user_metadata": {}}),
+                ErrorKind.PERMISSION_DENIED,
+            )
+            failed_with(
+                anonymous.action(
+                    FlightAction.SEQUENCE_CREATE, {"locator": "a", "user_metadata": {}}
+                ),
+                ErrorKind.UNAUTHENTICATED,
+            )
+            failed_with(manage.flight_info(Descriptor.for_resource("missing")), ErrorKind.NOT_FOUND)
+            failed_with(manage.read(b"not a ticket"), ErrorKind.INVALID_ARGUMENT)
+            reader.close()
+            assert running.model.snapshot() == before
+        finally:
+            manage.close()
+            anonymous.close()
+
+
+def test_refused_stream_kinds_over_the_wire(client: FlightTransport) -> None:
+    """DoPut refusals: a wrong topic UUID, a schema without timestamp_ns, a PATH descriptor,
+    an unknown topic."""
+    write_topic(client, "st", {"imu": [batch(0, 1)]}, finalize=False)
+    info = ok(client.flight_info(Descriptor.for_resource("st")))
+    session = info.sessions[0].uuid
+    topic_uuid = ok(
+        client.action(
+            FlightAction.TOPIC_CREATE,
+            {
+                "session_uuid": session,
+                "locator": "st/gps",
+                "serialization_format": "default",
+                "ontology_tag": "gps",
+                "user_metadata": {},
+            },
+        )
+    )["uuid"]
+
+    def verdict(descriptor: Descriptor, schema: pa.Schema, b: pa.RecordBatch) -> Outcome:
+        opened = client.open_stream(descriptor, schema)
+        if not opened.is_ok:
+            return opened
+        written = opened.value.write(b)
+        return written if not written.is_ok else opened.value.close()
+
+    wrong = Descriptor.for_topic("st/gps", "00000000-0000-4000-8000-000000000000")
+    failed_with(verdict(wrong, SCHEMA, batch(0, 1)), ErrorKind.PERMISSION_DENIED)
+    no_time = pa.schema([("t", pa.int32())])
+    failed_with(
+        verdict(
+            Descriptor.for_topic("st/gps", topic_uuid),
+            no_time,
+            pa.record_batch([pa.array([1], pa.int32())], schema=no_time),
+        ),
+        ErrorKind.INVALID_ARGUMENT,
+    )
+    path = Descriptor("path", path=("st", "gps"))
+    failed_with(verdict(path, SCHEMA, batch(0, 1)), ErrorKind.INVALID_ARGUMENT)
+    missing = Descriptor.for_topic("st/none", topic_uuid)
+    failed_with(verdict(missing, SCHEMA, batch(0, 1)), ErrorKind.NOT_FOUND)
+
+
+def test_locked_topic_stream_is_refused_over_the_wire(
+    server: RunningServer, client: FlightTransport
+) -> None:
+    """A second DoPut on a locked topic is refused with failed_precondition; nothing is
+    stored."""
+    write_topic(client, "lk", {"imu": [batch(0, 2)]}, finalize=False)
+    topic_uuid = server.model.topics["lk/imu"].uuid
+    opened = client.open_stream(Descriptor.for_topic("lk/imu", topic_uuid), SCHEMA)
+    outcome = opened
+    if opened.is_ok:
+        outcome = opened.value.write(batch(2, 2))
+        if outcome.is_ok:
+            outcome = opened.value.close()
+    failed_with(outcome, ErrorKind.FAILED_PRECONDITION)
+    assert server.model.snapshot()["topics"]["lk/imu"] == {
+        "state": "locked",
+        "rows": 2,
+        "chunks": 1,
+        "notifications": [],
+    }
+
+
+def test_aborted_stream_is_cancelled_on_the_server(
+    server: RunningServer, client: FlightTransport
+) -> None:
+    """A stream the client aborts is cancelled: the topic stays unlocked, batches the server
+    already received stay, and the stream reports cancelled afterwards."""
+    write_topic(client, "ab", {}, finalize=False)
+    session = next(iter(server.model.sessions))
+    topic_uuid = ok(
+        client.action(
+            FlightAction.TOPIC_CREATE,
+            {
+                "session_uuid": session,
+                "locator": "ab/imu",
+                "serialization_format": "default",
+                "ontology_tag": "imu",
+                "user_metadata": {},
+            },
+        )
+    )["uuid"]
+    stream = ok(client.open_stream(Descriptor.for_topic("ab/imu", topic_uuid), SCHEMA))
+    ok(stream.write(batch(0, 3)))
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while server.model.snapshot()["topics"]["ab/imu"]["chunks"] < 1:
+        assert time.monotonic() < deadline, "the server never stored the first batch"
+        time.sleep(0.01)
+    ok(stream.abort())
+    failed_with(stream.write(batch(3, 1)), ErrorKind.CANCELLED)
+    failed_with(stream.close(), ErrorKind.CANCELLED)
+    while server.model.topics["ab/imu"].stream is not None:
+        assert time.monotonic() < deadline, "the server never saw the cancel"
+        time.sleep(0.01)
+    topic = server.model.snapshot()["topics"]["ab/imu"]
+    assert topic["state"] == "created"
+    assert topic["chunks"] == 1
+    info = ok(client.flight_info(Descriptor.for_resource("ab/imu")))
+    assert info.locked is False
+    # The topic accepts a new stream, which locks it.
+    again = ok(client.open_stream(Descriptor.for_topic("ab/imu", topic_uuid), SCHEMA))
+    ok(again.write(batch(3, 1)))
+    ok(again.close())
+    assert server.model.snapshot()["topics"]["ab/imu"]["state"] == "locked"
+
+
+def test_dropped_stream_reports_cancelled() -> None:
+    """A stream the server drops mid-way reaches the client as cancelled."""
+    plan = FaultPlan((Fault("STREAM_WRITE", 2, FaultEffect.DROP_STREAM),))
+    with start_server(ServerModel(seed=0), faults=plan) as running:
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            write_topic(t, "dr", {}, finalize=False)
+            session = next(iter(running.model.sessions))
+            topic_uuid = ok(
+                t.action(
+                    FlightAction.TOPIC_CREATE,
+                    {
+                        "session_uuid": session,
+                        "locator": "dr/imu",
+                        "serialization_format": "default",
+                        "ontology_tag": "imu",
+                        "user_metadata": {},
+                    },
+                )
+            )["uuid"]
+            stream = ok(t.open_stream(Descriptor.for_topic("dr/imu", topic_uuid), SCHEMA))
+            outcome = stream.write(batch(0, 1))
+            ok(outcome)
+            outcome = stream.write(batch(1, 1))
+            if outcome.is_ok:
+                outcome = stream.close()
+            failed_with(outcome, ErrorKind.CANCELLED)
+        finally:
+            t.close()
+
+
+def test_internal_fault_reaches_the_client_as_internal() -> None:
+    """A fault plan's internal error arrives as internal, with the server's message."""
+    plan = FaultPlan((Fault("SESSION_CREATE", 1, FaultEffect.FAIL, ErrorKind.INTERNAL),))
+    with start_server(ServerModel(seed=0), faults=plan) as running:
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": "in", "user_metadata": {}}))
+            outcome = t.action(FlightAction.SESSION_CREATE, {"locator": "in"})
+            failed_with(outcome, ErrorKind.INTERNAL)
+            assert "injected fault SESSION_CREATE#1:internal" in outcome.detail
+        finally:
+            t.close()
+        assert running.model.snapshot()["sessions"] == {}
+
+
+@pytest.mark.parametrize("kind", list(ErrorKind), ids=lambda k: k.value)
+def test_every_kind_round_trips(kind: ErrorKind) -> None:
+    """Any kind the server answers reaches the Flight client unchanged; a bare pyarrow
+    client sees the exception listed in RAW_EXCEPTION."""
+    plan = FaultPlan(
+        (
+            Fault("VERSION", 1, FaultEffect.FAIL, kind),
+            Fault("VERSION", 2, FaultEffect.FAIL, kind),
+        )
+    )
+    with start_server(ServerModel(seed=0), faults=plan) as running:
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        raw = flight.FlightClient(running.location)
+        try:
+            failed_with(t.action(FlightAction.VERSION, {}), kind)
+            with pytest.raises(RAW_EXCEPTION[kind]) as caught:
+                raw_action(raw, "version", {})
+            assert f"{kind.value}: injected fault" in str(caught.value)
+            ok(t.action(FlightAction.VERSION, {}))
+        finally:
+            t.close()
+            raw.close()
