@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -78,6 +80,17 @@ class Client:
         self.tracer = tracer
         self.batch_policy = batch_policy or BatchPolicy()
         self.machines = machines or _default_machines()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def pool(self) -> ThreadPoolExecutor:
+        """The client's worker threads, which end the streams of a session in parallel."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=8, thread_name_prefix="mosaico-fsm-close"
+                )
+            return self._pool
 
     def __enter__(self) -> Client:
         return self
@@ -86,6 +99,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.transport.close()
         if self.tracer is not None:
             self.tracer.close()

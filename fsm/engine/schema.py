@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import pyarrow as pa
 
 from fsm.enums import SerializationFormat
@@ -131,39 +132,80 @@ def _converts(t: pa.DataType) -> Callable[[Any], bool]:
     return check
 
 
-def _checker(t: pa.DataType) -> Callable[[Any], bool]:
-    """A test that a Python value becomes a value of type `t` (None is handled by the caller):
-    direct type and range tests for plain columns, a trial conversion for nested ones."""
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
+
+
+@attrs.frozen
+class _Column:
+    """How one column's values are checked: Python types accepted as they are, a slower test
+    for anything else, and whether the value's size varies (strings, bytes, lists)."""
+
+    name: str
+    type: pa.DataType
+    nullable: bool
+    exact: frozenset[type]
+    check: Callable[[Any], bool]
+    sized: bool
+
+
+def _column(field: pa.Field) -> _Column:
+    t = field.type
+    exact: frozenset[type] = frozenset()
+    check: Callable[[Any], bool] = _converts(t)
+    sized = False
     if pa.types.is_boolean(t):
-        return lambda v: isinstance(v, bool)
-    if pa.types.is_integer(t):
+        exact, check = frozenset({bool}), lambda v: isinstance(v, bool)
+    elif pa.types.is_integer(t):
         bits = t.bit_width
-        low, high = (
-            (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-            if pa.types.is_signed_integer(t)
-            else (0, 2**bits - 1)
-        )
-        return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-    if pa.types.is_floating(t):
-        return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return lambda v: isinstance(v, str)
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return lambda v: isinstance(v, (bytes, bytearray, memoryview))
-    return _converts(t)
+        signed = pa.types.is_signed_integer(t)
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        check = lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high  # noqa: E731
+    elif pa.types.is_floating(t):
+        exact = frozenset({float, int})
+        check = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        exact, check, sized = frozenset({str}), lambda v: isinstance(v, str), True
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        exact = frozenset({bytes})
+        check, sized = lambda v: isinstance(v, (bytes, bytearray, memoryview)), True
+    elif pa.types.is_list(t) or pa.types.is_large_list(t):
+        sized = True
+    return _Column(field.name, t, field.nullable, exact, check, sized)
+
+
+def _fixed_width(t: pa.DataType) -> int:
+    """Bytes one value takes in Arrow memory, roughly (variable parts are counted per row)."""
+    if pa.types.is_struct(t):
+        return sum(_fixed_width(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_fixed_size_list(t):
+        return int(t.list_size) * _fixed_width(t.value_type)
+    try:
+        return max(1, int(t.bit_width) // 8)
+    except ValueError:  # variable width: an offset here, the contents counted per row
+        return 8
 
 
 class RowBuffer:
-    """Rows pushed one at a time, kept as per-column lists until they become a batch."""
+    """Rows pushed one at a time, checked value by value, kept until they become a batch.
+
+    `bytes` estimates the Arrow size of the buffered rows: a fixed part from the schema plus
+    the length of every string, bytes and list value, so large rows are cut into batches by
+    size, not only by count.
+    """
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self.names = tuple(schema.names)
         self._name_set = frozenset(self.names)
-        self._fields = tuple(schema)
-        self._checks = tuple(_checker(f.type) for f in schema)
-        self._columns: list[list[Any]] = [[] for _ in self.names]
-        self.rows = 0
+        self._columns = tuple(_column(f) for f in schema)
+        self._sized = tuple(c.name for c in self._columns if c.sized)
+        self.row_width = sum(_fixed_width(f.type) for f in schema)
+        self._rows: list[Mapping[str, Any]] = []
+        self.bytes = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self._rows)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one row, or refuse it (changing nothing) naming the column that is unknown,
@@ -172,56 +214,52 @@ class RowBuffer:
             raise ArgumentError(
                 f"a row is a mapping of column names to values, got {type(row).__name__}"
             )
-        values = []
-        for field, check in zip(self._fields, self._checks, strict=True):
-            value = row.get(field.name)
+        for column in self._columns:
+            value = row.get(column.name)
+            if type(value) in column.exact:
+                continue
             if value is None:
-                if not field.nullable:
-                    raise ArgumentError(f"column {field.name!r} is missing from the row (or None)")
-            elif not check(value):
-                raise ArgumentError(f"column {field.name!r}: {value!r} is not a {field.type} value")
-            values.append(value)
-        if not self._name_set.issuperset(row):
+                if not column.nullable:
+                    raise ArgumentError(f"column {column.name!r} is missing from the row (or None)")
+            elif not column.check(value):
+                raise ArgumentError(
+                    f"column {column.name!r}: {value!r} is not a {column.type} value"
+                )
+        if len(row) > len(self.names) or not self._name_set.issuperset(row):
             unknown = next(k for k in row if k not in self._name_set)
             raise ArgumentError(f"column {unknown!r} is not in the topic's schema")
-        for column, value in zip(self._columns, values, strict=True):
-            column.append(value)
-        self.rows += 1
+        size = self.row_width
+        for name in self._sized:
+            value = row.get(name)
+            if value is not None:
+                size += len(value)
+        self._rows.append(row)
+        self.bytes += size
 
     def take(self) -> pa.RecordBatch:
-        """The buffered rows as one batch; the buffer is emptied. (Rows were checked value by
-        value when appended; should a conversion still fail, the offending row is removed and
-        reported with `ArgumentError` naming the column, the others stay buffered.)"""
+        """The buffered rows as one batch; the buffer is emptied. (Rows were checked when
+        appended; should a conversion still fail, the offending row is removed and reported
+        with `ArgumentError` naming the column, and the other rows stay buffered.)"""
         try:
-            arrays = [
-                pa.array(column, type=field.type)
-                for column, field in zip(self._columns, self._fields, strict=True)
-            ]
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
+        except _CONVERSION_ERRORS:
             raise self._drop_unconvertible() from None
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self._columns = [[] for _ in self.names]
-        self.rows = 0
+        self._rows = []
+        self.bytes = 0
         return batch
 
+    def clear(self) -> None:
+        self._rows = []
+        self.bytes = 0
+
     def _drop_unconvertible(self) -> ArgumentError:
-        for i in range(self.rows):
-            for column, field in zip(self._columns, self._fields, strict=True):
-                try:
-                    pa.array([column[i]], type=field.type)
-                except (
-                    pa.ArrowInvalid,
-                    pa.ArrowTypeError,
-                    TypeError,
-                    ValueError,
-                    OverflowError,
-                ) as exc:
-                    value = column[i]
-                    for col in self._columns:
-                        del col[i]
-                    self.rows -= 1
-                    return ArgumentError(
-                        f"column {field.name!r}: {value!r} does not convert to {field.type} ({exc}); "
-                        "that row was not written"
-                    )
+        for i, row in enumerate(self._rows):
+            try:
+                pa.RecordBatch.from_pylist([row], schema=self.schema)
+            except _CONVERSION_ERRORS as exc:
+                del self._rows[i]
+                self.bytes = max(0, self.bytes - self.row_width)
+                return ArgumentError(
+                    f"a row does not convert to the topic's schema ({exc}); that row was not written"
+                )
         return ArgumentError("the buffered rows do not convert to the topic's schema")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -325,8 +324,7 @@ class SessionWriter(Lifecycle):
         if len(open_topics) == 1:
             errors = [open_topics[0].close(trigger, message)]
         else:
-            with ThreadPoolExecutor(max_workers=min(16, len(open_topics))) as pool:
-                errors = list(pool.map(lambda t: t.close(trigger, message), open_topics))
+            errors = list(self.client.pool().map(lambda t: t.close(trigger, message), open_topics))
         failed = [(t, e) for t, e in zip(open_topics, errors, strict=True) if e is not None]
         if not failed:
             return Outcome.ok()

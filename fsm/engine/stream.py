@@ -1,17 +1,19 @@
 """The data path of one topic: batching, splitting, and ordered background sending.
 
-Records reach a `StreamWriter` as Arrow batches (kept as they are, zero-copy) or as rows
-(buffered per column). Batches are cut by bytes and by rows; a batch larger than the target is
-sliced (zero-copy); a single record larger than one message may be is refused with a clear
-error, never dropped. One sender thread per topic writes the batches in order, so topics stream
-in parallel without blocking each other.
+Records reach a `StreamWriter` as Arrow batches or tables (sent as they are, zero-copy) or
+as rows (checked, buffered, converted in bulk). A batch larger than `batch_bytes` or
+`batch_rows` is sliced (zero-copy); small batches are merged until a message is full, so the
+server does not store a chunk per tiny push; a single record larger than `max_message_bytes`
+is refused with a clear error, never dropped. One sender thread per topic writes the
+messages in order, so topics stream in parallel without blocking each other.
 
-Memory is bounded: a topic holds at most its pending buffer (under `batch_bytes`) plus
-`max_in_flight` queued batches plus the one being sent, each at most `batch_bytes`:
-(max_in_flight + 2) x batch_bytes in all. A push blocks while the queue is full.
+Memory is bounded. A topic holds at most: `max_in_flight` queued messages, the one being
+sent, the pending small batches and their merged copy (each at most `batch_bytes`), so
+(max_in_flight + 3) x batch_bytes of Arrow data; plus, for the row API, at most
+`buffer_rows` rows as Python objects. A push blocks while the queue is full.
 
-A failure of a background send is kept and answered to the next `submit_*` or `close`, so it
-surfaces no later than the next push or close.
+A failure of a background send, or a refusal the server sent early, is kept and answered to
+the next push, flush or close: it surfaces no later than the next push or close.
 """
 
 from __future__ import annotations
@@ -32,38 +34,52 @@ from fsm.transport import TopicStream
 __all__ = ["BatchPolicy", "StreamWriter"]
 
 MiB = 1024 * 1024
+_OK = Outcome.ok()
+_CLOSE = object()
 
 
 @attrs.frozen
 class BatchPolicy:
     """How a topic cuts its records into messages.
 
-    `batch_bytes`: target size of one message (default 8 MiB, well under the 50 MB a Mosaico
+    `batch_bytes`: most bytes in one message (default 8 MiB, well under the 50 MB a Mosaico
     server accepts by default); `batch_rows`: most rows in one message; `max_message_bytes`:
-    a single record above this is refused; `max_in_flight`: batches queued for sending;
-    `background`: send from one thread per topic (False: send in the pushing thread, which
-    makes runs fully deterministic, as simulations need).
+    a single record above this is refused; `max_in_flight`: messages queued for sending;
+    `buffer_rows`: most rows the row API holds before converting them; `background`: send
+    from one thread per topic (False: send in the pushing thread, which makes runs fully
+    deterministic, as simulations need).
     """
 
     batch_bytes: int = 8 * MiB
     batch_rows: int = 131_072
     max_message_bytes: int = 48 * MiB
     max_in_flight: int = 3
+    buffer_rows: int = 8192
     background: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.batch_bytes <= self.max_message_bytes:
             raise ArgumentError("batch_bytes must be positive and at most max_message_bytes")
-        if self.batch_rows < 1 or self.max_in_flight < 1:
-            raise ArgumentError("batch_rows and max_in_flight must be at least 1")
+        if min(self.batch_rows, self.max_in_flight, self.buffer_rows) < 1:
+            raise ArgumentError("batch_rows, max_in_flight and buffer_rows must be at least 1")
 
     @property
     def memory_bound(self) -> int:
-        """Most bytes of records one topic holds at any time."""
-        return (self.max_in_flight + 2) * self.batch_bytes
+        """Most bytes of Arrow data one topic holds at any time."""
+        return (self.max_in_flight + 3) * self.batch_bytes
+
+    @property
+    def merge_below(self) -> int:
+        """Batches smaller than this are merged with their neighbours before sending."""
+        return max(1, self.batch_bytes // 16)
 
 
-_CLOSE = object()
+@attrs.frozen
+class Piece:
+    """A slice to send, with its size measured once."""
+
+    batch: pa.RecordBatch
+    nbytes: int
 
 
 class StreamWriter:
@@ -74,7 +90,6 @@ class StreamWriter:
         self.schema = schema
         self.policy = policy
         self._rows = RowBuffer(schema)
-        self._row_target = policy.batch_rows
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
@@ -89,37 +104,38 @@ class StreamWriter:
     # -------------------------------------------------------------------------------------------
     # Checks made before a push changes anything
 
-    def plan_batch(self, data: pa.RecordBatch | pa.Table) -> list[pa.RecordBatch]:
+    def plan_batch(self, data: pa.RecordBatch | pa.Table) -> list[Piece]:
         """The slices `data` will be sent as; ArgumentError (nothing changed) when it does not
         match the schema or holds a record larger than one message may be."""
-        if isinstance(data, pa.Table):
-            batches = data.to_batches()
-        elif isinstance(data, pa.RecordBatch):
+        if isinstance(data, pa.RecordBatch):
             batches = [data]
+        elif isinstance(data, pa.Table):
+            batches = data.to_batches()
         else:
             raise ArgumentError(
                 f"push takes a pyarrow RecordBatch or Table, got {type(data).__name__}"
             )
-        out: list[pa.RecordBatch] = []
+        out: list[Piece] = []
         for batch in batches:
-            out.extend(self._split(conform_batch(batch, self.schema)))
+            if batch.num_rows:
+                conformed = conform_batch(batch, self.schema)
+                out.extend(self._split(conformed, conformed.nbytes))
         return out
 
-    def _split(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+    def _split(self, batch: pa.RecordBatch, nbytes: int) -> list[Piece]:
         policy = self.policy
-        if batch.num_rows == 0:
-            return []
-        if batch.nbytes <= policy.batch_bytes and batch.num_rows <= policy.batch_rows:
-            return [batch]
+        if nbytes <= policy.batch_bytes and batch.num_rows <= policy.batch_rows:
+            return [Piece(batch, nbytes)]
         if batch.num_rows == 1:
-            if batch.nbytes > policy.max_message_bytes:
+            if nbytes > policy.max_message_bytes:
                 raise ArgumentError(
-                    f"a record of {batch.nbytes} bytes is larger than one message may be "
+                    f"a record of {nbytes} bytes is larger than one message may be "
                     f"({policy.max_message_bytes} bytes); it was not written"
                 )
-            return [batch]
+            return [Piece(batch, nbytes)]
         half = batch.num_rows // 2
-        return self._split(batch.slice(0, half)) + self._split(batch.slice(half))
+        left, right = batch.slice(0, half), batch.slice(half)
+        return self._split(left, left.nbytes) + self._split(right, right.nbytes)
 
     # -------------------------------------------------------------------------------------------
     # The STREAM_WRITE step
@@ -134,60 +150,66 @@ class StreamWriter:
                 )
         return self._failure
 
-    def submit_batches(self, slices: list[pa.RecordBatch]) -> Outcome:
+    def submit_batches(self, pieces: list[Piece]) -> Outcome:
         """Queue planned slices in order (blocking while the queue is full)."""
-        if self._known_failure() is not None:
-            return self._failure  # type: ignore[return-value]
-        for piece in slices:
-            if (
-                piece.nbytes * 2 >= self.policy.batch_bytes
-                or piece.num_rows * 2 >= self.policy.batch_rows
-            ):
-                self._flush_rows()
+        failure = self._known_failure()
+        if failure is not None:
+            return failure
+        if self._rows.rows:
+            self._flush_rows()
+        merge_below = self.policy.merge_below
+        for piece in pieces:
+            if piece.nbytes >= merge_below:
                 self._flush_pending()
-                self._enqueue(piece)
-            else:
-                self._flush_rows()
-                self._pending.append(piece)
-                self._pending_bytes += piece.nbytes
-                self._pending_rows += piece.num_rows
-                if (
-                    self._pending_bytes >= self.policy.batch_bytes
-                    or self._pending_rows >= self.policy.batch_rows
-                ):
-                    self._flush_pending()
-        return self._failure or Outcome.ok()
+                self._enqueue(piece.batch)
+                continue
+            if (
+                self._pending_bytes + piece.nbytes > self.policy.batch_bytes
+                or self._pending_rows + piece.batch.num_rows > self.policy.batch_rows
+            ):
+                self._flush_pending()
+            self._pending.append(piece.batch)
+            self._pending_bytes += piece.nbytes
+            self._pending_rows += piece.batch.num_rows
+            if (
+                self._pending_bytes >= self.policy.batch_bytes
+                or self._pending_rows >= self.policy.batch_rows
+            ):
+                self._flush_pending()
+        return self._failure or _OK
 
     def submit_row(self, row: Mapping[str, Any]) -> Outcome:
         """Buffer one row (ArgumentError, nothing changed, if it does not fit the schema)."""
-        if self._known_failure() is not None:
-            return self._failure  # type: ignore[return-value]
-        self._rows.append(row)
-        if self._rows.rows >= self._row_target:
+        failure = self._failure if self._failure is not None else self._known_failure()
+        if failure is not None:
+            return failure
+        rows = self._rows
+        rows.append(row)
+        if rows.bytes >= self.policy.batch_bytes or rows.rows >= self.policy.buffer_rows:
             self._flush_rows()
-        return self._failure or Outcome.ok()
+        return self._failure or _OK
 
     def _flush_rows(self) -> None:
+        """Convert the buffered rows and queue them behind what was pushed before."""
         if not self._rows.rows:
             return
         batch = self._rows.take()
-        if batch.num_rows and self._row_target == self.policy.batch_rows:
-            per_row = max(1, batch.nbytes // batch.num_rows)
-            self._row_target = max(
-                1, min(self.policy.batch_rows, self.policy.batch_bytes // per_row)
-            )
-        self._pending.append(batch)
-        self._pending_bytes += batch.nbytes
-        self._pending_rows += batch.num_rows
-        self._flush_pending()
+        for piece in self._split(batch, batch.nbytes):
+            if piece.nbytes >= self.policy.merge_below:
+                self._flush_pending()
+                self._enqueue(piece.batch)
+            else:
+                self._pending.append(piece.batch)
+                self._pending_bytes += piece.nbytes
+                self._pending_rows += piece.batch.num_rows
+                self._flush_pending()
 
     def _flush_pending(self) -> None:
         if not self._pending:
             return
         pieces = self._pending
         self._pending, self._pending_bytes, self._pending_rows = [], 0, 0
-        merged = pieces[0] if len(pieces) == 1 else pa.concat_batches(pieces)
-        self._enqueue(merged)
+        self._enqueue(pieces[0] if len(pieces) == 1 else pa.concat_batches(pieces))
 
     def _enqueue(self, batch: pa.RecordBatch) -> None:
         if not self.policy.background:
@@ -225,14 +247,15 @@ class StreamWriter:
                 )
 
     def submit_flush(self) -> Outcome:
-        """Send everything buffered and wait until every queued batch has been written."""
-        if self._known_failure() is not None:
-            return self._failure  # type: ignore[return-value]
+        """Send everything buffered and wait until every queued message has been written."""
+        failure = self._known_failure()
+        if failure is not None:
+            return failure
         self._flush_rows()
         self._flush_pending()
         if self._thread is not None:
             self._queue.join()
-        return self._failure or Outcome.ok()
+        return self._known_failure() or _OK
 
     def _drain(self) -> None:
         if self._thread is not None:
@@ -245,9 +268,12 @@ class StreamWriter:
 
     def close(self) -> Outcome:
         """Send everything buffered, wait for the sends, end the stream cleanly and answer the
-        server's verdict."""
+        server's verdict. Without a sender thread running, the last messages go out from
+        this thread (no thread is started just to close)."""
         if self._finished:
             return Outcome.failed(ErrorKind.FAILED_PRECONDITION, "the stream is already closed")
+        if self._thread is None:
+            self.policy = attrs.evolve(self.policy, background=False)
         try:
             self._flush_rows()
         except ArgumentError as exc:
@@ -258,19 +284,19 @@ class StreamWriter:
         self._flush_pending()
         self._drain()
         self._finished = True
-        if self._failure is not None:
+        if self._known_failure() is not None:
             self.stream.abort()
-            return self._failure
+            return self._failure  # type: ignore[return-value]
         return self.stream.close()
 
     def abort(self) -> Outcome:
         """Cancel the stream; buffered records are discarded on purpose."""
         if self._finished:
-            return Outcome.ok()
+            return _OK
         self._failure = self._failure or Outcome.failed(
             ErrorKind.CANCELLED, "the stream was aborted"
         )
-        self._rows = RowBuffer(self.schema)
+        self._rows.clear()
         self._pending, self._pending_bytes, self._pending_rows = [], 0, 0
         self._drain()
         self._finished = True

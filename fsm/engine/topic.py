@@ -41,6 +41,10 @@ def _push_shortcuts(spec: MachineSpec, context: Mapping[str, str]) -> frozenset[
     return frozenset(states)
 
 
+def _call(fn: Callable[[], Outcome]) -> Outcome:
+    return fn()
+
+
 class _TopicSteps:
     """The executor of a topic writer's steps."""
 
@@ -157,28 +161,27 @@ class TopicWriter(Lifecycle):
     def push(self, data: pa.RecordBatch | pa.Table) -> None:
         """Send Arrow data; checked against the topic's schema before anything is queued."""
         self._machine.lookup(self._holder, "push", self._context)
-        slices = self._writer.plan_batch(data)
-        self._push(lambda: self._writer.submit_batches(slices))
+        pieces = self._writer.plan_batch(data)
+        self._push(self._writer.submit_batches, pieces)
 
     def push_row(self, row: Mapping[str, Any]) -> None:
-        """Send one record given as {column: value}; buffered into columns."""
-        self._push(lambda: self._writer.submit_row(row))
+        """Send one record given as {column: value}; buffered, then converted in bulk."""
+        self._push(self._writer.submit_row, row)
 
     def flush(self) -> None:
         """Send every buffered record and wait until all of them are written to the stream;
         raises the failure of any earlier background send."""
-        self._push(self._writer.submit_flush)
+        self._push(_call, self._writer.submit_flush)
 
-    def _push(self, write: Callable[[], Outcome]) -> None:
-        state = self._holder.state
-        if self._tracer is None and state in self._shortcuts:
-            outcome = write()
+    def _push(self, write: Callable[[Any], Outcome], arg: Any) -> None:
+        if self._tracer is None and self._holder.state in self._shortcuts:
+            outcome = write(arg)
             if outcome.status is OutcomeStatus.OK:
                 self._last_error = None
                 return
             fired = self.fire("push", _Prefixed(outcome, _TopicSteps(self)))
         else:
-            fired = self.fire("push", _TopicSteps(self, write))
+            fired = self.fire("push", _TopicSteps(self, lambda: write(arg)))
         if fired.mode == "cause":
             error = fired.cause()
             self._last_error = str(error)
