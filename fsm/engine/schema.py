@@ -93,8 +93,8 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     non-nullable must hold no nulls. The result shares the batch's buffers (no copy).
     """
     if batch.schema.equals(schema, check_metadata=False):
-        for field, column in zip(schema, batch.columns, strict=True):
-            if not field.nullable and column.null_count:
+        for i, field in enumerate(schema):
+            if not field.nullable and batch.column(i).null_count:
                 raise ArgumentError(f"column {field.name!r} has null values")
         return batch
     got = {f.name: i for i, f in enumerate(batch.schema)}

@@ -74,6 +74,13 @@ class BatchPolicy:
         return max(1, self.batch_bytes // 16)
 
 
+def _size(batch: pa.RecordBatch) -> int:
+    """The batch's size in bytes: its buffers' total when that is small enough to decide
+    nothing (cheap), otherwise the exact size of the rows it holds (which slices need)."""
+    total = int(batch.get_total_buffer_size())
+    return total if total <= 64 * 1024 * 1024 else int(batch.nbytes)
+
+
 @attrs.frozen
 class Piece:
     """A slice to send, with its size measured once."""
@@ -119,7 +126,7 @@ class StreamWriter:
         for batch in batches:
             if batch.num_rows:
                 conformed = conform_batch(batch, self.schema)
-                out.extend(self._split(conformed, conformed.nbytes))
+                out.extend(self._split(conformed, _size(conformed)))
         return out
 
     def _split(self, batch: pa.RecordBatch, nbytes: int) -> list[Piece]:

@@ -85,7 +85,7 @@ class FlightTransport(Transport):
             writer, reader = self._client.do_put(_descriptor(descriptor), schema, self._options)
         except Exception as exc:
             return flight_error_outcome(exc)
-        return Outcome.ok(_FlightStream(writer, reader))
+        return Outcome.ok(_FlightStream(writer, reader, schema))
 
     def flight_info(self, descriptor: Descriptor) -> Outcome:
         try:
@@ -142,8 +142,12 @@ class _FlightStream:
     """
 
     def __init__(
-        self, writer: flight.FlightStreamWriter, reader: flight.FlightMetadataReader
+        self,
+        writer: flight.FlightStreamWriter,
+        reader: flight.FlightMetadataReader,
+        schema: pa.Schema,
     ) -> None:
+        self._schema = schema
         self._writer = writer
         self._reader = reader
         self._done: Outcome | None = None
@@ -174,6 +178,14 @@ class _FlightStream:
             return self._done
         if self._early is not None:
             return self._finish(None)
+        if not batch.schema.equals(self._schema, check_metadata=False):
+            # Refused here, before the wire; the stream ends as it would on a server refusal.
+            self.abort()
+            refusal = "the batch does not match the stream's schema"
+            self._done = Outcome.failed(
+                ErrorKind.INVALID_ARGUMENT, f"stream already failed: {refusal}"
+            )
+            return Outcome.failed(ErrorKind.INVALID_ARGUMENT, refusal)
         try:
             self._writer.write_batch(batch)
         except Exception as exc:
@@ -183,6 +195,8 @@ class _FlightStream:
     def _finish(self, exc: BaseException | None) -> Outcome:
         # The server already ended the stream: its verdict comes with close().
         self._closing = True
+        with contextlib.suppress(Exception):
+            self._writer.done_writing()
         try:
             self._writer.close()
         except Exception as verdict:
