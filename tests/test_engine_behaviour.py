@@ -399,7 +399,7 @@ def test_a_slow_stream_bounds_the_batches_in_flight() -> None:
     pusher.join(5)
     assert writer.close().is_ok
     assert written == [1] * 10
-    assert policy.memory_bound == (2 + 3) * policy.batch_bytes
+    assert policy.memory_bound == (2 + 2) * policy.batch_bytes
 
 
 # -----------------------------------------------------------------------------------------------

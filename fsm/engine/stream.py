@@ -7,10 +7,10 @@ server does not store a chunk per tiny push; a single record larger than `max_me
 is refused with a clear error, never dropped. One sender thread per topic writes the
 messages in order, so topics stream in parallel without blocking each other.
 
-Memory is bounded. A topic holds at most: `max_in_flight` queued messages, the one being
-sent, the pending small batches and their merged copy (each at most `batch_bytes`), so
-(max_in_flight + 3) x batch_bytes of Arrow data; plus, for the row API, at most
-`buffer_rows` rows as Python objects. A push blocks while the queue is full.
+Memory is bounded. A topic holds at most: `max_in_flight` messages queued or being sent,
+the pending small batches and, while they are merged, their merged copy (each at most
+`batch_bytes`), so (max_in_flight + 2) x batch_bytes of Arrow data; plus, for the row API,
+at most `buffer_rows` rows as Python objects. A push blocks while max_in_flight messages wait.
 
 A failure of a background send, or a refusal the server sent early, is kept and answered to
 the next push, flush or close: it surfaces no later than the next push or close.
@@ -44,7 +44,7 @@ class BatchPolicy:
 
     `batch_bytes`: most bytes in one message (default 8 MiB, well under the 50 MB a Mosaico
     server accepts by default); `batch_rows`: most rows in one message; `max_message_bytes`:
-    a single record above this is refused; `max_in_flight`: messages queued for sending;
+    a single record above this is refused; `max_in_flight`: messages queued or being sent;
     `buffer_rows`: most rows the row API holds before converting them; `background`: send
     from one thread per topic (False: send in the pushing thread, which makes runs fully
     deterministic, as simulations need).
@@ -66,7 +66,7 @@ class BatchPolicy:
     @property
     def memory_bound(self) -> int:
         """Most bytes of Arrow data one topic holds at any time."""
-        return (self.max_in_flight + 3) * self.batch_bytes
+        return (self.max_in_flight + 2) * self.batch_bytes
 
     @property
     def merge_below(self) -> int:
@@ -100,7 +100,8 @@ class StreamWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=policy.max_in_flight)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._slots = threading.BoundedSemaphore(policy.max_in_flight)
         self._failure: Outcome | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -227,17 +228,21 @@ class StreamWriter:
                 target=self._send_loop, name="mosaico-fsm-topic-sender", daemon=True
             )
             self._thread.start()
+        self._slots.acquire()  # blocks while max_in_flight messages wait: the memory bound
         self._queue.put(batch)
 
     def _send_loop(self) -> None:
         while True:
             item = self._queue.get()
+            if item is _CLOSE:
+                return
+            if isinstance(item, threading.Event):  # a flush marker: everything before is sent
+                item.set()
+                continue
             try:
-                if item is _CLOSE:
-                    return
                 self._send(item)
             finally:
-                self._queue.task_done()
+                self._slots.release()
 
     def _send(self, batch: pa.RecordBatch) -> None:
         if self._failure is not None:
@@ -261,7 +266,9 @@ class StreamWriter:
         self._flush_rows()
         self._flush_pending()
         if self._thread is not None:
-            self._queue.join()
+            marker = threading.Event()
+            self._queue.put(marker)
+            marker.wait()
         return self._known_failure() or _OK
 
     def _drain(self) -> None:
