@@ -78,6 +78,10 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
     faults = FaultPlan.loads(Path(args.fault_plan).read_text()) if args.fault_plan else None
     model = ServerModel(profile=args.profile, auth=args.api_key_auth)
+    if args.trace:
+        from transport.server.trace import ServerTrace
+
+        model.trace = ServerTrace(Path(args.trace))
     with SignalStop() as signals:
         running = start_server(model, host=args.host, port=args.port, tls=tls, faults=faults)
         out.write(f"mosaico-fsm reference server on {running.location} (profile {args.profile})\n")
@@ -98,6 +102,42 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
         serve_forever(running, signals, stopped)
     return 0
+
+
+@_command("check-trace")
+def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
+    from fsm.conformance.clients import check_client_trace, group_by_sequence
+    from fsm.engine.trace import check_trace, read_trace
+
+    spec = load_spec()
+    records = read_trace(Path(args.file))
+    failures = 0
+    if records and all("machine" in r for r in records):  # an engine trace
+        report = check_trace(records, spec)
+        for line in report.accepted:
+            out.write(f"  ok  {line}\n")
+        if report.violation is not None:
+            out.write(f"VIOLATION {report.violation}\n")
+            return 1
+        out.write(f"conforms: {len(report.accepted)} transitions accepted\n")
+        return 0
+    groups = group_by_sequence(records)
+    if args.sequence:
+        groups = {k: v for k, v in groups.items() if k in args.sequence}
+    for name, events in groups.items():
+        client_report = check_client_trace(events, spec, sequence=name)
+        out.write(
+            f"== sequence {name}: sessions {client_report.role} (policy {client_report.policy})\n"
+        )
+        for line in client_report.accepted:
+            out.write(f"  ok  {line}\n")
+        for finding in client_report.findings:
+            out.write(f"  {finding}\n")
+        out.write("  conforms\n" if client_report.conforms else "  does not conform\n")
+        failures += not client_report.conforms
+    if not groups:
+        out.write("no sequence in the trace\n")
+    return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", metavar="F", help="PEM private key")
     p.add_argument("--fault-plan", metavar="F", help="JSON fault plan (see fsm.faults)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--trace", metavar="F", help="record every request and answer as JSON lines in F"
+    )
+
+    p = sub.add_parser(
+        "check-trace",
+        help="check a trace against the tables: an engine trace, or a server trace of any client",
+    )
+    p.add_argument("file", help="JSON lines (from Tracer, or from `serve --trace`)")
+    p.add_argument("--sequence", action="append", help="check only this sequence (repeatable)")
     return parser
 
 

@@ -47,14 +47,18 @@ class MemoryTransport(Transport):
         self.api_key = api_key
         self.faults = faults if isinstance(faults, FaultSchedule) else FaultSchedule(faults)
 
-    def _call(self, operation: str, apply: Callable[[], Any]) -> Outcome:
+    def _call(self, operation: str, apply: Callable[[], Any], body: bytes | None = None) -> Outcome:
+        """Run one request under the fault plan; the server's side of it is observed."""
         fault = self.faults.next(operation)
         if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
+            self.model.observe(operation, fault.kind.value, body=body)
             return _injected(fault)
         try:
             value = apply()
         except ServerError as exc:
+            self.model.observe(operation, exc.kind.value, body=body)
             return _injected(fault) if fault is not None else Outcome.failed(exc.kind, exc.message)
+        self.model.observe(operation, "ok", body=body)
         return _injected(fault) if fault is not None else Outcome.ok(value)
 
     def action_raw(self, action_type: str, body: bytes) -> Outcome:
@@ -65,19 +69,24 @@ class MemoryTransport(Transport):
             value = self.model.handle_action(principal, action_type, body)
             return json.loads(json.dumps(value))  # what a wire would give: JSON, no aliasing
 
-        return self._call(op.name if op else "UNKNOWN_ACTION", apply)
+        return self._call(op.name if op else "UNKNOWN_ACTION", apply, body)
 
     def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
         fault = self.faults.next("STREAM_OPEN")
+        observe = self.model.observe
         if fault is not None and fault.effect is FaultEffect.FAIL:
+            observe("DO_PUT_OPEN", fault.kind.value, body=descriptor.command)
             return _injected(fault)
         try:
             principal = self.model.authenticate(self.api_key)
             handle = self.model.put_open(principal, descriptor.kind, descriptor.command, schema)
         except ServerError as exc:
+            observe("DO_PUT_OPEN", exc.kind.value, body=descriptor.command)
             return _injected(fault) if fault is not None else Outcome.failed(exc.kind, exc.message)
+        observe("DO_PUT_OPEN", "ok", locator=handle.locator)
         if fault is not None:  # the stream opened on the server, then the connection died
             self.model.put_cancel(handle)
+            observe("DO_PUT_CANCEL", "cancelled", locator=handle.locator)
             return _injected(fault)
         return Outcome.ok(_MemoryStream(self, handle))
 
@@ -87,6 +96,7 @@ class MemoryTransport(Transport):
             lambda: self.model.flight_info(
                 self.model.authenticate(self.api_key), descriptor.kind, descriptor.command
             ),
+            descriptor.command,
         )
 
     def read(self, ticket: bytes) -> Outcome:
@@ -117,8 +127,12 @@ class _MemoryStream:
     def failure(self) -> Outcome | None:
         return self._dead
 
+    def _observe(self, operation: str, outcome: str, rows: int | None = None) -> None:
+        self._model.observe(operation, outcome, locator=self._handle.locator, rows=rows)
+
     def _break(self, outcome: Outcome) -> Outcome:
         self._model.put_cancel(self._handle)
+        self._observe("DO_PUT_CANCEL", (outcome.kind or ErrorKind.CANCELLED).value)
         self._dead = Outcome.failed(
             outcome.kind or ErrorKind.CANCELLED, f"stream already failed: {outcome.detail}"
         )
@@ -129,11 +143,14 @@ class _MemoryStream:
             return self._dead
         fault = self._transport.faults.next("STREAM_WRITE")
         if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
+            self._observe("DO_PUT_WRITE", fault.kind.value, batch.num_rows)
             return self._break(_injected(fault))
         try:
             self._model.put_write(self._handle, batch)
         except ServerError as exc:
+            self._observe("DO_PUT_WRITE", exc.kind.value, batch.num_rows)
             return self._break(Outcome.failed(exc.kind, exc.message))
+        self._observe("DO_PUT_WRITE", "ok", batch.num_rows)
         if fault is not None:
             return self._break(_injected(fault))
         return Outcome.ok()
@@ -143,12 +160,15 @@ class _MemoryStream:
             return self._dead
         fault = self._transport.faults.next("STREAM_CLOSE")
         if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
+            self._observe("DO_PUT_END", fault.kind.value)
             return self._break(_injected(fault))
         try:
             self._model.put_end(self._handle)
         except ServerError as exc:
+            self._observe("DO_PUT_END", exc.kind.value)
             self._dead = Outcome.failed(exc.kind, f"stream already closed: {exc.message}")
             return Outcome.failed(exc.kind, exc.message)
+        self._observe("DO_PUT_END", "ok")
         self._dead = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
         return _injected(fault) if fault is not None else Outcome.ok()
 

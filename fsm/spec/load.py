@@ -52,7 +52,18 @@ MACHINE_FILES = ("session.toml", "topic_writer.toml")
 SERVER_EVENTS = ("ERROR_REPORTED", "DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_END", "DO_PUT_CANCEL")
 PERMISSIONS = tuple(p.value for p in enums.APIKeyPermissionEnum)
 DEVIATION_PARTIES = ("mosaicod-0.3", "sdk-0.3.2")
-SERVER_SETTINGS = ("enforce_key_expiry",)
+SERVER_SETTINGS = ("enforce_key_expiry", "check_token_payload")
+SIGNATURE_KEYS = (
+    "extra",
+    "after",
+    "missing",
+    "failed",
+    "policy",
+    "records_lost",
+    "bytes_over",
+    "push_after_failed_stream",
+    "api",
+)
 
 T = TypeVar("T")
 
@@ -701,6 +712,12 @@ def _deviations(
         signature = raw.get("signature", {})
         if who == "sdk-0.3.2" and not signature:
             raise r.fail("a client deviation needs a signature")
+        if not isinstance(signature, dict):
+            raise r.fail("signature must be a table")
+        _unknown_keys(r.at("signature"), signature, SIGNATURE_KEYS)
+        for key in ("extra", "after", "missing", "failed"):
+            if key in signature and signature[key] not in ops:
+                raise r.at(f"signature.{key}").fail(f"unknown operation {signature[key]!r}")
         if who == "mosaicod-0.3" and not patches:
             raise r.fail("a server deviation needs a patch")
         out[did] = Deviation(

@@ -112,19 +112,25 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         token = middleware.token if middleware is not None else None
         return self.model.authenticate(token)
 
-    def _guarded(self, operation: str, what: str, apply: Callable[[], T]) -> T:
-        """Run `apply` under the fault plan; ServerError becomes the matching Flight error."""
+    def _guarded(
+        self, operation: str, what: str, apply: Callable[[], T], body: bytes | None = None
+    ) -> T:
+        """Run `apply` under the fault plan; ServerError becomes the matching Flight error.
+        The server's side of the call is observed (see ServerModel.observe)."""
         fault = self.faults.next(operation)
         if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
             log.debug("%s: injected %s", what, fault.describe())
+            self.model.observe(operation, fault.kind.value, body=body)
             raise _fault_error(fault, what)
         try:
             result = apply()
         except ServerError as exc:
             log.debug("%s: refused %s", what, exc)
+            self.model.observe(operation, exc.kind.value, body=body)
             if fault is not None:
                 raise _fault_error(fault, what) from None
             raise error_to_flight(exc.kind, exc.message) from None
+        self.model.observe(operation, "ok", body=body)
         if fault is not None:
             log.debug("%s: applied, reply lost by %s", what, fault.describe())
             raise _fault_error(fault, what)
@@ -146,7 +152,7 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
             return encode_envelope(action_type, response)
 
         envelope = self._guarded(
-            op.name if op else "UNKNOWN_ACTION", f"DoAction {action_type}", apply
+            op.name if op else "UNKNOWN_ACTION", f"DoAction {action_type}", apply, body
         )
         return iter([envelope])
 
@@ -176,6 +182,7 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
             "GET_FLIGHT_INFO",
             "GetFlightInfo",
             lambda: self.model.flight_info(self._principal(context), kind, command),
+            command,
         )
         return render_flight_info(view, descriptor)
 
@@ -207,15 +214,20 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
             except Exception as exc:  # the client went away or cancelled: nothing is locked
                 log.debug("DoPut %s: stream broken: %s", handle.locator, exc)
                 self.model.put_cancel(handle)
+                self.model.observe("DO_PUT_CANCEL", "cancelled", locator=handle.locator)
                 raise error_to_flight(ErrorKind.CANCELLED, f"stream broken: {exc}") from None
             if chunk.data is None:  # a message without data: the client aborts the stream
                 log.debug("DoPut %s: aborted by the client", handle.locator)
                 self.model.put_cancel(handle)
+                self.model.observe("DO_PUT_CANCEL", "aborted", locator=handle.locator)
                 raise error_to_flight(
                     ErrorKind.ABORTED, "the client aborted the stream; nothing was committed"
                 )
             self._guarded_stream(
-                handle, "STREAM_WRITE", partial(self.model.put_write, handle, chunk.data)
+                handle,
+                "STREAM_WRITE",
+                partial(self.model.put_write, handle, chunk.data),
+                chunk.data.num_rows,
             )
         self._guarded_stream(handle, "STREAM_CLOSE", lambda: self.model.put_end(handle))
 
@@ -224,29 +236,47 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> PutHandle:
         fault = self.faults.next("STREAM_OPEN")
         if fault is not None and fault.effect is FaultEffect.FAIL:
+            self.model.observe("DO_PUT_OPEN", fault.kind.value, body=command)
             raise _fault_error(fault, "DoPut")
         try:
             handle = self.model.put_open(self._principal(context), kind, command, schema)
         except ServerError as exc:
+            self.model.observe("DO_PUT_OPEN", exc.kind.value, body=command)
             raise error_to_flight(exc.kind, exc.message) from None
+        self.model.observe("DO_PUT_OPEN", "ok", locator=handle.locator)
         if fault is not None:
             self.model.put_cancel(handle)
+            self.model.observe("DO_PUT_CANCEL", "cancelled", locator=handle.locator)
             raise _fault_error(fault, "DoPut")
         return handle
 
-    def _guarded_stream(self, handle: PutHandle, operation: str, apply: Callable[[], None]) -> None:
+    def _guarded_stream(
+        self, handle: PutHandle, operation: str, apply: Callable[[], None], rows: int | None = None
+    ) -> None:
+        phase = "DO_PUT_WRITE" if operation == "STREAM_WRITE" else "DO_PUT_END"
+
+        def observe(outcome: str) -> None:
+            self.model.observe(phase, outcome, locator=handle.locator, rows=rows)
+
+        def cancel(outcome: str) -> None:
+            self.model.put_cancel(handle)
+            self.model.observe("DO_PUT_CANCEL", outcome, locator=handle.locator)
+
         fault = self.faults.next(operation)
         if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
-            self.model.put_cancel(handle)
+            observe(fault.kind.value)
+            cancel(fault.kind.value)
             raise _fault_error(fault, f"DoPut {handle.locator}")
         try:
             apply()
         except ServerError as exc:
-            self.model.put_cancel(handle)
+            observe(exc.kind.value)
+            cancel(exc.kind.value)
             raise error_to_flight(exc.kind, exc.message) from None
+        observe("ok")
         if fault is not None:
             if operation != "STREAM_CLOSE":
-                self.model.put_cancel(handle)
+                cancel("cancelled")
             raise _fault_error(fault, f"DoPut {handle.locator}")
 
     def list_actions(self, context: flight.ServerCallContext) -> Any:

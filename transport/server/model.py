@@ -33,6 +33,7 @@ from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicData, TopicI
 from transport.server import query as query_mod
 from transport.server.auth import ApiKey, Principal, fingerprint_of, new_token, parse_token
 from transport.server.errors import ServerError
+from transport.server.trace import ServerTrace
 from transport.server.validate import (
     INT64,
     normalize_topic_locator,
@@ -168,6 +169,8 @@ class ServerModel:
         self.sessions: dict[str, _Session] = {}
         self.topics: dict[str, _Topic] = {}
         self.keys: dict[str, ApiKey] = {}
+        self.trace: ServerTrace | None = None
+        self._gone_sessions: dict[str, _Session] = {}
 
     # -----------------------------------------------------------------------------------------
     # Time, identity, authentication
@@ -235,6 +238,54 @@ class ServerModel:
                 f"unauthorized: {operation} needs the {needed.value} permission, "
                 f"the key has {principal.permission.value}",
             )
+
+    # -----------------------------------------------------------------------------------------
+    # What the server saw
+
+    def observe(
+        self,
+        operation: str,
+        outcome: str,
+        *,
+        body: bytes | None = None,
+        locator: str | None = None,
+        session: str | None = None,
+        rows: int | None = None,
+    ) -> None:
+        """Record one request and its answer in `trace` (if tracing), attributed to its
+        sequence, topic and session."""
+        trace = self.trace
+        if trace is None:
+            return
+        if body is not None:
+            try:
+                parsed = json.loads(body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                parsed = None
+            if isinstance(parsed, dict):
+                value = parsed.get("locator", parsed.get("resource_locator"))
+                locator = locator or (value if isinstance(value, str) else None)
+                value = parsed.get("session_uuid")
+                session = session or (value if isinstance(value, str) else None)
+        sequence, topic = None, None
+        if locator:
+            text = locator.strip().removeprefix("/")
+            sequence, _, path = text.partition("/")
+            topic = f"{sequence}/{path}" if path else None
+        if session and not sequence:
+            with self._lock:
+                known = self.sessions.get(session) or self._gone_sessions.get(session)
+            sequence = known.sequence if known else None
+        event: dict[str, Any] = {"op": operation, "outcome": outcome}
+        for key, value in (
+            ("sequence", sequence),
+            ("topic", topic),
+            ("session", session),
+            ("rows", rows),
+        ):
+            if value is not None:
+                event[key] = value
+        trace.observe(event)
 
     # -----------------------------------------------------------------------------------------
     # The tables
@@ -343,6 +394,7 @@ class ServerModel:
         self._drop_session(session)
 
     def _drop_session(self, session: _Session) -> None:
+        self._gone_sessions[session.uuid] = session
         for locator in session.topics:
             self.topics.pop(locator, None)
         self.sessions.pop(session.uuid, None)

@@ -1,0 +1,737 @@
+"""Client conformance: check what a server saw a client do against the tables.
+
+The input is the server-side trace of one sequence (see `transport.server.trace`): every
+request the client made, with the server's answer, plus optional client annotations (`PUSH`
+events: records a push accepted). No client code is needed, so any client, the real SDK
+included, can be checked.
+
+The checker searches for a run of the session table (and of the topic-writer table for each
+topic) that produces exactly the observed requests in order, choosing the triggers a client
+may have fired and the error policy it may have used. Requests that no row explains are
+compared with the recorded client deviations (`specs/deviations.toml`, who = sdk-0.3.2): a
+match is reported by its id and the search goes on; anything else is the first violation,
+reported with the rows the table allowed there.
+
+Requests are ordered as the server saw them, with two allowances that the protocol forces:
+a DoPut stream's own events (its opening, its batches, a cancellation) travel on their own
+connection and may reach the server in any order relative to other requests, so they are
+matched by topic rather than by position; and topics closed together at the end of a session
+may be closed in any interleaving.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from fsm.machines import walk
+from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
+from fsm.spec.model import Deviation, MachineSpec, Spec, Step, Transition
+
+__all__ = ["ClientReport", "Finding", "check_client_trace", "group_by_sequence"]
+
+# Requests that read or administer, and never take part in a session's lifecycle.
+NEUTRAL = frozenset(
+    {
+        "LIST_FLIGHTS",
+        "DO_GET",
+        "QUERY",
+        "VERSION",
+        "SEQUENCE_NOTIFICATION_LIST",
+        "TOPIC_NOTIFICATION_LIST",
+        "SEQUENCE_NOTIFICATION_PURGE",
+        "TOPIC_NOTIFICATION_PURGE",
+        "API_KEY_CREATE",
+        "API_KEY_STATUS",
+        "API_KEY_REVOKE",
+        "UNKNOWN_ACTION",
+        "GET_FLIGHT_INFO",
+    }
+)
+# A DoPut stream's own events: matched by topic, not by position.
+STREAM_EVENTS = frozenset({"DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_CANCEL"})
+# Table steps whose request the server sees under another name.
+WIRE_NAME = {"STREAM_CLOSE": "DO_PUT_END"}
+TOPIC_SCOPED = frozenset({"TOPIC_NOTIFICATION_CREATE", "DO_PUT_END"})
+
+
+@attrs.frozen
+class Finding:
+    """A deviation (with its id) or a violation found at trace event `index`."""
+
+    index: int
+    kind: str  # "deviation" or "violation"
+    rule: str  # a deviation id, or the table rows concerned
+    message: str
+
+    def __str__(self) -> str:
+        label = "DEVIATION" if self.kind == "deviation" else "VIOLATION"
+        where = f"event {self.index}" if self.index >= 0 else "the end of the trace"
+        return f"{label} {self.rule} at {where}: {self.message}"
+
+
+@attrs.frozen
+class ClientReport:
+    sequence: str
+    role: str | None
+    policy: str | None
+    accepted: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def deviations(self) -> tuple[str, ...]:
+        return tuple(f.rule for f in self.findings if f.kind == "deviation")
+
+    @property
+    def violation(self) -> Finding | None:
+        return next((f for f in self.findings if f.kind == "violation"), None)
+
+    @property
+    def conforms(self) -> bool:
+        return not self.findings
+
+
+class _Mismatch(Exception):
+    def __init__(self, index: int, expected: str, found: str, rows: Sequence[str]) -> None:
+        self.index = index
+        self.expected = expected
+        self.found = found
+        self.rows = tuple(rows)
+        super().__init__(f"expected {expected}, found {found}")
+
+
+@attrs.define
+class _Topic:
+    state: str
+    policy: str | None = None  # TopicLevelErrorPolicy member name, once a row needed it
+
+
+@attrs.define
+class _Run:
+    """One candidate explanation of the trace, advanced move by move."""
+
+    events: list[Mapping[str, Any]]
+    consumed: set[int]
+    session: str
+    role: str
+    policy: str
+    topics: dict[str, _Topic]
+    topic_order: list[str]
+    accepted: list[str]
+    findings: list[Finding]
+    last_op: str | None = None
+    sessions: list[list[str]] = attrs.field(factory=list)
+
+    def violation_free(self) -> bool:
+        return not any(f.kind == "violation" for f in self.findings)
+
+    def fork(self) -> _Run:
+        return _Run(
+            self.events,
+            set(self.consumed),
+            self.session,
+            self.role,
+            self.policy,
+            copy.deepcopy(self.topics),
+            list(self.topic_order),
+            list(self.accepted),
+            list(self.findings),
+            self.last_op,
+            [list(x) for x in self.sessions],
+        )
+
+    # -- reading the trace ------------------------------------------------------------------
+
+    def lifecycle(self, index: int) -> bool:
+        event = self.events[index]
+        op = str(event.get("op"))
+        return (
+            event.get("source", "server") == "server"
+            and op not in NEUTRAL
+            and op not in STREAM_EVENTS
+        )
+
+    def next_lifecycle(self, start: int = 0) -> int | None:
+        """The first request not yet explained that takes part in the lifecycle."""
+        i = start
+        while i < len(self.events):
+            if i not in self.consumed and self.lifecycle(i):
+                return i
+            i += 1
+        return None
+
+    def describe(self, index: int | None) -> str:
+        if index is None or index >= len(self.events):
+            return "the end of the trace"
+        event = self.events[index]
+        where = f" on {event['topic']}" if event.get("topic") else ""
+        return f"{event.get('op')}{where} ({event.get('outcome', 'ok')})"
+
+    def take(self, index: int) -> Outcome:
+        self.consumed.add(index)
+        event = self.events[index]
+        self.last_op = str(event.get("op"))
+        outcome = str(event.get("outcome", "ok"))
+        if outcome == "ok":
+            return Outcome.ok()
+        try:
+            kind = ErrorKind(outcome)
+        except ValueError:
+            kind = ErrorKind.INTERNAL
+        return Outcome.failed(kind, f"the server answered {outcome}")
+
+    def stream_failed(self, topic: str) -> Outcome | None:
+        """A server-side end of `topic`'s stream other than a clean one, if any."""
+        for i, event in enumerate(self.events):
+            if event.get("topic") != topic or event.get("source", "server") != "server":
+                continue
+            op, outcome = event.get("op"), str(event.get("outcome", "ok"))
+            if (
+                op == "DO_PUT_CANCEL" or (op in ("DO_PUT_WRITE", "DO_PUT_OPEN") and outcome != "ok")
+            ) and (i not in self.consumed):
+                kind = (
+                    ErrorKind(outcome)
+                    if outcome in {k.value for k in ErrorKind}
+                    else ErrorKind.CANCELLED
+                )
+                return Outcome.failed(kind, f"the server ended the stream ({outcome})")
+        return None
+
+
+class _Matcher:
+    """Performs table steps by matching them against the trace (the walk's executor)."""
+
+    def __init__(
+        self, run: _Run, spec: Spec, deviations: Sequence[Deviation], topic: str | None = None
+    ) -> None:
+        self.run = run
+        self.spec = spec
+        self.deviations = deviations
+        self.topic = topic  # the topic of a topic walk, or of a topic being created
+        self.window_end: int | None = None  # for topic walks of a fan-out
+
+    def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
+        return ProbeVerdict.UNRESOLVED  # server traces have no lost replies to settle
+
+    def perform(self, step: Step, row: Transition) -> Outcome:
+        run = self.run
+        if step.topics is not None:
+            return self._fan_out(step.topics, row)
+        op = step.do or ""
+        if op == "STREAM_WRITE":
+            return Outcome.ok()  # batches are matched by topic, see module docstring
+        if op == "STREAM_OPEN":
+            return self._stream_open()
+        if op == "STREAM_ABORT":
+            return self._stream_abort(row)
+        if op == "STREAM_CLOSE" and self.topic is not None:
+            failed = run.stream_failed(self.topic)
+            index = self._next_for_topic()
+            if index is None or run.events[index].get("op") != "DO_PUT_END":
+                if failed is not None:
+                    return failed  # the stream died earlier: the close fails on the client
+                return self._missing(op, index, row)
+            return run.take(index)
+        wire = WIRE_NAME.get(op, op)
+        index = (
+            self._next_for_topic()
+            if (self.topic is not None and wire in TOPIC_SCOPED)
+            else run.next_lifecycle()
+        )
+        if op == "GET_FLIGHT_INFO":
+            index = self._next_read(index)
+        if (
+            index is None
+            or run.events[index].get("op") != wire
+            or not self._same_topic(index, wire)
+        ):
+            return self._missing(op, index, row)
+        return run.take(index)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _same_topic(self, index: int, wire: str) -> bool:
+        if wire in ("TOPIC_CREATE", "TOPIC_DELETE") or wire in TOPIC_SCOPED:
+            return self.topic is None or self.run.events[index].get("topic") == self.topic
+        return True
+
+    def _next_read(self, before: int | None) -> int | None:
+        """The updater's look-up of its sequence: a GetFlightInfo before its next request."""
+        run = self.run
+        stop = before if before is not None else len(run.events)
+        for i in range(stop):
+            if (
+                i not in run.consumed
+                and run.events[i].get("op") == "GET_FLIGHT_INFO"
+                and not run.events[i].get("topic")
+            ):
+                return i
+        return before
+
+    def _next_for_topic(self) -> int | None:
+        run = self.run
+        end = self.window_end if self.window_end is not None else len(run.events)
+        for i in range(end):
+            if i in run.consumed or not run.lifecycle(i):
+                continue
+            if run.events[i].get("topic") == self.topic:
+                return i
+            if self.window_end is None:
+                return i  # outside a fan-out, requests keep their order
+        return None
+
+    def _stream_open(self) -> Outcome:
+        run = self.run
+        for i, event in enumerate(run.events):
+            if (
+                i not in run.consumed
+                and event.get("op") == "DO_PUT_OPEN"
+                and event.get("topic") == self.topic
+            ):
+                return run.take(i)
+        return Outcome.ok()  # the open may not have reached the server yet; its data will tell
+
+    def _stream_abort(self, row: Transition) -> Outcome:
+        """An abort is local to the client; the server may see the stream cancelled."""
+        run = self.run
+        for i, event in enumerate(run.events):
+            if (
+                i not in run.consumed
+                and event.get("op") == "DO_PUT_CANCEL"
+                and event.get("topic") == self.topic
+            ):
+                run.consumed.add(i)
+                break
+        return Outcome.ok()
+
+    def _fan_out(self, trigger: str, row: Transition) -> Outcome:
+        """Fire `trigger` on every open topic; their requests may interleave freely up to the
+        session's next request."""
+        run = self.run
+        topic_spec = self.spec.topic_writer
+        open_topics = [
+            t for t in run.topic_order if run.topics[t].state not in topic_spec.terminals
+        ]
+        end = run.next_lifecycle()
+        while end is not None and run.events[end].get("op") in TOPIC_SCOPED:
+            end = run.next_lifecycle(end + 1)
+        end = len(run.events) if end is None else end
+        failed = False
+        for topic in open_topics:
+            sub = _Matcher(run, self.spec, self.deviations, topic)
+            sub.window_end = end
+            if _walk_topic(topic_spec, run.topics[topic], trigger, run.policy, sub) is None:
+                failed = True
+        leftover = [
+            i
+            for i in range(end)
+            if i not in run.consumed
+            and run.lifecycle(i)
+            and run.events[i].get("topic") in open_topics
+        ]
+        if leftover:
+            raise _Mismatch(
+                leftover[0],
+                "no more requests for the closed topics",
+                run.describe(leftover[0]),
+                [row.id],
+            )
+        return (
+            Outcome.failed(ErrorKind.CANCELLED, "a topic failed to close")
+            if failed
+            else Outcome.ok()
+        )
+
+    # -- deviations -----------------------------------------------------------------------
+
+    def _missing(self, op: str, index: int | None, row: Transition) -> Outcome:
+        for dev in self.deviations:
+            sig = dev.signature
+            if sig.get("missing") != op:
+                continue
+            if "policy" in sig and sig["policy"] != self.run.policy:
+                continue
+            failed_op = sig.get("failed")
+            earlier = [
+                i
+                for i in self.run.consumed
+                if self.run.events[i].get("op") == failed_op
+                and self.run.events[i].get("outcome", "ok") != "ok"
+            ]
+            if failed_op and earlier:
+                self.run.findings.append(
+                    Finding(
+                        index if index is not None else len(self.run.events),
+                        "deviation",
+                        dev.id,
+                        f"row {row.id} requires {op}, the client sent {self.run.describe(index)}: {dev.summary}",
+                    )
+                )
+                return Outcome.ok()
+        raise _Mismatch(
+            index if index is not None else len(self.run.events),
+            op,
+            self.run.describe(index),
+            [row.id],
+        )
+
+
+def _walk_topic(
+    spec: MachineSpec, topic: _Topic, trigger: str, session_policy: str, matcher: _Matcher
+) -> str | None:
+    """Run a topic trigger; returns the new state, or None when it ended with a failure."""
+    if topic.policy:
+        policies = [topic.policy]
+    elif trigger == "exit_error":  # Raise sends nothing, so only Finalize and Ignore show
+        policies = ["Finalize", "Ignore"]
+    else:
+        policies = ["Raise"]  # the session's fan-out rows do not depend on the topic policy
+    last: _Mismatch | None = None
+    for policy in policies:
+        context = {"policy": policy, "session_policy": session_policy}
+        row = spec.lookup(topic.state, trigger, context)
+        if row is None:
+            continue
+        run = matcher.run
+        saved = (set(run.consumed), run.last_op, len(run.findings))
+        try:
+            result = walk(spec, topic.state, trigger, context, matcher)
+        except _Mismatch as mismatch:
+            run.consumed, run.last_op = saved[0], saved[1]
+            del run.findings[saved[2] :]
+            last = mismatch
+            continue
+        if "policy" in row.when or "policy" in result.taken.when:
+            topic.policy = policy
+        topic.state = result.taken.dest
+        matcher.run.accepted.append(
+            f"topic {matcher.topic}: --{trigger}--> {result.taken.dest} [{result.taken.id}]"
+        )
+        return None if result.taken.error == "cause" else result.taken.dest
+    if last is not None:
+        raise last
+    raise _Mismatch(len(matcher.run.events), trigger, "no row of the topic table", [])
+
+
+def _moves(run: _Run, spec: Spec) -> list[tuple[str, str | None]]:
+    """Triggers a client may fire next: (trigger, topic or None for the session)."""
+    session = spec.session
+    index = run.next_lifecycle()
+    if index is None:
+        return []
+    event = run.events[index]
+    moves: list[tuple[str, str | None]] = []
+    context = {"role": run.role, "policy": run.policy}
+    for trigger in session.allowed(run.session, context):
+        moves.append((trigger, None))
+    topic = event.get("topic")
+    if isinstance(topic, str) and topic in run.topics and event.get("op") in TOPIC_SCOPED:
+        state = run.topics[topic].state
+        if state not in spec.topic_writer.terminals:
+            moves.append(("exit_error", topic))
+    return moves
+
+
+def _apply(
+    run: _Run, spec: Spec, deviations: Sequence[Deviation], trigger: str, topic: str | None
+) -> None:
+    """Fire one trigger on `run` (mutating it); _Mismatch when the trace disagrees."""
+    if topic is not None:
+        matcher = _Matcher(run, spec, deviations, topic)
+        _walk_topic(spec.topic_writer, run.topics[topic], trigger, run.policy, matcher)
+        return
+    session = spec.session
+    context = {"role": run.role, "policy": run.policy}
+    new_topic = None
+    if trigger == "topic_create":
+        index = run.next_lifecycle()
+        if index is None or run.events[index].get("op") != "TOPIC_CREATE":
+            raise _Mismatch(
+                index if index is not None else len(run.events),
+                "TOPIC_CREATE",
+                run.describe(index),
+                ["topic-create"],
+            )
+        new_topic = str(run.events[index].get("topic"))
+    matcher = _Matcher(run, spec, deviations, new_topic)
+    result = walk(session, run.session, trigger, context, matcher)
+    before = run.session
+    run.session = result.taken.dest
+    if new_topic is not None and result.taken.id == "topic-create":
+        run.topics[new_topic] = _Topic(spec.topic_writer.initial)
+        run.topic_order.append(new_topic)
+    run.accepted.append(f"session: {before} --{trigger}--> {run.session} [{result.taken.id}]")
+
+
+def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int = 0) -> _Run:
+    """The best explanation of the rest of the trace from `run`: the one that consumes the
+    most, with the fewest deviations; a violation is recorded where every move fails."""
+    index = run.next_lifecycle()
+    if index is None:
+        if run.session == spec.session.initial and run.accepted:
+            return run  # the client gave up after a refused enter
+        if run.session not in spec.session.terminals and run.session != spec.session.initial:
+            run.findings.append(
+                Finding(
+                    -1,
+                    "violation",
+                    f"{spec.session.name} {run.session}",
+                    "the trace ends with the session still open",
+                )
+            )
+        return run
+    event = run.events[index]
+    if (
+        event.get("op") in ("SEQUENCE_CREATE", "SESSION_CREATE")
+        and run.session in spec.session.terminals
+    ):
+        return _next_session(run, spec, deviations, str(event.get("op")), depth)
+    # A repeated request right after itself, named by a deviation.
+    for dev in deviations:
+        sig = dev.signature
+        if "extra" in sig and event.get("op") == sig["extra"] and run.last_op == sig.get("after"):
+            fork = run.fork()
+            fork.consumed.add(index)
+            fork.findings.append(
+                Finding(
+                    index,
+                    "deviation",
+                    dev.id,
+                    f"{fork.describe(index)} repeats {sig['after']}: {dev.summary}",
+                )
+            )
+            return _search(fork, spec, deviations, depth + 1)
+    best: _Run | None = None
+    deepest: _Mismatch | None = None
+    for trigger, topic in _moves(run, spec):
+        fork = run.fork()
+        try:
+            _apply(fork, spec, deviations, trigger, topic)
+        except _Mismatch as mismatch:
+            if deepest is None or mismatch.index > deepest.index:
+                deepest = mismatch
+            continue
+        if fork.consumed == run.consumed and fork.session == run.session:
+            continue  # made no progress
+        done = _search(fork, spec, deviations, depth + 1)
+        if best is None or _better(done, best):
+            best = done
+    if best is not None and best.violation_free():
+        return best
+    failed = run.fork()
+    allowed = _moves(run, spec)
+    where = deepest.rows if deepest is not None and deepest.rows else tuple(t for t, _ in allowed)
+    message = (
+        f"{deepest.expected} was expected, the client sent {deepest.found}"
+        if deepest is not None
+        else f"no row of {spec.session.name} in {run.session} explains {run.describe(index)}"
+    )
+    failed.findings.append(
+        Finding(
+            deepest.index if deepest else index,
+            "violation",
+            ", ".join(where) or run.session,
+            message,
+        )
+    )
+    if best is not None and _better(best, failed):
+        return best
+    return failed
+
+
+def _next_session(
+    run: _Run, spec: Spec, deviations: Sequence[Deviation], op: str, depth: int
+) -> _Run:
+    """A new session on the sequence (the first, or an update after the previous one ended):
+    its role follows from its first request, its error policy is whichever explains the
+    trace best ("either" when both do)."""
+    role = "writer" if op == "SEQUENCE_CREATE" else "updater"
+    results = []
+    for policy in spec.session.context["policy"].values:
+        fork = run.fork()
+        fork.session, fork.role, fork.policy = spec.session.initial, role, policy
+        fork.sessions.append([role, policy])
+        results.append(_search(fork, spec, deviations, depth + 1))
+    best = results[0]
+    for other in results[1:]:
+        if _better(other, best):
+            best = other
+    if all(not _better(best, other) and not _better(other, best) for other in results):
+        best.sessions[len(run.sessions)][1] = "either"
+    return best
+
+
+def _better(a: _Run, b: _Run) -> bool:
+    a_bad = sum(f.kind == "violation" for f in a.findings)
+    b_bad = sum(f.kind == "violation" for f in b.findings)
+    if a_bad != b_bad:
+        return a_bad < b_bad
+    if len(a.consumed) != len(b.consumed):
+        return len(a.consumed) > len(b.consumed)
+    return len(a.findings) < len(b.findings)
+
+
+def _data_checks(run: _Run, spec: Spec, deviations: Sequence[Deviation]) -> None:
+    """Records pushed but never stored, and pushes accepted after the stream failed."""
+    events = run.events
+    for topic in run.topic_order:
+        received = sum(
+            int(e.get("rows", 0))
+            for e in events
+            if e.get("topic") == topic
+            and e.get("op") == "DO_PUT_WRITE"
+            and e.get("outcome", "ok") == "ok"
+        )
+        pushes = [
+            e
+            for e in events
+            if e.get("source") == "client" and e.get("op") == "PUSH" and e.get("topic") == topic
+        ]
+        pushed = sum(int(e.get("rows", 0)) for e in pushes if e.get("outcome", "ok") == "ok")
+        ended = any(
+            e.get("topic") == topic
+            and e.get("op") == "DO_PUT_END"
+            and e.get("outcome", "ok") == "ok"
+            for e in events
+        )
+        if pushes and ended and pushed > received:
+            largest = max(int(e.get("bytes", 0)) for e in pushes)
+            notified = any(
+                e.get("topic") == topic and e.get("op") == "TOPIC_NOTIFICATION_CREATE"
+                for e in events
+            )
+            dev = (
+                _deviation_with(deviations, "records_lost", "large_record")
+                if _large(deviations, largest)
+                else None
+            )
+            if dev is None and notified:
+                dev = _deviation_with(deviations, "records_lost", "error_close")
+            message = (
+                f"{pushed - received} of {pushed} records pushed to {topic} never reached its stream, "
+                "which ended cleanly"
+            )
+            run.findings.append(
+                Finding(-1, "deviation", dev.id, f"{message}: {dev.summary}")
+                if dev is not None
+                else Finding(-1, "violation", "no record dropped silently", message)
+            )
+        end = next(
+            (
+                i
+                for i, e in enumerate(events)
+                if e.get("topic") == topic
+                and e.get("op") == "DO_PUT_END"
+                and e.get("outcome", "ok") == "ok"
+            ),
+            None,
+        )
+        late = [
+            i
+            for i, e in enumerate(events)
+            if end is not None
+            and i > end
+            and e.get("topic") == topic
+            and e.get("op") == "DO_PUT_WRITE"
+        ]
+        if late:
+            run.findings.append(
+                Finding(
+                    late[0],
+                    "violation",
+                    "one stream per topic",
+                    f"a batch of {topic} arrived after its stream ended",
+                )
+            )
+        failure = next(
+            (
+                i
+                for i, e in enumerate(events)
+                if e.get("topic") == topic
+                and e.get("source", "server") == "server"
+                and (
+                    e.get("op") == "DO_PUT_CANCEL"
+                    or (e.get("op") == "DO_PUT_WRITE" and e.get("outcome", "ok") != "ok")
+                )
+            ),
+            None,
+        )
+        if failure is not None:
+            later = [
+                i
+                for i, e in enumerate(events)
+                if i > failure
+                and e.get("source") == "client"
+                and e.get("op") == "PUSH"
+                and e.get("topic") == topic
+                and e.get("outcome", "ok") == "ok"
+            ]
+            if len(later) > 1:
+                dev = _deviation_with(deviations, "push_after_failed_stream", True)
+                message = (
+                    f"{len(later)} pushes to {topic} succeeded after the server failed its stream"
+                )
+                run.findings.append(
+                    Finding(later[1], "deviation", dev.id, f"{message}: {dev.summary}")
+                    if dev is not None
+                    else Finding(
+                        later[1], "violation", "failures surface at the next push", message
+                    )
+                )
+
+
+def _deviation_with(deviations: Sequence[Deviation], key: str, value: Any) -> Deviation | None:
+    return next((d for d in deviations if d.signature.get(key) == value), None)
+
+
+def _large(deviations: Sequence[Deviation], size: int) -> bool:
+    return any(
+        dev.signature.get("records_lost") == "large_record"
+        and size > int(dev.signature.get("bytes_over", 0))
+        for dev in deviations
+    )
+
+
+def check_client_trace(
+    events: Sequence[Mapping[str, Any]],
+    spec: Spec,
+    *,
+    sequence: str = "",
+    client: str = "sdk-0.3.2",
+) -> ClientReport:
+    """Check one sequence's server-side trace (in the order the server saw it)."""
+    deviations = [d for d in spec.deviations.values() if d.who == client]
+    events = list(events)
+    first = next(
+        (
+            e
+            for e in events
+            if e.get("source", "server") == "server"
+            and e.get("op") in ("SEQUENCE_CREATE", "SESSION_CREATE")
+        ),
+        None,
+    )
+    empty = _Run(events, set(), spec.session.initial, "writer", "Report", {}, [], [], [])
+    if first is None:
+        done = _search(empty, spec, deviations)
+    else:
+        empty.session = sorted(spec.session.terminals)[0]  # before any session: as after one
+        done = _next_session(empty, spec, deviations, str(first.get("op")), 0)
+    _data_checks(done, spec, deviations)
+    roles = ", ".join(r for r, _ in done.sessions) or None
+    policies = ", ".join(p for _, p in done.sessions) or None
+    return ClientReport(sequence, roles, policies, tuple(done.accepted), tuple(done.findings))
+
+
+def group_by_sequence(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Server trace events by sequence, each group in trace order (events of no sequence,
+    such as ListFlights, are left out)."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for event in events:
+        name = event.get("sequence")
+        if isinstance(name, str) and name:
+            groups.setdefault(name, []).append(event)
+    return groups
