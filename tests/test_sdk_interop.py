@@ -390,7 +390,7 @@ def test_tls_with_api_key(tmp_path: Path, profile: str) -> None:
 # Writing
 
 
-@pytest.mark.parametrize("policy", list(SessionLevelErrorPolicy))
+@pytest.mark.parametrize("policy", list(SessionLevelErrorPolicy), ids=lambda p: p.value)
 def test_normal_exit_writes_every_record(
     server: RunningServer, client: MosaicoClient, policy: SessionLevelErrorPolicy
 ) -> None:
@@ -461,6 +461,18 @@ def test_normal_exit_writes_every_record(
         + [(stamp(i, 2), "/camera/front") for i in range(6)]
     )
     assert merged == [(t, ts) for ts, t in expected]
+
+
+def test_sequence_name_already_taken(server: RunningServer, client: MosaicoClient) -> None:
+    """A second sequence_create of a name fails in __enter__ and changes nothing (§9.1 S4)."""
+    write_imu_run(client, "taken", count=1)
+    before = server.model.snapshot()
+    writer = client.sequence_create("taken", {"second": True})
+    # pyarrow servers cannot send ALREADY_EXISTS; the kind travels in the message.
+    with pytest.raises(flight.FlightServerError, match="already_exists"), writer:
+        pytest.fail("the block must not run")
+    assert writer.status is SequenceStatus.Null
+    assert server.model.snapshot() == before
 
 
 def test_read_back_a_time_window(server: RunningServer, client: MosaicoClient) -> None:
@@ -663,7 +675,7 @@ def test_topic_policy_raise(profile: str, server: RunningServer, client: Mosaico
     assert kind == "error" and "Inner err: 'bad record'" in message
 
 
-@pytest.mark.parametrize("policy", list(SessionLevelErrorPolicy))
+@pytest.mark.parametrize("policy", list(SessionLevelErrorPolicy), ids=lambda p: p.value)
 def test_update_adds_a_second_session(
     server: RunningServer, client: MosaicoClient, policy: SessionLevelErrorPolicy
 ) -> None:

@@ -156,6 +156,7 @@ def _column(field: pa.Field) -> _Column:
     if pa.types.is_boolean(t):
         exact, check = frozenset({bool}), lambda v: isinstance(v, bool)
     elif pa.types.is_integer(t):
+        exact = frozenset({int})  # the range is checked when the rows are converted
         bits = t.bit_width
         signed = pa.types.is_signed_integer(t)
         low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
@@ -168,9 +169,16 @@ def _column(field: pa.Field) -> _Column:
     elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
         exact = frozenset({bytes})
         check, sized = lambda v: isinstance(v, (bytes, bytearray, memoryview)), True
-    elif pa.types.is_list(t) or pa.types.is_large_list(t):
-        sized = True
+    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        # The values inside are checked when the rows are converted, in bulk.
+        exact, check, sized = frozenset({list, tuple}), lambda v: isinstance(v, (list, tuple)), True
+    elif pa.types.is_struct(t):
+        exact, check = frozenset({dict}), lambda v: isinstance(v, Mapping)
     return _Column(field.name, t, field.nullable, exact, check, sized)
+
+
+def _refuse_none(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is not None and check(v)
 
 
 def _fixed_width(t: pa.DataType) -> int:
@@ -186,7 +194,7 @@ def _fixed_width(t: pa.DataType) -> int:
 
 
 class RowBuffer:
-    """Rows pushed one at a time, checked value by value, kept until they become a batch.
+    """Rows pushed one at a time, checked, kept until they become a batch.
 
     `bytes` estimates the Arrow size of the buffered rows: a fixed part from the schema plus
     the length of every string, bytes and list value, so large rows are cut into batches by
@@ -199,9 +207,17 @@ class RowBuffer:
         self._name_set = frozenset(self.names)
         self._columns = tuple(_column(f) for f in schema)
         self._sized = tuple(c.name for c in self._columns if c.sized)
+        self._width = len(self.names)
+        # (name, Python types taken as they are, test for anything else): None is taken as it
+        # is where the column is nullable, and refused by the test where it is not.
+        self._plan = tuple(
+            (c.name, c.exact | ({type(None)} if c.nullable else set()), _refuse_none(c.check))
+            for c in self._columns
+        )
         self.row_width = sum(_fixed_width(f.type) for f in schema)
         self._rows: list[Mapping[str, Any]] = []
         self.bytes = 0
+        self.pushed = 0
 
     @property
     def rows(self) -> int:
@@ -210,56 +226,62 @@ class RowBuffer:
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one row, or refuse it (changing nothing) naming the column that is unknown,
         missing or of the wrong kind."""
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):
             raise ArgumentError(
                 f"a row is a mapping of column names to values, got {type(row).__name__}"
             )
-        for column in self._columns:
-            value = row.get(column.name)
-            if type(value) in column.exact:
-                continue
-            if value is None:
-                if not column.nullable:
-                    raise ArgumentError(f"column {column.name!r} is missing from the row (or None)")
-            elif not column.check(value):
-                raise ArgumentError(
-                    f"column {column.name!r}: {value!r} is not a {column.type} value"
-                )
-        if len(row) > len(self.names) or not self._name_set.issuperset(row):
+        get = row.get
+        for name, accepted, check in self._plan:
+            value = get(name)
+            if type(value) not in accepted and not check(value):
+                raise self._refusal(name, value)
+        if len(row) > self._width or not self._name_set.issuperset(row):
             unknown = next(k for k in row if k not in self._name_set)
             raise ArgumentError(f"column {unknown!r} is not in the topic's schema")
         size = self.row_width
         for name in self._sized:
-            value = row.get(name)
+            value = get(name)
             if value is not None:
                 size += len(value)
         self._rows.append(row)
         self.bytes += size
+        self.pushed += 1
 
-    def take(self) -> pa.RecordBatch:
-        """The buffered rows as one batch; the buffer is emptied. (Rows were checked when
-        appended; should a conversion still fail, the offending row is removed and reported
-        with `ArgumentError` naming the column, and the other rows stay buffered.)"""
-        try:
-            batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
-        except _CONVERSION_ERRORS:
-            raise self._drop_unconvertible() from None
+    def _refusal(self, name: str, value: Any) -> ArgumentError:
+        column = next(c for c in self._columns if c.name == name)
+        if value is None:
+            return ArgumentError(f"column {name!r} is missing from the row (or None)")
+        return ArgumentError(f"column {name!r}: {value!r} is not a {column.type} value")
+
+    def take(self) -> tuple[pa.RecordBatch, ArgumentError | None]:
+        """The buffered rows as one batch, and the buffer emptied.
+
+        Plain values were checked when each row was appended; values nested in struct and
+        list columns are checked here, in bulk. A row that does not convert is left out of
+        the batch and reported in the returned error (naming its push and the column's
+        problem); every other row is in the batch.
+        """
+        rows, first = self._rows, self.pushed - len(self._rows)
         self._rows = []
         self.bytes = 0
-        return batch
+        try:
+            return pa.RecordBatch.from_pylist(rows, schema=self.schema), None
+        except _CONVERSION_ERRORS:
+            pass
+        good, problems = [], []
+        for i, row in enumerate(rows):
+            try:
+                pa.RecordBatch.from_pylist([row], schema=self.schema)
+            except _CONVERSION_ERRORS as exc:
+                problems.append(f"row {first + i + 1} ({exc})")
+            else:
+                good.append(row)
+        error = ArgumentError(
+            f"{len(problems)} pushed row(s) do not convert to the topic's schema and were not written: "
+            + "; ".join(problems[:5])
+        )
+        return pa.RecordBatch.from_pylist(good, schema=self.schema), error
 
     def clear(self) -> None:
         self._rows = []
         self.bytes = 0
-
-    def _drop_unconvertible(self) -> ArgumentError:
-        for i, row in enumerate(self._rows):
-            try:
-                pa.RecordBatch.from_pylist([row], schema=self.schema)
-            except _CONVERSION_ERRORS as exc:
-                del self._rows[i]
-                self.bytes = max(0, self.bytes - self.row_width)
-                return ArgumentError(
-                    f"a row does not convert to the topic's schema ({exc}); that row was not written"
-                )
-        return ArgumentError("the buffered rows do not convert to the topic's schema")

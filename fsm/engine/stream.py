@@ -97,6 +97,9 @@ class StreamWriter:
         self.schema = schema
         self.policy = policy
         self._rows = RowBuffer(schema)
+        self._flush_bytes = policy.batch_bytes
+        self._flush_rows_at = policy.buffer_rows
+        self._flushed = 0  # rows.pushed when the row buffer was last emptied
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
@@ -188,21 +191,22 @@ class StreamWriter:
 
     def submit_row(self, row: Mapping[str, Any]) -> Outcome:
         """Buffer one row (ArgumentError, nothing changed, if it does not fit the schema)."""
-        failure = self._failure if self._failure is not None else self._known_failure()
-        if failure is not None:
-            return failure
+        if self._failure is not None or self.stream.failure is not None:
+            return self._known_failure() or _OK
         rows = self._rows
+        if rows.bytes >= self._flush_bytes or rows.pushed - self._flushed >= self._flush_rows_at:
+            self._flush_rows()  # before this row: a conversion error then leaves it out
         rows.append(row)
-        if rows.bytes >= self.policy.batch_bytes or rows.rows >= self.policy.buffer_rows:
-            self._flush_rows()
-        return self._failure or _OK
+        return _OK
 
     def _flush_rows(self) -> None:
-        """Convert the buffered rows and queue them behind what was pushed before."""
+        """Convert the buffered rows and queue them behind what was pushed before. Rows that
+        do not convert are left out and reported (ArgumentError) after the others are queued."""
         if not self._rows.rows:
             return
-        batch = self._rows.take()
-        for piece in self._split(batch, batch.nbytes):
+        self._flushed = self._rows.pushed
+        batch, error = self._rows.take()
+        for piece in self._split(batch, batch.nbytes) if batch.num_rows else []:
             if piece.nbytes >= self.policy.merge_below:
                 self._flush_pending()
                 self._enqueue(piece.batch)
@@ -211,6 +215,8 @@ class StreamWriter:
                 self._pending_bytes += piece.nbytes
                 self._pending_rows += piece.batch.num_rows
                 self._flush_pending()
+        if error is not None:
+            raise error
 
     def _flush_pending(self) -> None:
         if not self._pending:
@@ -263,7 +269,10 @@ class StreamWriter:
         failure = self._known_failure()
         if failure is not None:
             return failure
-        self._flush_rows()
+        try:
+            self._flush_rows()
+        except ArgumentError as exc:
+            return Outcome.failed(ErrorKind.INVALID_ARGUMENT, str(exc))
         self._flush_pending()
         if self._thread is not None:
             marker = threading.Event()
@@ -288,20 +297,21 @@ class StreamWriter:
             return Outcome.failed(ErrorKind.FAILED_PRECONDITION, "the stream is already closed")
         if self._thread is None:
             self.policy = attrs.evolve(self.policy, background=False)
+        rejected: ArgumentError | None = None
         try:
             self._flush_rows()
         except ArgumentError as exc:
-            self._drain()
-            self._finished = True
-            self.stream.abort()
-            return Outcome.failed(ErrorKind.INVALID_ARGUMENT, str(exc))
+            rejected = exc  # the other rows are sent; the stream still ends, then this is reported
         self._flush_pending()
         self._drain()
         self._finished = True
         if self._known_failure() is not None:
             self.stream.abort()
             return self._failure  # type: ignore[return-value]
-        return self.stream.close()
+        verdict = self.stream.close()
+        if rejected is not None and verdict.is_ok:
+            return Outcome.failed(ErrorKind.INVALID_ARGUMENT, f"the stream ended, but {rejected}")
+        return verdict
 
     def abort(self) -> Outcome:
         """Cancel the stream; buffered records are discarded on purpose."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from fsm.engine.base import Lifecycle
-from fsm.engine.stream import StreamWriter
+from fsm.engine.stream import _OK, StreamWriter
 from fsm.engine.trace import Tracer
 from fsm.enums import FlightAction, SerializationFormat, TopicLevelErrorPolicy, TopicWriterStatus
 from fsm.errors import InvalidTrigger, MosaicoProtocolError
@@ -166,6 +166,13 @@ class TopicWriter(Lifecycle):
 
     def push_row(self, row: Mapping[str, Any]) -> None:
         """Send one record given as {column: value}; buffered, then converted in bulk."""
+        if (
+            self._tracer is None
+            and self._holder.state in self._shortcuts
+            and self._writer.submit_row(row) is _OK  # the common case, kept short
+        ):
+            self._last_error = None
+            return
         self._push(self._writer.submit_row, row)
 
     def flush(self) -> None:

@@ -52,7 +52,7 @@ MACHINE_FILES = ("session.toml", "topic_writer.toml")
 SERVER_EVENTS = ("ERROR_REPORTED", "DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_END", "DO_PUT_CANCEL")
 PERMISSIONS = tuple(p.value for p in enums.APIKeyPermissionEnum)
 DEVIATION_PARTIES = ("mosaicod-0.3", "sdk-0.3.2")
-SERVER_SETTINGS = ("enforce_key_expiry", "check_token_payload")
+SERVER_SETTINGS = ("enforce_key_expiry",)
 SIGNATURE_KEYS = (
     "extra",
     "after",

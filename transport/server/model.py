@@ -120,7 +120,6 @@ class ServerSettings:
     """Behaviour switches a deviation may change (see `specs/deviations.toml`)."""
 
     enforce_key_expiry: bool = True
-    check_token_payload: bool = True
 
 
 class ServerModel:
@@ -215,9 +214,7 @@ class ServerModel:
             key = self.keys.get(fingerprint)
             if key is None:
                 raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: unknown API key")
-            if self.settings.check_token_payload and (
-                key.payload != payload or fingerprint_of(payload) != fingerprint
-            ):
+            if key.payload != payload or fingerprint_of(payload) != fingerprint:
                 raise ServerError(
                     ErrorKind.PERMISSION_DENIED, "unauthorized: API key does not match"
                 )

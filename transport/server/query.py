@@ -99,6 +99,18 @@ def _field_check(field: str, tests: list[Callable[[Any], bool]]) -> Predicate:
     return lambda c: all(t(c.get(field, _MISSING)) for t in tests)
 
 
+def _topic_name_check(tests: list[Callable[[Any], bool]]) -> Predicate:
+    """A topic's name is its full locator ('seq/topic') or its path in its sequence
+    ('topic' or '/topic', as clients write it): the filter holds if it holds for one of them."""
+
+    def check(c: Mapping[str, Any]) -> bool:
+        locator = str(c.get("locator", ""))
+        path = locator.partition("/")[2]
+        return any(all(t(name) for t in tests) for name in (locator, path, f"/{path}"))
+
+    return check
+
+
 FIELDS = {
     "sequence": ("locator", "created_at_ns"),
     "topic": ("locator", "ontology_tag", "serialization_format", "created_at_ns"),
@@ -118,6 +130,8 @@ def compile_filter(kind: str, raw: Any) -> Predicate:
                 raise _bad(f"{where}: expected {{'<key>': {{'$op': value}}}}")
             for path, conditions in spec.items():
                 checks.append(_metadata_check(path, _conditions(conditions, f"{where}.{path}")))
+        elif kind == "topic" and field == "locator":
+            checks.append(_topic_name_check(_conditions(spec, where)))
         elif field in FIELDS[kind]:
             checks.append(_field_check(field, _conditions(spec, where)))
         else:
