@@ -30,7 +30,7 @@ from mosaicolabs import (  # noqa: E402
 from mosaicolabs.handlers.topic_writer import TopicWriter  # noqa: E402
 
 from fsm.conformance.clients import ClientReport, check_client_trace, group_by_sequence  # noqa: E402
-from fsm.faults import Fault, FaultEffect, FaultPlan  # noqa: E402
+from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule  # noqa: E402
 from fsm.outcome import ErrorKind  # noqa: E402
 from fsm.spec import load_spec  # noqa: E402
 from transport.flight.server import RunningServer, start_server  # noqa: E402
@@ -176,10 +176,13 @@ def test_delete_sends_sequence_delete_twice(server: RunningServer) -> None:
 
 
 def test_a_failed_session_create_leaves_an_orphan_sequence(server: RunningServer) -> None:
-    server.server.faults = type(server.server.faults)(
+    server.server.faults = FaultSchedule(
         FaultPlan((Fault("SESSION_CREATE", 1, FaultEffect.FAIL, ErrorKind.INTERNAL),))
     )
-    with _client(server) as client, pytest.raises(Exception):
+    with (
+        _client(server) as client,
+        pytest.raises(Exception, match="internal: injected fault SESSION_CREATE"),
+    ):
         _write(client, "orphan", 1)
     assert "orphan" in server.model.snapshot()["sequences"], "the SDK left the sequence behind"
     report = _report(server, "orphan")
