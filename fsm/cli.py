@@ -10,10 +10,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fsm.render import diagram, diagram_names, embed_diagrams, spec_text
 from fsm.spec import load_spec
+from fsm.transport import Transport
+
+if TYPE_CHECKING:
+    from fsm.faults import FaultSchedule
+    from fsm.simulate import World
 
 __all__ = ["main"]
 
@@ -140,6 +145,126 @@ def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failures else 0
 
 
+def _memory_world(schedule: FaultSchedule, seed: int) -> World:
+    """A fresh reference server model, reached in memory (the simulator's world)."""
+    import itertools
+
+    from fsm.simulate import World
+    from transport.memory import MemoryTransport
+    from transport.server.model import ServerModel
+    from transport.server.trace import ServerTrace
+
+    ticks = itertools.count(1_700_000_000_000_000_000, 1_000_000)
+    model = ServerModel(seed=seed, clock=lambda: next(ticks))
+    trace = ServerTrace()
+    model.trace = trace
+    return World(
+        MemoryTransport(model, faults=schedule), MemoryTransport(model), lambda: trace.events
+    )
+
+
+@_command("simulate")
+def _simulate(args: argparse.Namespace, out: TextIO) -> int:
+    from fsm import simulate
+
+    try:
+        scenarios = simulate.select(args.scenario)
+        plan = [simulate.parse_fault(text) for text in args.fault or []]
+    except KeyError as exc:
+        raise SystemExit(
+            f"mosaico-fsm simulate: unknown scenario {exc}; choose from all, "
+            + ", ".join([f.name for f in simulate.FAMILIES] + list(simulate.SCENARIOS))
+        ) from None
+    except ValueError as exc:
+        raise SystemExit(f"mosaico-fsm simulate: {exc}") from None
+    if plan:
+        result = simulate.replay(scenarios, plan, _memory_world, seed=args.seed)
+    else:
+        result = simulate.explore(
+            scenarios, _memory_world, faults=args.faults, seed=args.seed, workers=args.workers
+        )
+    out.write(simulate.to_json(result) if args.report == "json" else simulate.to_text(result))
+    return 1 if result.violations else 0
+
+
+@_command("conformance")
+def _conformance(args: argparse.Namespace, out: TextIO) -> int:
+    import logging
+
+    from fsm.conformance.suite import Verdict, render, run_suite
+    from transport.conformance_runs import embedded_target, measure_power, oracle
+    from transport.flight.client import FlightTransport
+    from transport.server.model import ServerModel
+
+    logging.disable(logging.WARNING)  # the suite provokes refusals on purpose
+    if args.self_test:
+        return _self_test(measure_power(args.seed, args.budget), out)
+
+    def progress(number: int, total: int, verdict: Verdict) -> None:
+        sys.stderr.write(f"[{number:>3}/{total}] {verdict.status:7} {verdict.case.id}\n")
+
+    if args.url:
+        roots = Path(args.tls_root_cert).read_bytes() if args.tls_root_cert else None
+
+        def connect(key: str | None) -> Transport:
+            return FlightTransport(args.url, api_key=key, tls_root_certs=roots)
+
+        if args.budget > 0:
+            sys.stderr.write(f"exploring for {args.budget:g} s after the cases\n")
+        result = run_suite(
+            connect,
+            target=args.url,
+            api_key=args.api_key,
+            seed=args.seed,
+            budget=args.budget,
+            oracle=oracle,
+            progress=progress,
+        )
+    else:
+        with embedded_target(ServerModel(profile=args.profile)) as target:
+            sys.stderr.write(
+                f"embedded reference server on {target.location} (profile {args.profile})\n"
+            )
+            if args.budget > 0:
+                sys.stderr.write(f"exploring for {args.budget:g} s after the cases\n")
+            result = run_suite(
+                target.connect,
+                target=f"{target.location} (embedded, profile {args.profile})",
+                api_key=target.api_key,
+                seed=args.seed,
+                budget=args.budget,
+                oracle=oracle,
+                progress=progress,
+            )
+    report = render(result, args.report)
+    if args.out:
+        Path(args.out).write_text(report, encoding="utf-8")
+        out.write(f"report written to {args.out}\n")
+    else:
+        out.write(report)
+    return 1 if result.failed else 0
+
+
+def _self_test(measured: Any, out: TextIO) -> int:
+    baseline, rows = measured
+    out.write("The conformance suite against broken reference servers (each must be caught)\n\n")
+    out.write(f"{'broken server':34} {'kind':10} {'caught by':40} named\n")
+    for row in rows:
+        caught = ", ".join(row.caught_by) or "NOT CAUGHT"
+        named = "yes" if row.labelled else "no"
+        out.write(f"{row.subject:34} {row.kind:10} {caught:40} {named}\n")
+    detected = sum(row.detected for row in rows)
+    named = sum(row.detected and row.labelled for row in rows)
+    out.write(f"\ndetection: {detected}/{len(rows)} ({100 * detected / len(rows):.0f}%)")
+    out.write(f", deviations named by their id: {named}/{len(rows)}\n")
+    out.write(
+        f"the specification's own server: {baseline.count('pass')} passed, "
+        f"{baseline.count('fail')} failed, {baseline.count('unknown')} unknown\n"
+    )
+    ok = detected == len(rows) and named == len(rows) and not baseline.failed
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaico-fsm",
@@ -190,6 +315,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", help="JSON lines (from Tracer, or from `serve --trace`)")
     p.add_argument("--sequence", action="append", help="check only this sequence (repeatable)")
+
+    p = sub.add_parser(
+        "simulate",
+        help="run every failure path of the scenarios and check what each leaves behind",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help="a scenario, a family of scenarios, or all (default; repeatable)",
+    )
+    p.add_argument("--faults", type=int, choices=[1, 2], default=1, help="faults per run")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the server's identifiers and the data"
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--report", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--fault",
+        action="append",
+        metavar="OP#N:EFFECT",
+        help="replay one run under exactly these faults (repeatable), e.g. "
+        "SESSION_FINALIZE#1:failed_precondition, STREAM_WRITE#2:drop_stream",
+    )
+    p = sub.add_parser(
+        "conformance",
+        help="check a Mosaico server against the spec, requirement by requirement",
+    )
+    p.add_argument(
+        "url",
+        nargs="?",
+        help="grpc://host:port or grpc+tls://host:port (default: an embedded server)",
+    )
+    p.add_argument(
+        "--api-key", help="a key for the target (a manage key lets every requirement be observed)"
+    )
+    p.add_argument("--tls-root-cert", metavar="F", help="PEM root certificate(s) of the target")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the exploration (same seed, same requests)"
+    )
+    p.add_argument(
+        "--budget", type=float, default=10.0, help="seconds of model-based exploration (0: none)"
+    )
+    p.add_argument("--report", choices=["text", "json", "junit"], default="text")
+    p.add_argument("--out", metavar="FILE", help="write the report to FILE")
+    p.add_argument(
+        "--profile",
+        default="spec",
+        choices=sorted(load_spec().profiles),
+        help="profile of the embedded server",
+    )
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="measure the suite: run it against every emulated deviation and broken server",
+    )
     return parser
 
 

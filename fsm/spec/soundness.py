@@ -24,7 +24,14 @@ from fsm.spec.model import (
     Transition,
 )
 
-__all__ = ["Problem", "apply_profile", "check_machine", "check_resource", "check_spec"]
+__all__ = [
+    "Problem",
+    "apply_deviations",
+    "apply_profile",
+    "check_machine",
+    "check_resource",
+    "check_spec",
+]
 
 
 @attrs.frozen
@@ -265,13 +272,18 @@ def check_resource(res: ResourceSpec, *, reachability: bool = True) -> list[Prob
 
 
 def apply_profile(spec: Spec, profile: str) -> dict[str, ResourceSpec]:
-    """The resource tables with the row patches of `profile`'s deviations applied.
+    """The resource tables with the row patches of `profile`'s deviations applied."""
+    return apply_deviations(spec, spec.profiles[profile].deviations)
+
+
+def apply_deviations(spec: Spec, deviations: Iterable[str]) -> dict[str, ResourceSpec]:
+    """The resource tables with the row patches of the given deviations applied.
 
     A patch replaces the outcome of the rows it names (a row whose guard covers the patch's
     `when` is split so that only the named cell changes).
     """
     resources = dict(spec.resources)
-    for did in spec.profiles[profile].deviations:
+    for did in deviations:
         for patch in spec.deviations[did].patch:
             if patch.resource is None:
                 continue

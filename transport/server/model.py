@@ -19,7 +19,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -27,8 +27,9 @@ import pyarrow as pa
 
 from fsm.enums import APIKeyPermissionEnum
 from fsm.outcome import ErrorKind
-from fsm.spec import Spec, apply_profile, load_spec
+from fsm.spec import Spec, load_spec
 from fsm.spec.model import Operation, ResourceRow, ResourceSpec
+from fsm.spec.soundness import apply_deviations
 from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicData, TopicInfo
 from transport.server import query as query_mod
 from transport.server.auth import ApiKey, Principal, fingerprint_of, new_token, parse_token
@@ -125,7 +126,8 @@ class ServerSettings:
 class ServerModel:
     """A Mosaico server's state and semantics.
 
-    `profile` is a profile of `specs/deviations.toml` (`spec` or `mosaicod-0.3`). With `auth`
+    `profile` is a profile of `specs/deviations.toml` (`spec` or `mosaicod-0.3`); `deviations`,
+    when given, names the server deviations to emulate instead of the profile's. With `auth`
     on, requests need an API key; `bootstrap_key()` issues the first one. `clock` answers
     nanoseconds and `seed` drives UUIDs and tokens, so runs can be reproduced.
     """
@@ -135,6 +137,7 @@ class ServerModel:
         spec: Spec | None = None,
         *,
         profile: str = "spec",
+        deviations: Sequence[str] | None = None,
         auth: bool = False,
         clock: Callable[[], int] = time.time_ns,
         seed: int | None = None,
@@ -145,6 +148,12 @@ class ServerModel:
                 f"unknown profile {profile!r}; choose from {sorted(self.spec.profiles)}"
             )
         self.profile = profile
+        self.deviations = tuple(
+            self.spec.profiles[profile].deviations if deviations is None else deviations
+        )
+        for did in self.deviations:
+            if did not in self.spec.deviations or self.spec.deviations[did].who != "mosaicod-0.3":
+                raise ValueError(f"{did!r} is not a server deviation the model can emulate")
         self.auth = auth
         self._clock = clock
         self._rng = random.Random(seed)
@@ -152,12 +161,12 @@ class ServerModel:
         self._token_rng: random.Random = random.SystemRandom() if seed is None else self._rng
         self._lock = threading.RLock()
         self._stream_ids = itertools.count(1)
-        self.resources: dict[str, ResourceSpec] = apply_profile(self.spec, profile)
+        self.resources: dict[str, ResourceSpec] = apply_deviations(self.spec, self.deviations)
         self.permissions: dict[str, APIKeyPermissionEnum | None] = {
             name: _permission(op.permission) for name, op in self.spec.operations.items()
         }
         settings: dict[str, Any] = {}
-        for did in self.spec.profiles[profile].deviations:
+        for did in self.deviations:
             for patch in self.spec.deviations[did].patch:
                 if patch.operation is not None and patch.permission is not None:
                     self.permissions[patch.operation] = _permission(patch.permission)

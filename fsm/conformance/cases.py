@@ -1,0 +1,1173 @@
+"""The requirement cases: one per requirement of the spec, in our words, with its source.
+
+Each case runs a few requests against the target and fails (`Fail`) when the target does
+not meet the requirement, or ends `Unknown` when it cannot be observed. A case that a
+recorded server deviation contradicts names it in `deviations`, so a failure matching it is
+labelled with the deviation's id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import pyarrow as pa
+
+from fsm.conformance.context import Context, Fail, Unknown
+from fsm.enums import APIKeyPermissionEnum, FlightAction
+from fsm.outcome import ErrorKind
+from fsm.transport import Descriptor, TopicData
+
+__all__ = ["CASES", "Case"]
+
+A = FlightAction
+E = ErrorKind
+
+
+@attrs.frozen
+class Case:
+    id: str
+    requirement: str
+    source: str
+    run: Callable[[Context], None]
+    deviations: tuple[str, ...] = ()
+    group: str = ""
+
+
+CASES: list[Case] = []
+
+
+def case(
+    id: str, requirement: str, source: str, deviations: tuple[str, ...] = ()
+) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
+    def register(fn: Callable[[Context], None]) -> Callable[[Context], None]:
+        CASES.append(Case(id, requirement, source, fn, deviations, id.split("-", 1)[0]))
+        return fn
+
+    return register
+
+
+# -----------------------------------------------------------------------------------------------
+# Data
+
+DEFAULT = pa.schema(
+    [
+        pa.field("timestamp_ns", pa.int64(), nullable=False),
+        pa.field("x", pa.float64()),
+        pa.field("n", pa.int32()),
+    ]
+)
+RAGGED = pa.schema(
+    [
+        pa.field("timestamp_ns", pa.int64(), nullable=False),
+        pa.field("points", pa.list_(pa.float32())),
+    ]
+)
+IMAGE = pa.schema(
+    [
+        pa.field("timestamp_ns", pa.int64(), nullable=False),
+        pa.field("data", pa.binary()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("format", pa.string()),
+    ]
+)
+
+
+def default_batch(start: int, rows: int) -> pa.RecordBatch:
+    ts = list(range(start, start + rows))
+    return pa.record_batch(
+        [
+            pa.array(ts, pa.int64()),
+            pa.array([t * 0.25 for t in ts]),
+            pa.array([t % 7 for t in ts], pa.int32()),
+        ],
+        schema=DEFAULT,
+    )
+
+
+def ragged_batch(start: int, rows: int) -> pa.RecordBatch:
+    ts = list(range(start, start + rows))
+    points = [[float(t)] * (t % 5) for t in ts]
+    return pa.record_batch(
+        [pa.array(ts, pa.int64()), pa.array(points, pa.list_(pa.float32()))], schema=RAGGED
+    )
+
+
+def image_batch(start: int, rows: int) -> pa.RecordBatch:
+    ts = list(range(start, start + rows))
+    blobs = [bytes([t % 256]) * 2048 for t in ts]
+    return pa.record_batch(
+        [
+            pa.array(ts, pa.int64()),
+            pa.array(blobs, pa.binary()),
+            pa.array([64] * rows, pa.int32()),
+            pa.array([32] * rows, pa.int32()),
+            pa.array(["raw"] * rows),
+        ],
+        schema=IMAGE,
+    )
+
+
+def same_data(read: TopicData, written: list[pa.RecordBatch], schema: pa.Schema) -> bool:
+    got = read.table().replace_schema_metadata(None)
+    expected = pa.Table.from_batches(written, schema=schema)
+    return bool(got.schema.equals(expected.schema, check_metadata=False) and got.equals(expected))
+
+
+def locked_topic(ctx: Context, tag: str, rows: int = 3) -> tuple[str, str, str, str]:
+    """A sequence with one open session holding one locked topic: (sequence, session, locator, uuid)."""
+    seq = ctx.sequence(tag)
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq)
+    ctx.ok(ctx.put(loc, uuid, [default_batch(0, rows)], DEFAULT), "a clean DoPut")
+    return seq, ses, loc, uuid
+
+
+def finalized(ctx: Context, tag: str) -> tuple[str, str, str]:
+    seq, ses, loc, _ = locked_topic(ctx, tag)
+    ctx.ok(ctx.act(A.SESSION_FINALIZE, {"session_uuid": ses}), "session_finalize")
+    return seq, ses, loc
+
+
+# -----------------------------------------------------------------------------------------------
+# Sequences
+
+
+@case(
+    "SEQ-CREATE",
+    "A new sequence is registered with its user metadata and listed.",
+    "PROTOCOL.md §5.1, §7.3",
+)
+def _seq_create(ctx: Context) -> None:
+    seq = ctx.sequence("seq", {"robot": "r1", "n": 3})
+    info = ctx.sequence_info(seq)
+    ctx.check(
+        dict(info.user_metadata) == {"robot": "r1", "n": 3},
+        f"metadata read back as {dict(info.user_metadata)}",
+    )
+    ctx.check(info.sessions == (), "a new sequence has no session")
+    names = ctx.ok(ctx.transport.list_sequences(), "ListFlights")
+    ctx.check(seq in names, "ListFlights does not list the new sequence")
+
+
+@case(
+    "SEQ-EXISTS",
+    "Creating a sequence that exists is refused (already_exists) and changes nothing.",
+    "PROTOCOL.md §5.1",
+)
+def _seq_exists(ctx: Context) -> None:
+    seq = ctx.sequence("dup", {"v": 1})
+    ctx.refused(
+        ctx.act(A.SEQUENCE_CREATE, {"locator": seq, "user_metadata": {"v": 2}}),
+        E.ALREADY_EXISTS,
+        "a second sequence_create",
+    )
+    ctx.check(
+        dict(ctx.sequence_info(seq).user_metadata) == {"v": 1},
+        "the refused request changed the metadata",
+    )
+
+
+@case(
+    "SEQ-LOCATOR",
+    "A sequence name with characters outside [A-Za-z0-9_-] is refused (invalid_argument).",
+    "PROTOCOL.md §5.1, §10",
+)
+def _seq_locator(ctx: Context) -> None:
+    ctx.refused(
+        ctx.act(A.SEQUENCE_CREATE, {"locator": f"{ctx.prefix} bad!", "user_metadata": {}}),
+        E.INVALID_ARGUMENT,
+        "a bad locator",
+    )
+
+
+@case(
+    "SEQ-DELETE",
+    "Deleting an unlocked sequence removes it with its sessions and topics.",
+    "PROTOCOL.md §5.5",
+)
+def _seq_delete(ctx: Context) -> None:
+    seq, _, loc, _ = locked_topic(ctx, "del")
+    ctx.ok(ctx.act(A.SEQUENCE_DELETE, {"locator": seq}), "sequence_delete")
+    ctx.check(not ctx.exists(seq), "the sequence is still there")
+    ctx.refused(
+        ctx.transport.flight_info(Descriptor.for_resource(loc)),
+        E.NOT_FOUND,
+        "GetFlightInfo of its topic",
+    )
+
+
+@case(
+    "SEQ-DELETE-MISSING",
+    "Deleting a sequence that does not exist is refused (not_found).",
+    "PROTOCOL.md §5.5, §10",
+)
+def _seq_delete_missing(ctx: Context) -> None:
+    ctx.refused(
+        ctx.act(A.SEQUENCE_DELETE, {"locator": ctx.name("ghost")}),
+        E.NOT_FOUND,
+        "sequence_delete of a missing sequence",
+    )
+
+
+@case(
+    "SEQ-DELETE-LOCKED",
+    "A sequence holding a finalized, locked session cannot be deleted (failed_precondition); nothing is removed.",
+    "seed SessionStatus.Finalized",
+    ("MOSAICOD-DELETE-LOCKED-SEQUENCE",),
+)
+def _seq_delete_locked(ctx: Context) -> None:
+    seq, _, _ = finalized(ctx, "lockseq")
+    ctx.refused(
+        ctx.act(A.SEQUENCE_DELETE, {"locator": seq}),
+        E.FAILED_PRECONDITION,
+        "sequence_delete of a locked sequence",
+    )
+    ctx.check(ctx.exists(seq), "the refused delete removed the sequence")
+
+
+# -----------------------------------------------------------------------------------------------
+# Sessions
+
+
+@case(
+    "SES-CREATE",
+    "A session is opened on an existing sequence, answers a UUID, and starts unlocked.",
+    "PROTOCOL.md §5.2",
+)
+def _ses_create(ctx: Context) -> None:
+    seq = ctx.sequence("ses")
+    ses = ctx.session(seq)
+    sessions = ctx.sequence_info(seq).sessions
+    ctx.check([s.uuid for s in sessions] == [ses], f"sessions listed: {[s.uuid for s in sessions]}")
+    ctx.check(
+        not sessions[0].locked and sessions[0].completed_at_ns is None,
+        "a new session is locked or completed",
+    )
+
+
+@case(
+    "SES-CREATE-MISSING",
+    "A session on a missing sequence is refused (not_found).",
+    "PROTOCOL.md §5.2",
+)
+def _ses_create_missing(ctx: Context) -> None:
+    ctx.refused(
+        ctx.act(A.SESSION_CREATE, {"locator": ctx.name("ghost")}),
+        E.NOT_FOUND,
+        "session_create on a missing sequence",
+    )
+
+
+@case(
+    "SES-FINALIZE-EMPTY",
+    "A session without topics cannot be finalized (failed_precondition) and stays unlocked.",
+    "PROTOCOL.md §3.2, §5.3",
+)
+def _ses_empty(ctx: Context) -> None:
+    seq = ctx.sequence("empty")
+    ses = ctx.session(seq)
+    ctx.refused(
+        ctx.act(A.SESSION_FINALIZE, {"session_uuid": ses}),
+        E.FAILED_PRECONDITION,
+        "finalize of an empty session",
+    )
+    ctx.check(
+        not ctx.sequence_info(seq).sessions[0].locked, "the refused finalize locked the session"
+    )
+
+
+@case(
+    "SES-FINALIZE-UNLOCKED",
+    "A session with a topic whose stream has not ended cannot be finalized (failed_precondition).",
+    "PROTOCOL.md §3.2, §5.3",
+)
+def _ses_unlocked(ctx: Context) -> None:
+    seq = ctx.sequence("open")
+    ses = ctx.session(seq)
+    ctx.topic(ses, seq)
+    ctx.refused(
+        ctx.act(A.SESSION_FINALIZE, {"session_uuid": ses}),
+        E.FAILED_PRECONDITION,
+        "finalize with an unlocked topic",
+    )
+
+
+@case(
+    "SES-FINALIZE-LOCKS",
+    "A clean finalize completes and locks the session.",
+    "seed SessionStatus.Finalized; PROTOCOL.md §5.3",
+)
+def _ses_finalize(ctx: Context) -> None:
+    seq, ses, _ = finalized(ctx, "fin")
+    session = ctx.sequence_info(seq).session(ses)
+    ctx.check(
+        session is not None and session.locked and session.completed_at_ns is not None,
+        f"the session is {session}",
+    )
+
+
+@case(
+    "SES-FINALIZE-ONCE",
+    "A finalized session cannot be finalized again (failed_precondition).",
+    "PROTOCOL.md §5.3 (later builds)",
+    ("MOSAICOD-REFINALIZE",),
+)
+def _ses_once(ctx: Context) -> None:
+    _, ses, _ = finalized(ctx, "once")
+    ctx.refused(
+        ctx.act(A.SESSION_FINALIZE, {"session_uuid": ses}),
+        E.FAILED_PRECONDITION,
+        "a second finalize",
+    )
+
+
+@case(
+    "SES-FINALIZE-BAD-UUID",
+    "A malformed session UUID is refused (invalid_argument), an unknown one (not_found).",
+    "PROTOCOL.md §5.3, §10",
+)
+def _ses_bad_uuid(ctx: Context) -> None:
+    ctx.refused(
+        ctx.act(A.SESSION_FINALIZE, {"session_uuid": "not-a-uuid"}),
+        E.INVALID_ARGUMENT,
+        "finalize with a bad UUID",
+    )
+    ctx.refused(
+        ctx.act(A.SESSION_FINALIZE, {"session_uuid": "00000000-0000-4000-8000-000000000000"}),
+        E.NOT_FOUND,
+        "finalize of an unknown session",
+    )
+
+
+@case(
+    "SES-REPORT-UNLOCKED",
+    "A session finalized after an error was reported on its sequence is completed but left unlocked, "
+    "and can be deleted.",
+    "seed SessionLevelErrorPolicy.Report, 'Lock Status'",
+    ("MOSAICOD-REPORT-LOCKS", "MOSAICOD-NOTIFY-NEEDS-WRITE"),
+)
+def _ses_report(ctx: Context) -> None:
+    seq, ses, _, _ = locked_topic(ctx, "rep")
+    ctx.ok(
+        ctx.act(
+            A.SEQUENCE_NOTIFICATION_CREATE,
+            {"locator": seq, "notification_type": "error", "msg": "failed"},
+        ),
+        "an error notification",
+    )
+    ctx.ok(ctx.act(A.SESSION_FINALIZE, {"session_uuid": ses}), "session_finalize after the report")
+    session = ctx.sequence_info(seq).session(ses)
+    ctx.check(
+        session is not None and session.completed_at_ns is not None, "the session is not completed"
+    )
+    ctx.check(
+        session is not None and not session.locked, "the session was locked after an error report"
+    )
+    ctx.ok(
+        ctx.act(A.SESSION_DELETE, {"session_uuid": ses}), "session_delete of the reported session"
+    )
+
+
+@case(
+    "SES-DELETE",
+    "Deleting an open session removes it and its topics; the sequence stays.",
+    "PROTOCOL.md §5.4",
+)
+def _ses_delete(ctx: Context) -> None:
+    seq, ses, loc, _ = locked_topic(ctx, "sdel")
+    ctx.ok(ctx.act(A.SESSION_DELETE, {"session_uuid": ses}), "session_delete")
+    info = ctx.sequence_info(seq)
+    ctx.check(info.sessions == () and info.topics == (), "the session or its topic is still listed")
+    ctx.refused(
+        ctx.transport.flight_info(Descriptor.for_resource(loc)),
+        E.NOT_FOUND,
+        "GetFlightInfo of the deleted topic",
+    )
+
+
+@case(
+    "SES-DELETE-LOCKED",
+    "A finalized, locked session cannot be deleted (failed_precondition).",
+    "seed SessionStatus.Finalized",
+    ("MOSAICOD-DELETE-LOCKED-SESSION",),
+)
+def _ses_delete_locked(ctx: Context) -> None:
+    seq, ses, _ = finalized(ctx, "slock")
+    ctx.refused(
+        ctx.act(A.SESSION_DELETE, {"session_uuid": ses}),
+        E.FAILED_PRECONDITION,
+        "session_delete of a locked session",
+    )
+    ctx.check(
+        ctx.sequence_info(seq).session(ses) is not None, "the refused delete removed the session"
+    )
+
+
+# -----------------------------------------------------------------------------------------------
+# Topics
+
+
+@case(
+    "TOP-CREATE",
+    "A topic is registered in an open session, answers its UUID, and starts unlocked without data info.",
+    "PROTOCOL.md §5.9, §7.1",
+)
+def _top_create(ctx: Context) -> None:
+    seq = ctx.sequence("top")
+    ses = ctx.session(seq)
+    loc, _ = ctx.topic(ses, seq, "imu/front", metadata={"k": "v"})
+    topic = ctx.topic_info(loc)
+    ctx.check(
+        topic.locator == loc and not topic.locked and topic.info is None,
+        f"the new topic reads {topic}",
+    )
+    ctx.check(
+        topic.ontology_tag == "conformance" and topic.serialization_format == "default",
+        "properties not kept",
+    )
+    ctx.check(dict(topic.user_metadata or {}) == {"k": "v"}, "user metadata not kept")
+
+
+@case(
+    "TOP-EXISTS",
+    "A topic locator is unique on the server: a second topic_create is refused (already_exists).",
+    "PROTOCOL.md §3.1, §5.9",
+)
+def _top_exists(ctx: Context) -> None:
+    seq = ctx.sequence("tdup")
+    ses = ctx.session(seq)
+    loc, _ = ctx.topic(ses, seq)
+    ses2 = ctx.session(seq)
+    body = {
+        "session_uuid": ses2,
+        "locator": loc,
+        "serialization_format": "default",
+        "ontology_tag": "x",
+        "user_metadata": {},
+    }
+    ctx.refused(
+        ctx.act(A.TOPIC_CREATE, body), E.ALREADY_EXISTS, "a second topic with the same locator"
+    )
+
+
+@case(
+    "TOP-OUTSIDE",
+    "A topic outside its session's sequence is refused (permission_denied).",
+    "PROTOCOL.md §5.9, §10",
+)
+def _top_outside(ctx: Context) -> None:
+    seq = ctx.sequence("own")
+    other = ctx.sequence("other")
+    ses = ctx.session(seq)
+    body = {
+        "session_uuid": ses,
+        "locator": f"{other}/t",
+        "serialization_format": "default",
+        "ontology_tag": "x",
+        "user_metadata": {},
+    }
+    ctx.refused(ctx.act(A.TOPIC_CREATE, body), E.PERMISSION_DENIED, "a topic in another sequence")
+
+
+@case(
+    "TOP-FINALIZED",
+    "No topic can be added to a finalized session (failed_precondition).",
+    "PROTOCOL.md §3.2, §5.9",
+)
+def _top_finalized(ctx: Context) -> None:
+    seq, ses, _ = finalized(ctx, "tfin")
+    body = {
+        "session_uuid": ses,
+        "locator": f"{seq}/late",
+        "serialization_format": "default",
+        "ontology_tag": "x",
+        "user_metadata": {},
+    }
+    ctx.refused(
+        ctx.act(A.TOPIC_CREATE, body), E.FAILED_PRECONDITION, "topic_create in a finalized session"
+    )
+
+
+@case(
+    "TOP-FORMAT",
+    "An unknown serialization format is refused (invalid_argument).",
+    "PROTOCOL.md §5.9",
+)
+def _top_format(ctx: Context) -> None:
+    seq = ctx.sequence("fmt")
+    ses = ctx.session(seq)
+    body = {
+        "session_uuid": ses,
+        "locator": f"{seq}/t",
+        "serialization_format": "jpeg",
+        "ontology_tag": "x",
+        "user_metadata": {},
+    }
+    ctx.refused(
+        ctx.act(A.TOPIC_CREATE, body), E.INVALID_ARGUMENT, "topic_create with an unknown format"
+    )
+
+
+@case(
+    "TOP-DELETE",
+    "Deleting a topic of an open session removes it and its data.",
+    "PROTOCOL.md §5.10",
+)
+def _top_delete(ctx: Context) -> None:
+    seq, _, loc, _ = locked_topic(ctx, "tdel")
+    ctx.ok(ctx.act(A.TOPIC_DELETE, {"locator": loc}), "topic_delete")
+    ctx.check(ctx.sequence_info(seq).topics == (), "the topic is still listed")
+
+
+@case(
+    "TOP-DELETE-LOCKED",
+    "A topic of a finalized, locked session cannot be deleted (failed_precondition).",
+    "seed SessionStatus.Finalized",
+    ("MOSAICOD-DELETE-LOCKED-TOPIC",),
+)
+def _top_delete_locked(ctx: Context) -> None:
+    seq, _, loc = finalized(ctx, "tlock")
+    ctx.refused(
+        ctx.act(A.TOPIC_DELETE, {"locator": loc}),
+        E.FAILED_PRECONDITION,
+        "topic_delete in a locked session",
+    )
+    ctx.check(len(ctx.sequence_info(seq).topics) == 1, "the refused delete removed the topic")
+
+
+# -----------------------------------------------------------------------------------------------
+# DoPut
+
+
+@case(
+    "PUT-LOCKS",
+    "A clean end of stream locks the topic and records its chunks, bytes and time range.",
+    "PROTOCOL.md §3.1, §6.2, §7.1",
+)
+def _put_locks(ctx: Context) -> None:
+    seq = ctx.sequence("put")
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq)
+    ctx.ok(
+        ctx.put(loc, uuid, [default_batch(10, 3), default_batch(13, 2)], DEFAULT), "a clean DoPut"
+    )
+    topic = ctx.topic_info(loc)
+    ctx.check(
+        topic.locked and topic.completed_at_ns is not None,
+        "the topic is not locked after a clean end",
+    )
+    info = topic.info
+    ctx.check(info is not None and info.chunks_number == 2, f"data info: {info}")
+    ctx.check(info is not None and (info.start_ns, info.end_ns) == (10, 14), f"time range: {info}")
+
+
+@case(
+    "PUT-LOCKED",
+    "A DoPut to a locked topic is refused (failed_precondition) before any of its data is stored.",
+    "PROTOCOL.md §3.2 (spec: refused before storing)",
+    ("MOSAICOD-LOCKED-TOPIC-LATE",),
+)
+def _put_locked(ctx: Context) -> None:
+    _, _, loc, uuid = locked_topic(ctx, "plock", rows=3)
+    ctx.refused(
+        ctx.put(loc, uuid, [default_batch(100, 5)], DEFAULT),
+        E.FAILED_PRECONDITION,
+        "a DoPut to a locked topic",
+    )
+    rows = ctx.read(ctx.topic_info(loc).ticket, loc).table().num_rows
+    ctx.check(rows == 3, f"the refused stream stored data: {rows} rows instead of 3")
+
+
+@case(
+    "PUT-UUID",
+    "A DoPut with another topic's UUID is refused (permission_denied).",
+    "PROTOCOL.md §6.2, §10",
+)
+def _put_uuid(ctx: Context) -> None:
+    seq = ctx.sequence("puid")
+    ses = ctx.session(seq)
+    loc, _ = ctx.topic(ses, seq, "a")
+    _, other = ctx.topic(ses, seq, "b")
+    ctx.refused(
+        ctx.put(loc, other, [default_batch(0, 1)], DEFAULT),
+        E.PERMISSION_DENIED,
+        "a DoPut with the wrong topic_uuid",
+    )
+
+
+@case(
+    "PUT-SCHEMA",
+    "A DoPut whose schema has no int64 timestamp_ns is refused (invalid_argument).",
+    "PROTOCOL.md §6.2",
+)
+def _put_schema(ctx: Context) -> None:
+    seq = ctx.sequence("psch")
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq)
+    schema = pa.schema([pa.field("timestamp_ns", pa.int32()), pa.field("x", pa.float64())])
+    batch = pa.record_batch([pa.array([1], pa.int32()), pa.array([1.0])], schema=schema)
+    ctx.refused(
+        ctx.put(loc, uuid, [batch], schema),
+        E.INVALID_ARGUMENT,
+        "a DoPut with an int32 timestamp_ns",
+    )
+
+
+@case(
+    "PUT-PATH",
+    "A DoPut with a PATH descriptor is refused (invalid_argument).",
+    "PROTOCOL.md §6.1, §6.2",
+)
+def _put_path(ctx: Context) -> None:
+    seq = ctx.sequence("ppath")
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq)
+    outcome = ctx.put(
+        loc,
+        uuid,
+        [default_batch(0, 1)],
+        DEFAULT,
+        descriptor=Descriptor("path", path=tuple(loc.split("/"))),
+    )
+    ctx.refused(outcome, E.INVALID_ARGUMENT, "a DoPut with a PATH descriptor")
+
+
+@case(
+    "PUT-UNKNOWN",
+    "A DoPut to a topic that does not exist is refused (not_found).",
+    "PROTOCOL.md §6.2",
+)
+def _put_unknown(ctx: Context) -> None:
+    seq = ctx.sequence("punk")
+    outcome = ctx.put(
+        f"{seq}/nothing", "00000000-0000-4000-8000-000000000000", [default_batch(0, 1)], DEFAULT
+    )
+    ctx.refused(outcome, E.NOT_FOUND, "a DoPut to a missing topic")
+
+
+@case("PUT-ABORT", "A stream that breaks before its clean end locks nothing.", "PROTOCOL.md §6.2.7")
+def _put_abort(ctx: Context) -> None:
+    seq = ctx.sequence("pabort")
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq)
+    ctx.put(loc, uuid, [default_batch(0, 2)], DEFAULT, end="abort")
+    ctx.check(not ctx.topic_info(loc).locked, "an aborted stream locked the topic")
+
+
+@case(
+    "PUT-EMPTY",
+    "A stream with no batch, ended cleanly, locks the topic with no data.",
+    "PROTOCOL.md §6.2.6",
+)
+def _put_empty(ctx: Context) -> None:
+    seq = ctx.sequence("pempty")
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq)
+    ctx.ok(ctx.put(loc, uuid, [], DEFAULT), "an empty DoPut")
+    ctx.check(ctx.topic_info(loc).locked, "an empty clean stream did not lock the topic")
+
+
+# -----------------------------------------------------------------------------------------------
+# Reading
+
+
+def _roundtrip(
+    ctx: Context, tag: str, fmt: str, schema: pa.Schema, make: Callable[[int, int], pa.RecordBatch]
+) -> None:
+    seq = ctx.sequence(tag)
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq, fmt=fmt)
+    written = [make(50, 4), make(0, 3), make(20, 5)]  # out of time order on purpose
+    ctx.ok(ctx.put(loc, uuid, written, schema), "DoPut")
+    data = ctx.read(ctx.topic_info(loc).ticket, loc)
+    ctx.check(
+        same_data(data, written, schema), f"{fmt} data read back differs from what was written"
+    )
+
+
+@case(
+    "GET-DEFAULT",
+    "Fixed-width data reads back exactly as written, in write order.",
+    "PROTOCOL.md §7.2",
+)
+def _get_default(ctx: Context) -> None:
+    _roundtrip(ctx, "gdef", "default", DEFAULT, default_batch)
+
+
+@case(
+    "GET-RAGGED",
+    "Data with list columns reads back exactly as written.",
+    "PROTOCOL.md §7.2; seed SerializationFormat.Ragged",
+)
+def _get_ragged(ctx: Context) -> None:
+    _roundtrip(ctx, "grag", "ragged", RAGGED, ragged_batch)
+
+
+@case(
+    "GET-IMAGE",
+    "Binary payloads with width, height and format read back exactly as written.",
+    "PROTOCOL.md §7.2; seed SerializationFormat.Image",
+)
+def _get_image(ctx: Context) -> None:
+    _roundtrip(ctx, "gimg", "image", IMAGE, image_batch)
+
+
+@case(
+    "GET-RANGE",
+    "A time range limits a read to the rows with start <= timestamp_ns < end.",
+    "PROTOCOL.md §7.1, §7.2",
+)
+def _get_range(ctx: Context) -> None:
+    seq = ctx.sequence("grange")
+    ses = ctx.session(seq)
+    loc, uuid = ctx.topic(ses, seq)
+    ctx.ok(ctx.put(loc, uuid, [default_batch(0, 10)], DEFAULT), "DoPut")
+    data = ctx.read(ctx.topic_info(loc, 3, 7).ticket, f"{loc}[3, 7)")
+    ts = data.table().column("timestamp_ns").to_pylist()
+    ctx.check(ts == [3, 4, 5, 6], f"the range read returned timestamps {ts}")
+
+
+@case(
+    "GET-NO-DATA",
+    "Reading a topic that never received a stream is refused as a client mistake (failed_precondition), "
+    "not an internal error.",
+    "DESIGN.md §3 (never INTERNAL for a client mistake)",
+    ("MOSAICOD-DOGET-EMPTY-INTERNAL",),
+)
+def _get_no_data(ctx: Context) -> None:
+    seq = ctx.sequence("gnone")
+    ses = ctx.session(seq)
+    loc, _ = ctx.topic(ses, seq)
+    outcome = ctx.transport.read(ctx.topic_info(loc).ticket)
+    ctx.log(f"DoGet {loc} -> {outcome.kind.value if outcome.kind else outcome.status.value}")
+    ctx.refused(outcome, E.FAILED_PRECONDITION, "DoGet of a topic without data")
+
+
+@case(
+    "LIST-CRITERIA",
+    "ListFlights criteria other than empty or '/' are refused (invalid_argument).",
+    "PROTOCOL.md §7.3",
+)
+def _list_criteria(ctx: Context) -> None:
+    ctx.refused(
+        ctx.transport.list_sequences(b"sensors/*"), E.INVALID_ARGUMENT, "ListFlights with criteria"
+    )
+
+
+# -----------------------------------------------------------------------------------------------
+# Notifications
+
+
+@case(
+    "NOT-SEQUENCE",
+    "Sequence notifications are created, listed with name, type, message and time, and purged.",
+    "PROTOCOL.md §5.6-5.8",
+)
+def _not_sequence(ctx: Context) -> None:
+    seq = ctx.sequence("nseq")
+    ctx.ok(
+        ctx.act(
+            A.SEQUENCE_NOTIFICATION_CREATE,
+            {"locator": seq, "notification_type": "error", "msg": "m1"},
+        ),
+        "notification create",
+    )
+    listed = ctx.ok(ctx.act(A.SEQUENCE_NOTIFICATION_LIST, {"locator": seq}), "notification list")[
+        "notifications"
+    ]
+    ctx.check(
+        len(listed) == 1 and listed[0].get("msg") == "m1" and listed[0].get("name") == seq,
+        f"listed: {listed}",
+    )
+    ctx.check(
+        bool(listed[0].get("created_datetime")) and listed[0].get("notification_type") == "error",
+        f"listed: {listed}",
+    )
+    ctx.ok(ctx.act(A.SEQUENCE_NOTIFICATION_PURGE, {"locator": seq}), "notification purge")
+    listed = ctx.ok(ctx.act(A.SEQUENCE_NOTIFICATION_LIST, {"locator": seq}), "notification list")[
+        "notifications"
+    ]
+    ctx.check(listed == [], "purged notifications are still listed")
+
+
+@case(
+    "NOT-TOPIC",
+    "Topic notifications stay on their topic: listed there, not on the sequence, and purged.",
+    "PROTOCOL.md §5.6-5.8",
+)
+def _not_topic(ctx: Context) -> None:
+    seq = ctx.sequence("ntop")
+    ses = ctx.session(seq)
+    loc, _ = ctx.topic(ses, seq)
+    ctx.ok(
+        ctx.act(
+            A.TOPIC_NOTIFICATION_CREATE, {"locator": loc, "notification_type": "error", "msg": "t1"}
+        ),
+        "topic notification",
+    )
+    on_topic = ctx.ok(ctx.act(A.TOPIC_NOTIFICATION_LIST, {"locator": loc}), "topic list")[
+        "notifications"
+    ]
+    on_seq = ctx.ok(ctx.act(A.SEQUENCE_NOTIFICATION_LIST, {"locator": seq}), "sequence list")[
+        "notifications"
+    ]
+    ctx.check(
+        [n.get("msg") for n in on_topic] == ["t1"] and on_topic[0].get("name") == loc,
+        f"on the topic: {on_topic}",
+    )
+    ctx.check(on_seq == [], f"a topic notification shows on the sequence: {on_seq}")
+    ctx.ok(ctx.act(A.TOPIC_NOTIFICATION_PURGE, {"locator": loc}), "topic purge")
+    ctx.check(
+        ctx.ok(ctx.act(A.TOPIC_NOTIFICATION_LIST, {"locator": loc}), "topic list")["notifications"]
+        == [],
+        "not purged",
+    )
+
+
+@case(
+    "NOT-TYPE",
+    "An unknown notification type is refused (invalid_argument); a missing sequence (not_found).",
+    "PROTOCOL.md §5.6, §10",
+)
+def _not_type(ctx: Context) -> None:
+    seq = ctx.sequence("ntype")
+    ctx.refused(
+        ctx.act(
+            A.SEQUENCE_NOTIFICATION_CREATE,
+            {"locator": seq, "notification_type": "loud", "msg": "x"},
+        ),
+        E.INVALID_ARGUMENT,
+        "a bad type",
+    )
+    body = {"locator": ctx.name("ghost"), "notification_type": "error", "msg": "x"}
+    ctx.refused(
+        ctx.act(A.SEQUENCE_NOTIFICATION_CREATE, body),
+        E.NOT_FOUND,
+        "a notification on a missing sequence",
+    )
+
+
+# -----------------------------------------------------------------------------------------------
+# Requests
+
+
+@case("ACT-UNKNOWN", "An unknown action is refused (invalid_argument).", "PROTOCOL.md §4, §10")
+def _act_unknown(ctx: Context) -> None:
+    ctx.refused(ctx.raw("sequence_rename", b"{}"), E.INVALID_ARGUMENT, "an unknown action")
+
+
+@case(
+    "ACT-MALFORMED",
+    "A malformed JSON body is refused as a client mistake (invalid_argument), never as internal.",
+    "PROTOCOL.md §4, §10",
+)
+def _act_malformed(ctx: Context) -> None:
+    ctx.refused(
+        ctx.raw("sequence_create", b'{"locator": '), E.INVALID_ARGUMENT, "a truncated JSON body"
+    )
+    ctx.refused(ctx.raw("sequence_create", b"[1, 2]"), E.INVALID_ARGUMENT, "a JSON array body")
+
+
+@case("ACT-VERSION", "version answers {version, semver}.", "PROTOCOL.md §5.13")
+def _act_version(ctx: Context) -> None:
+    value = ctx.ok(ctx.act(A.VERSION, {}), "version")
+    ctx.check(
+        isinstance(value, dict)
+        and isinstance(value.get("version"), str)
+        and isinstance(value.get("semver"), dict),
+        f"{value}",
+    )
+
+
+@case(
+    "QRY-NAME", "A query by sequence name finds that sequence and its topics.", "PROTOCOL.md §5.11"
+)
+def _qry_name(ctx: Context) -> None:
+    seq, _, loc, _ = locked_topic(ctx, "qname")
+    items = ctx.ok(ctx.act(A.QUERY, {"sequence": {"locator": {"$eq": seq}}}), "query")["items"]
+    ctx.check([i.get("sequence") for i in items] == [seq], f"items: {items}")
+    ctx.check(
+        [t.get("locator") for t in items[0].get("topics", [])] == [loc],
+        f"topics: {items[0].get('topics')}",
+    )
+
+
+@case(
+    "QRY-METADATA",
+    "A query on user metadata returns exactly the matching sequences.",
+    "PROTOCOL.md §5.11",
+)
+def _qry_metadata(ctx: Context) -> None:
+    hit = ctx.sequence("qhit", {"mission": ctx.prefix, "n": 5})
+    ctx.sequence("qmiss", {"mission": ctx.prefix, "n": 1})
+    body = {"sequence": {"user_metadata": {"mission": {"$eq": ctx.prefix}, "n": {"$gt": 3}}}}
+    items = ctx.ok(ctx.act(A.QUERY, body), "query")["items"]
+    ctx.check(
+        [i.get("sequence") for i in items] == [hit], f"items: {[i.get('sequence') for i in items]}"
+    )
+
+
+@case(
+    "QRY-UNSUPPORTED",
+    "A filter the server does not support is refused (invalid_argument), never answered wrongly.",
+    "DESIGN.md §3",
+)
+def _qry_unsupported(ctx: Context) -> None:
+    outcome = ctx.act(A.QUERY, {"sequence": {"colour": {"$eq": "blue"}}})
+    if outcome.is_ok and outcome.value.get("items"):
+        raise Fail("an unknown filter field was answered with results")
+    if outcome.is_ok:
+        raise Unknown("the server ignored an unknown filter field and answered nothing")
+    ctx.refused(outcome, E.INVALID_ARGUMENT, "an unknown filter field")
+
+
+# -----------------------------------------------------------------------------------------------
+# Keys and permissions (observable when the target authenticates and a manage key is given)
+
+
+@case(
+    "KEY-LIFECYCLE",
+    "A manage key issues keys (msco_<32>_<8>), describes them and revokes them; a revoked key is refused.",
+    "PROTOCOL.md §2.1, §5.12",
+)
+def _key_lifecycle(ctx: Context) -> None:
+    reader = ctx.key_transport(APIKeyPermissionEnum.Read)
+    ctx.ok(reader.list_sequences(), "ListFlights with a read key")
+    listed = ctx.act(A.API_KEY_CREATE, {"permissions": "read", "description": "to revoke"})
+    token = ctx.ok(listed, "api_key_create")["api_key_token"]
+    parts = str(token).split("_")
+    ctx.check(
+        len(parts) == 3 and parts[0] == "msco" and len(parts[1]) == 32 and len(parts[2]) == 8,
+        f"token {token!r}",
+    )
+    status = ctx.ok(ctx.act(A.API_KEY_STATUS, {"api_key_fingerprint": parts[2]}), "api_key_status")
+    ctx.check(
+        status.get("api_key_fingerprint") == parts[2] and status.get("description") == "to revoke",
+        f"{status}",
+    )
+    ctx.ok(ctx.act(A.API_KEY_REVOKE, {"api_key_fingerprint": parts[2]}), "api_key_revoke")
+    ctx.refused(
+        ctx.act(A.API_KEY_STATUS, {"api_key_fingerprint": parts[2]}),
+        E.NOT_FOUND,
+        "status of a revoked key",
+    )
+
+
+@case(
+    "AUTH-MISSING",
+    "With authentication on, a request without a key is refused (unauthenticated).",
+    "PROTOCOL.md §2.2",
+)
+def _auth_missing(ctx: Context) -> None:
+    if ctx.api_key is None:
+        raise Unknown("the target was given no key: authentication may be off")
+    ctx.refused(ctx.anonymous().list_sequences(), E.UNAUTHENTICATED, "ListFlights without a key")
+
+
+@case(
+    "AUTH-BAD",
+    "With authentication on, an unknown key is refused (permission_denied).",
+    "PROTOCOL.md §2.2",
+)
+def _auth_bad(ctx: Context) -> None:
+    if ctx.api_key is None:
+        raise Unknown("the target was given no key: authentication may be off")
+    parts = ctx.api_key.split("_")
+    forged = f"msco_{'a1' * 16}_{parts[-1][::-1]}"
+    transport = ctx._connect(forged)
+    ctx.refused(transport.list_sequences(), E.PERMISSION_DENIED, "ListFlights with an unknown key")
+    transport.close()
+
+
+@case(
+    "AUTH-EXPIRED",
+    "A key past its expiry time is refused (permission_denied).",
+    "PROTOCOL.md §2.2 (spec: expiry enforced)",
+    ("MOSAICOD-NO-KEY-EXPIRY",),
+)
+def _auth_expired(ctx: Context) -> None:
+    expired = ctx.key_transport(APIKeyPermissionEnum.Write, expires_at_ns=1)
+    ctx.refused(expired.list_sequences(), E.PERMISSION_DENIED, "ListFlights with an expired key")
+
+
+@case(
+    "PERM-READ",
+    "A read key reads and lists but cannot create (permission_denied).",
+    "seed APIKeyPermissionEnum.Read",
+)
+def _perm_read(ctx: Context) -> None:
+    seq, _, loc, _ = locked_topic(ctx, "pread")
+    reader = ctx.key_transport(APIKeyPermissionEnum.Read)
+    ctx.ok(reader.flight_info(Descriptor.for_resource(loc)), "GetFlightInfo with a read key")
+    ctx.refused(
+        ctx.act(A.SEQUENCE_CREATE, {"locator": ctx.name("r"), "user_metadata": {}}, via=reader),
+        E.PERMISSION_DENIED,
+        "sequence_create with a read key",
+    )
+    ctx.refused(
+        ctx.act(A.SEQUENCE_DELETE, {"locator": seq}, via=reader),
+        E.PERMISSION_DENIED,
+        "sequence_delete with a read key",
+    )
+
+
+@case(
+    "PERM-REPORT-READ",
+    "Reporting an error (a notification) needs only the read permission.",
+    "seed SessionLevelErrorPolicy.Report, 'Note'",
+    ("MOSAICOD-NOTIFY-NEEDS-WRITE",),
+)
+def _perm_report(ctx: Context) -> None:
+    seq = ctx.sequence("pnote")
+    reader = ctx.key_transport(APIKeyPermissionEnum.Read)
+    body = {"locator": seq, "notification_type": "error", "msg": "reported by a read key"}
+    ctx.ok(
+        ctx.act(A.SEQUENCE_NOTIFICATION_CREATE, body, via=reader), "a notification with a read key"
+    )
+
+
+@case(
+    "PERM-WRITE",
+    "A write key creates and writes but cannot delete (permission_denied).",
+    "seed APIKeyPermissionEnum.Write",
+)
+def _perm_write(ctx: Context) -> None:
+    writer = ctx.key_transport(APIKeyPermissionEnum.Write)
+    name = ctx.name("pw")
+    ctx.ok(
+        ctx.act(A.SEQUENCE_CREATE, {"locator": name, "user_metadata": {}}, via=writer),
+        "sequence_create with a write key",
+    )
+    ctx.created.append(name)
+    ctx.refused(
+        ctx.act(A.SEQUENCE_DELETE, {"locator": name}, via=writer),
+        E.PERMISSION_DENIED,
+        "sequence_delete with a write key",
+    )
+    ctx.check(ctx.exists(name), "a refused delete removed the sequence")
+
+
+@case(
+    "PERM-DELETE",
+    "A delete key deletes but cannot manage keys (permission_denied).",
+    "seed APIKeyPermissionEnum.Delete",
+)
+def _perm_delete(ctx: Context) -> None:
+    deleter = ctx.key_transport(APIKeyPermissionEnum.Delete)
+    seq = ctx.sequence("pdel")
+    ctx.ok(
+        ctx.act(A.SEQUENCE_DELETE, {"locator": seq}, via=deleter),
+        "sequence_delete with a delete key",
+    )
+    ctx.refused(
+        ctx.act(A.API_KEY_CREATE, {"permissions": "read", "description": "x"}, via=deleter),
+        E.PERMISSION_DENIED,
+        "api_key_create with a delete key",
+    )
+
+
+# -----------------------------------------------------------------------------------------------
+# Error policies, end to end: what a conforming client's run leaves on the target
+
+
+def _engine_run(
+    ctx: Context, policy: str, *, fail: bool, update_of: str | None = None
+) -> tuple[str, str]:
+    """A client session written with the embedded engine: (sequence, session uuid)."""
+    from fsm.engine import BatchPolicy, Client
+    from fsm.enums import SessionLevelErrorPolicy
+
+    chosen = SessionLevelErrorPolicy[policy]
+    client = Client(ctx.transport, batch_policy=BatchPolicy(background=False, batch_rows=4))
+    name = update_of or ctx.name(f"pol{policy.lower()}")
+    writer = (
+        client.sequence_update(name, on_error=chosen)
+        if update_of
+        else client.sequence_create(name, {}, on_error=chosen)
+    )
+    ctx.log(
+        f"engine: {'update of' if update_of else 'new sequence'} {name} under {policy}, "
+        f"{'raising' if fail else 'clean'}"
+    )
+
+    class Stop(Exception):
+        pass
+
+    try:
+        with writer as session:
+            if not update_of:
+                ctx.created.append(name)
+            topic = session.topic_create(
+                f"t{len(ctx.steps)}", schema=DEFAULT, ontology_tag="conformance"
+            )
+            for i in range(6):
+                topic.push_row({"timestamp_ns": i, "x": float(i), "n": i})
+            if fail:
+                raise Stop
+    except Stop:
+        pass
+    ctx.log(f"engine: session {writer.session_uuid} ended {writer.session_status.name}")
+    return name, writer.session_uuid or ""
+
+
+@case(
+    "POL-FINALIZED",
+    "A clean client session ends finalized and locked, with every record stored.",
+    "seed SessionStatus.Finalized",
+)
+def _pol_finalized(ctx: Context) -> None:
+    seq, ses = _engine_run(ctx, "Report", fail=False)
+    info = ctx.sequence_info(seq)
+    session = info.session(ses)
+    ctx.check(session is not None and session.locked, f"the session reads {session}")
+    ctx.check(len(info.topics) == 1 and info.topics[0].locked, "the topic is not locked")
+    rows = ctx.read(info.topics[0].ticket, info.topics[0].locator).table().num_rows
+    ctx.check(rows == 6, f"{rows} of 6 records stored")
+
+
+@case(
+    "POL-REPORT",
+    "Under Report, a failed session keeps its records, carries an error notification, and is left unlocked.",
+    "seed SessionLevelErrorPolicy.Report",
+    ("MOSAICOD-REPORT-LOCKS", "MOSAICOD-NOTIFY-NEEDS-WRITE"),
+)
+def _pol_report(ctx: Context) -> None:
+    seq, ses = _engine_run(ctx, "Report", fail=True)
+    info = ctx.sequence_info(seq)
+    session = info.session(ses)
+    ctx.check(
+        session is not None and not session.locked, f"the reported session is locked: {session}"
+    )
+    notes = ctx.ok(ctx.act(A.SEQUENCE_NOTIFICATION_LIST, {"locator": seq}), "notification list")[
+        "notifications"
+    ]
+    ctx.check(
+        any(n.get("notification_type") == "error" for n in notes),
+        "no error notification on the sequence",
+    )
+    rows = ctx.read(info.topics[0].ticket, info.topics[0].locator).table().num_rows
+    ctx.check(rows == 6, f"{rows} of 6 records kept")
+
+
+@case(
+    "POL-DELETE-WRITER",
+    "Under Delete, a failed new sequence is purged whole.",
+    "seed SessionLevelErrorPolicy.Delete",
+)
+def _pol_delete_writer(ctx: Context) -> None:
+    seq, _ = _engine_run(ctx, "Delete", fail=True)
+    ctx.check(not ctx.exists(seq), "the failed sequence is still there")
+
+
+@case(
+    "POL-DELETE-UPDATER",
+    "Under Delete, a failed update removes only its own session.",
+    "seed SessionLevelErrorPolicy.Delete",
+)
+def _pol_delete_updater(ctx: Context) -> None:
+    seq, first = _engine_run(ctx, "Report", fail=False)
+    _engine_run(ctx, "Delete", fail=True, update_of=seq)
+    sessions = [s.uuid for s in ctx.sequence_info(seq).sessions]
+    ctx.check(sessions == [first], f"sessions left: {sessions} (expected only {first})")

@@ -1,0 +1,167 @@
+"""The server conformance suite: clean on the specification's own server, every broken
+server caught and named, reports well formed, other data on the target untouched."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsm import FlightAction
+from fsm.cli import main
+from fsm.conformance.cases import CASES
+from fsm.conformance.explore import explore
+from fsm.conformance.suite import SuiteResult, render, run_suite
+from fsm.spec import load_spec
+from transport.conformance_runs import embedded_target, measure_power, oracle
+from transport.memory import MemoryTransport
+from transport.server.model import ServerModel
+
+SPEC = load_spec()
+
+
+@pytest.fixture(autouse=True)
+def quiet() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def _run(model: ServerModel, *, budget: float = 0.0, with_key: bool = True) -> SuiteResult:
+    with embedded_target(model) as target:
+        if not with_key:
+            model.auth = False
+        return run_suite(
+            target.connect,
+            target=target.location,
+            api_key=target.api_key if with_key else None,
+            seed=3,
+            budget=budget,
+            oracle=oracle,
+        )
+
+
+def test_the_specifications_server_meets_every_requirement() -> None:
+    result = _run(ServerModel(profile="spec"), budget=2.0)
+    assert [v.case.id for v in result.verdicts if v.status != "pass"] == []
+    assert result.exploration is not None and result.exploration.failure is None
+    assert result.exploration.runs > 0 and result.exploration.steps > 0
+    assert not result.failed
+
+
+def test_every_requirement_has_an_id_a_text_and_a_source() -> None:
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)) >= 50
+    for case in CASES:
+        assert case.requirement.endswith(".") and case.source
+        for did in case.deviations:
+            assert SPEC.deviations[did].who == "mosaicod-0.3"
+
+
+def test_the_suite_catches_every_broken_server_and_names_deviations() -> None:
+    baseline, rows = measure_power(seed=1)
+    assert not baseline.failed
+    server_deviations = {d for d, dev in SPEC.deviations.items() if dev.who == "mosaicod-0.3"}
+    assert {r.subject for r in rows if r.kind == "deviation"} == server_deviations
+    missed = [r.subject for r in rows if not r.detected]
+    assert missed == [], f"not caught: {missed}"
+    unnamed = [r.subject for r in rows if r.kind == "deviation" and not r.labelled]
+    assert unnamed == [], f"caught but not named: {unnamed}"
+    assert len([r for r in rows if r.kind == "variant"]) >= 5
+
+
+def test_a_deviating_server_fails_with_steps_and_labels() -> None:
+    result = _run(ServerModel(profile="mosaicod-0.3"))
+    failing = {v.case.id: v for v in result.verdicts if v.status == "fail"}
+    assert "SES-FINALIZE-ONCE" in failing and failing["SES-FINALIZE-ONCE"].deviations == (
+        "MOSAICOD-REFINALIZE",
+    )
+    verdict = failing["SES-FINALIZE-ONCE"]
+    assert any("session_finalize" in step and "-> ok" in step for step in verdict.steps)
+    text = render(result, "text")
+    assert (
+        "matches the recorded deviation MOSAICOD-REFINALIZE" in text
+        and "reproduce with --seed 3" in text
+    )
+    report = json.loads(render(result, "json"))
+    assert report["summary"]["fail"] == len(failing) and report["seed"] == 3
+    suite = ET.fromstring(render(result, "junit"))
+    assert suite.get("failures") == str(len(failing))
+    assert len(suite.findall("testcase")) == len(CASES)
+    assert len(suite.findall("testcase/failure")) == len(failing)
+
+
+def test_without_a_key_the_key_requirements_are_unknown_not_failed() -> None:
+    result = _run(ServerModel(profile="spec"), with_key=False)
+    unknown = {v.case.id for v in result.verdicts if v.status == "unknown"}
+    assert {"KEY-LIFECYCLE", "AUTH-MISSING", "PERM-READ"} <= unknown
+    assert not result.failed
+
+
+def test_the_suite_touches_only_what_it_created() -> None:
+    model = ServerModel(profile="spec")
+    bystander = MemoryTransport(model)
+    assert bystander.action(
+        FlightAction.SEQUENCE_CREATE, {"locator": "keep_me", "user_metadata": {"a": 1}}
+    ).is_ok
+    result = _run(model)
+    assert "keep_me" in model.snapshot()["sequences"]
+    left = [name for name in model.snapshot()["sequences"] if name != "keep_me"]
+    assert sorted(left) == sorted(result.left_behind)
+    assert all(name.startswith(result.prefix) for name in left)
+    for name in left:  # only sequences whose locked sessions the spec forbids deleting
+        assert any(
+            s["state"] == "finalized"
+            for s in model.snapshot()["sessions"].values()
+            if s["sequence"] == name
+        )
+
+
+def test_exploration_finds_and_shrinks_a_disagreement() -> None:
+    target = MemoryTransport(ServerModel(profile="mosaicod-0.3"))
+    found = explore(target, oracle, prefix="x", seed=0, budget=30)
+    assert found.failure is not None
+    assert "the target answered" in found.failure or " reads " in found.failure
+    assert found.minimal_steps and any(step.startswith("state.") for step in found.minimal_steps)
+
+
+def test_exploration_is_clean_against_the_specification() -> None:
+    found = explore(
+        MemoryTransport(ServerModel(profile="spec")), oracle, prefix="x", seed=5, budget=1
+    )
+    assert found.failure is None and found.runs >= 10
+
+
+def test_conformance_command(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    out = io.StringIO()
+    assert (
+        main(["conformance", "--budget", "0", "--report", "json", "--out", str(report)], out) == 0
+    )
+    assert json.loads(report.read_text())["summary"]["fail"] == 0
+    out = io.StringIO()
+    assert main(["conformance", "--budget", "0", "--profile", "mosaicod-0.3"], out) == 1
+    assert "MOSAICOD-REPORT-LOCKS" in out.getvalue()
+    junit = tmp_path / "report.xml"
+    assert (
+        main(
+            ["conformance", "--budget", "0", "--report", "junit", "--out", str(junit)],
+            io.StringIO(),
+        )
+        == 0
+    )
+    assert ET.parse(junit).getroot().get("failures") == "0"
+
+
+def test_conformance_self_test_command() -> None:
+    out = io.StringIO()
+    assert main(["conformance", "--self-test", "--budget", "0"], out) == 0
+    from transport.server.variants import VARIANTS
+
+    broken = sum(d.who == "mosaicod-0.3" for d in SPEC.deviations.values()) + len(VARIANTS)
+    assert f"detection: {broken}/{broken} (100%)" in out.getvalue()

@@ -1,0 +1,95 @@
+"""Conformance runs against reference servers started here: the embedded target of
+`mosaico-fsm conformance`, the oracle of its exploration, and the measure of the suite's
+power (every single emulated deviation and every broken variant must be caught)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import attrs
+
+from fsm.conformance.suite import SuiteResult, run_suite
+from fsm.spec import load_spec
+from fsm.transport import Transport
+from transport.flight.client import FlightTransport
+from transport.flight.server import start_server
+from transport.memory import MemoryTransport
+from transport.server.model import ServerModel
+from transport.server.variants import VARIANTS
+
+__all__ = ["PowerRow", "embedded_target", "measure_power", "oracle"]
+
+
+def oracle() -> Transport:
+    """A transport to a fresh reference model of the specification (the exploration's oracle)."""
+    return MemoryTransport(ServerModel(profile="spec"))
+
+
+@attrs.frozen
+class EmbeddedTarget:
+    location: str
+    api_key: str
+    connect: Callable[[str | None], Transport]
+
+
+@contextmanager
+def embedded_target(model: ServerModel) -> Iterator[EmbeddedTarget]:
+    """A reference server on 127.0.0.1 with authentication on and a manage key."""
+    model.auth = True
+    running = start_server(model)
+    try:
+        location = running.location
+        yield EmbeddedTarget(
+            location, running.api_keys["manage"], lambda key: FlightTransport(location, api_key=key)
+        )
+    finally:
+        running.stop()
+
+
+@attrs.frozen
+class PowerRow:
+    """One broken server: what it is, whether the suite caught it, and by which requirements."""
+
+    subject: str
+    kind: str  # "deviation" or "variant"
+    mistake: str
+    caught_by: tuple[str, ...]
+    labelled: bool  # a deviation caught under its own id
+
+    @property
+    def detected(self) -> bool:
+        return bool(self.caught_by)
+
+
+def _run(model: ServerModel, seed: int, budget: float) -> SuiteResult:
+    with embedded_target(model) as target:
+        return run_suite(
+            target.connect,
+            target=target.location,
+            api_key=target.api_key,
+            seed=seed,
+            budget=budget,
+            oracle=oracle if budget > 0 else None,
+        )
+
+
+def measure_power(seed: int = 0, budget: float = 0.0) -> tuple[SuiteResult, list[PowerRow]]:
+    """The suite against the spec profile (the baseline, which must pass) and against each
+    broken server; returns the baseline result and one row per broken server."""
+    spec = load_spec()
+    baseline = _run(ServerModel(profile="spec"), seed, budget)
+    rows = []
+    for did, deviation in spec.deviations.items():
+        if deviation.who != "mosaicod-0.3":
+            continue
+        result = _run(ServerModel(deviations=[did]), seed, budget)
+        failing = tuple(result.failing_ids())
+        labelled = any(did in v.deviations for v in result.verdicts if v.status == "fail")
+        rows.append(PowerRow(did, "deviation", deviation.summary, failing, labelled))
+    for variant in VARIANTS:
+        result = _run(variant.make(profile="spec"), seed, budget)
+        rows.append(
+            PowerRow(variant.name, "variant", variant.mistake, tuple(result.failing_ids()), True)
+        )
+    return baseline, rows

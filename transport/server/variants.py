@@ -1,0 +1,119 @@
+"""Deliberately broken servers, to measure what the conformance suite catches.
+
+Each variant is the reference model with one realistic mistake. `mosaico-fsm conformance
+--self-test` runs the suite against every one of them (and against every single emulated
+deviation) and reports which requirement catches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from fsm.outcome import ErrorKind
+from fsm.spec.model import Operation, ResourceRow
+from transport.server.auth import Principal
+from transport.server.errors import ServerError
+from transport.server.model import ServerModel, _Notification, _Session
+
+__all__ = ["VARIANTS", "Variant"]
+
+
+@attrs.frozen
+class Variant:
+    name: str
+    mistake: str
+    make: Callable[..., ServerModel]
+
+
+class _FinalizeIgnoresTopicLocks(ServerModel):
+    """session_finalize does not look at the topics' locks."""
+
+    def _session_facts(self, session: _Session) -> dict[str, str]:
+        return {"topics": "all_locked" if session.topics else "none"}
+
+
+class _DeleteIgnoresPermissions(ServerModel):
+    """The delete actions skip the permission check."""
+
+    def authorize(self, principal: Principal, operation: str) -> None:
+        if operation.endswith("_DELETE"):
+            return
+        super().authorize(principal, operation)
+
+
+class _PutAcceptsLockedTopic(ServerModel):
+    """A DoPut to a locked topic is accepted and stored."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        topic = self.resources["topic"]
+        rows = []
+        for row in topic.rows:
+            if row.source == "locked" and row.event in (
+                "DO_PUT_OPEN",
+                "DO_PUT_WRITE",
+                "DO_PUT_END",
+            ):
+                row = ResourceRow(
+                    row.source, row.event, row.when, "locked", None, "broken: accepted"
+                )
+            rows.append(row)
+        self.resources["topic"] = attrs.evolve(topic, rows=tuple(rows))
+
+
+class _NotificationOnWrongResource(ServerModel):
+    """A topic notification is stored on the topic's sequence."""
+
+    def _do_topic_notification_create(
+        self, op: Operation, req: dict[str, Any], _: Principal
+    ) -> None:
+        topic, _dest = self._topic(req["locator"], op.name, op.wire)
+        assert topic is not None
+        sequence = self.sequences[topic.sequence]
+        sequence.notifications.append(
+            _Notification(sequence.name, req["notification_type"], req["msg"], self.now())
+        )
+
+
+class _RefusalChangesState(ServerModel):
+    """A refused sequence_create (the name exists) still overwrites the metadata."""
+
+    def _do_sequence_create(self, op: Operation, req: dict[str, Any], principal: Principal) -> None:
+        try:
+            super()._do_sequence_create(op, req, principal)
+        except ServerError as refusal:
+            if refusal.kind is ErrorKind.ALREADY_EXISTS:
+                self.sequences[req["locator"]].user_metadata = req["user_metadata"]
+            raise
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(
+        "finalize-ignores-topic-locks",
+        "session_finalize does not check that every topic is locked",
+        _FinalizeIgnoresTopicLocks,
+    ),
+    Variant(
+        "delete-ignores-permissions",
+        "the delete actions run whatever the key's permission",
+        _DeleteIgnoresPermissions,
+    ),
+    Variant(
+        "put-accepts-locked-topic",
+        "a DoPut to a locked topic is stored and accepted",
+        _PutAcceptsLockedTopic,
+    ),
+    Variant(
+        "notification-on-wrong-resource",
+        "a topic notification is stored on its sequence",
+        _NotificationOnWrongResource,
+    ),
+    Variant(
+        "refusal-changes-state",
+        "a refused sequence_create still overwrites the metadata",
+        _RefusalChangesState,
+    ),
+)
