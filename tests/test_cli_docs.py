@@ -12,6 +12,7 @@ from fsm.render import embed_diagrams, mermaid_markdown
 from fsm.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
 
 
 def _run(*argv: str) -> str:
@@ -79,12 +80,37 @@ def test_update_readme_rewrites_a_stale_copy(tmp_path: Path) -> None:
     assert all(block in copy.read_text() for block in mermaid_markdown(load_spec()).values())
 
 
-def test_readme_usage_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+def _readme_blocks() -> list[str]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    return [part.split("```", 1)[0] for part in readme.split("```python\n")[1:]]
+
+
+def test_readme_engine_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(_readme_blocks()[0], "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == ["SessionStatus.Finalized TopicWriterStatus.Finalized", "3"]
+
+
+def test_readme_tables_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from fsm import InvalidTrigger
 
     with pytest.raises(InvalidTrigger, match="'enter' is not allowed in state 'Pending'"):
-        exec(compile(code, "README.md", "exec"), {})
+        exec(compile(_readme_blocks()[1], "README.md", "exec"), {})
     printed = capsys.readouterr().out.split()
     assert printed == ["run", "SEQUENCE_CREATE", "run", "SESSION_CREATE", "Pending"]
+
+
+def test_readme_plugin_example_passes(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("mosaicolabs", reason="the interop extra installs the SDK the example uses")
+    pytester.makepyfile(test_readme_example=_readme_blocks()[2])
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_readme_lists_every_command() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    from fsm.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:  # type: ignore[union-attr]
+        assert f"mosaico-fsm {name}" in readme, name
