@@ -54,7 +54,8 @@ def main() -> None:
     median = statistics.median(whole)
     print(f"requirement cases, median: {statistics.median(cases):.2f} s")
     print(
-        f"whole run (budget {args.budget:g} s), median: {median:.1f} s = {median / TARGET:.2f}x the {TARGET:.0f} s target"
+        f"whole run (budget {args.budget:g} s), median: {median:.1f} s "
+        f"= {median / TARGET:.2f}x the {TARGET:.0f} s target"
     )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
