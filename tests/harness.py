@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import attrs
+import pyarrow as pa
 
 from fsm.faults import FaultPlan, FaultSchedule
-from fsm.transport import Transport
+from fsm.outcome import Outcome, OutcomeStatus
+from fsm.transport import Descriptor, TopicStream, Transport
 from transport.flight.client import FlightTransport
 from transport.flight.server import RunningServer, start_server
 from transport.memory import MemoryTransport
@@ -65,3 +68,24 @@ def harness(
         yield h
     finally:
         h.close()
+
+
+def expect_ok(outcome: Outcome, what: str) -> Any:
+    """The value of a successful outcome; fails the test, naming `what`, otherwise."""
+    assert outcome.status is OutcomeStatus.OK, f"{what}: {outcome.kind} {outcome.detail}"
+    return outcome.value
+
+
+def put_batches(
+    t: Transport, descriptor: Descriptor, schema: pa.Schema, batches: list[Any]
+) -> Outcome:
+    """A whole DoPut: open, write each batch, close. The first failure is the answer."""
+    opened = t.open_stream(descriptor, schema)
+    if not opened.is_ok:
+        return opened
+    stream: TopicStream = opened.value
+    for batch in batches:
+        written = stream.write(batch)
+        if not written.is_ok:
+            return written
+    return stream.close()

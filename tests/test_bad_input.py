@@ -27,6 +27,8 @@ from fsm.spec import load_spec
 from fsm.spec.model import Field, Operation
 from fsm.transport import Descriptor, Transport, encode_body
 from tests.harness import KINDS, Harness, harness
+from tests.harness import expect_ok as ok
+from tests.harness import put_batches as put
 
 SPEC = load_spec()
 KIND_PARAMS = [pytest.param(k, marks=pytest.mark.flight) if k == "flight" else k for k in KINDS]
@@ -106,25 +108,6 @@ class Env:
         assert not self.problems, f"{len(self.problems)} wrong answers:\n" + "\n".join(
             self.problems
         )
-
-
-def ok(outcome: Outcome, what: str) -> Any:
-    assert outcome.status is OutcomeStatus.OK, f"{what}: {outcome.kind} {outcome.detail}"
-    return outcome.value
-
-
-def put(t: Transport, descriptor: Descriptor, schema: pa.Schema, batches: list[Any]) -> Outcome:
-    """A whole DoPut: open, write each batch, close. The first failure is the answer."""
-    opened = t.open_stream(descriptor, schema)
-    if not opened.is_ok:
-        return opened
-    stream = opened.value
-    for batch in batches:
-        written: Outcome = stream.write(batch)
-        if not written.is_ok:
-            return written
-    closed: Outcome = stream.close()
-    return closed
 
 
 def wire(name: str) -> str:

@@ -103,7 +103,7 @@ def test_readme_tables_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_readme_plugin_example_passes(pytester: pytest.Pytester) -> None:
     pytest.importorskip("mosaicolabs", reason="the interop extra installs the SDK the example uses")
     pytester.makepyfile(test_readme_example=_readme_blocks()[2])
-    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
 
 

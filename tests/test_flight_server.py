@@ -3,8 +3,6 @@ protocol, the wire shapes the real SDK reads (PROTOCOL.md §4, §7) and error co
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import queue
 import signal
@@ -18,10 +16,6 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pyarrow import flight
 
 from fsm.enums import FlightAction
@@ -30,6 +24,7 @@ from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
 from transport.flight.client import FlightTransport
 from transport.flight.server import RunningServer, TlsFiles, start_server
+from transport.pytest_plugin import self_signed_certificate
 from transport.server.auth import HEADER
 from transport.server.model import ServerModel
 
@@ -112,37 +107,7 @@ def client(server: RunningServer) -> Iterator[FlightTransport]:
 
 def self_signed(tmp_path: Path) -> TlsFiles:
     """A certificate for 127.0.0.1 and localhost, signed by its own key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = tmp_path / "cert.pem"
-    key_path = tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return TlsFiles(cert_path, key_path)
+    return self_signed_certificate(tmp_path)
 
 
 def test_tls_round_trip(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from fsm.enums import APIKeyPermissionEnum
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.spec import load_spec
 from fsm.transport import Descriptor, Transport, encode_body
-from tests.harness import KINDS, Harness, harness
+from tests.harness import KINDS, Harness, expect_ok, harness
+from tests.harness import put_batches as put
 from transport.server.model import ServerModel
 
 SPEC = load_spec()
@@ -76,25 +77,6 @@ def allows(held: APIKeyPermissionEnum, needed: str | None) -> bool:
 
 def fingerprint(token: str) -> str:
     return token.rsplit("_", 1)[1]
-
-
-def expect_ok(outcome: Outcome, what: str) -> Any:
-    assert outcome.status is OutcomeStatus.OK, f"{what}: {outcome.kind} {outcome.detail}"
-    return outcome.value
-
-
-def put(t: Transport, descriptor: Descriptor, schema: pa.Schema, batches: list[Any]) -> Outcome:
-    """A whole DoPut: open, write each batch, close. The first failure is the answer."""
-    opened = t.open_stream(descriptor, schema)
-    if not opened.is_ok:
-        return opened
-    stream = opened.value
-    for batch in batches:
-        written: Outcome = stream.write(batch)
-        if not written.is_ok:
-            return written
-    closed: Outcome = stream.close()
-    return closed
 
 
 @attrs.frozen

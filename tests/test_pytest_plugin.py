@@ -81,16 +81,16 @@ def test_plugin_serves_sdk_based_code(pytester: pytest.Pytester) -> None:
         "mosaicolabs", reason="the interop extra installs the SDK this example uses"
     )
     pytester.makepyfile(test_sdk_example=SDK_EXAMPLE)
-    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
 
 
 def test_plugin_factory_and_options(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_engine_example=ENGINE_EXAMPLE)
-    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
 
 
 def test_plugin_marker_is_registered(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--markers")
+    result = pytester.runpytest_subprocess("--markers")
     result.stdout.fnmatch_lines(["*mosaico_server(profile=*"])

@@ -10,8 +10,6 @@ does and names the deviation of specs/deviations.toml in a comment.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +19,6 @@ import pytest
 
 pytest.importorskip("mosaicolabs")
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from mosaicolabs import (
     GPS,
     IMU,
@@ -49,6 +43,7 @@ from pyarrow import flight
 
 from fsm.enums import APIKeyPermissionEnum as Permission
 from transport.flight.server import RunningServer, TlsFiles, start_server
+from transport.pytest_plugin import self_signed_certificate
 from transport.server.model import ServerModel
 
 pytestmark = pytest.mark.interop
@@ -137,36 +132,7 @@ def connect(server: RunningServer, key: str | None = None, **kw: Any) -> Mosaico
 
 def self_signed(tmp_path: Path) -> TlsFiles:
     """A certificate for 127.0.0.1 and localhost, signed by its own key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return TlsFiles(cert_path, key_path)
+    return self_signed_certificate(tmp_path)
 
 
 def write_imu_run(client: MosaicoClient, name: str, count: int = 4) -> str:

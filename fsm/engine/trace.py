@@ -9,14 +9,14 @@ under the recorded outcomes) and reports the first violation with the row it bre
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 
 from fsm.errors import InvalidTrigger
+from fsm.jsonlines import JsonLines
 from fsm.machines import Walk, walk
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
 from fsm.spec.model import Spec, Step, Transition
@@ -24,19 +24,8 @@ from fsm.spec.model import Spec, Step, Transition
 __all__ = ["TraceReport", "TraceViolation", "Tracer", "check_trace", "read_trace"]
 
 
-class Tracer:
+class Tracer(JsonLines):
     """Collects trace records in memory and, if given a file, writes them as JSON lines."""
-
-    def __init__(self, sink: TextIO | Path | str | None = None) -> None:
-        self.records: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._file: TextIO | None = None
-        self._owned = False
-        if isinstance(sink, (str, Path)):
-            self._file = Path(sink).open("w", encoding="utf-8")  # noqa: SIM115 - closed by close()
-            self._owned = True
-        elif sink is not None:
-            self._file = sink
 
     def record(
         self,
@@ -47,9 +36,8 @@ class Tracer:
         context: Mapping[str, str],
         result: Walk,
     ) -> None:
-        with self._lock:
-            entry = {
-                "n": len(self.records),
+        self.append(
+            {
                 "machine": machine,
                 "instance": instance,
                 "state": state,
@@ -61,17 +49,14 @@ class Tracer:
                 "dest": result.taken.dest,
                 "error": result.taken.error,
             }
-            self.records.append(entry)
-            if self._file is not None:
-                self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        )
 
     def refused(
         self, machine: str, instance: str, state: str, trigger: str, context: Mapping[str, str]
     ) -> None:
         """Record a trigger the table refused (the state did not change)."""
-        with self._lock:
-            entry = {
-                "n": len(self.records),
+        self.append(
+            {
                 "machine": machine,
                 "instance": instance,
                 "state": state,
@@ -79,22 +64,7 @@ class Tracer:
                 "context": dict(context),
                 "refused": True,
             }
-            self.records.append(entry)
-            if self._file is not None:
-                self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
-
-    def lines(self) -> Iterator[str]:
-        with self._lock:
-            records = list(self.records)
-        for entry in records:
-            yield json.dumps(entry, separators=(",", ":"))
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            if self._owned:
-                self._file.close()
-            self._file = None
+        )
 
 
 def read_trace(source: Path | str | Iterable[str]) -> list[dict[str, Any]]:

@@ -1,0 +1,139 @@
+"""The failure-path simulator: runs per second on one core, and the time of full explorations.
+
+1. Runs per second, one process: every single-fault run of the `writer-3-topics` family
+   (a new sequence, three topics, two batches each: 11 user actions, 18 protocol calls),
+   each run on a fresh in-memory server and judged by every invariant. Target: 2,000/s.
+2. Where the time of those runs goes (cProfile, cumulative time of the entry points): the
+   scenario's own code, the engine, the server model behind the in-memory transport, the
+   invariants' reads, the trace checks.
+3. The full single-fault exploration of every scenario (the `simulate` command's default),
+   and the double-fault one, with one worker and with one worker per CPU.
+
+    python tests/benchmarks/bench_simulate.py [--rounds N] [--no-double] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import os
+import pstats
+import time
+
+from _common import header, median
+
+from fsm.cli import _memory_world
+from fsm.engine import Machines
+from fsm.simulate import explore, faults_at, run_scenario, select
+from fsm.simulate.invariants import Judge
+from fsm.spec import load_spec
+
+TARGET = 2000.0
+FAMILY = "writer-3-topics"
+
+# Entry points whose cumulative time says where a run's time goes (file suffix, function).
+PARTS = [
+    ("world: a fresh server model and transports", "fsm/cli.py", "_memory_world"),
+    ("scenario body (engine + server + data)", "fsm/simulate/scenarios.py", "_three_topics"),
+    ("  server model: actions and reads (also the checks' reads)", "transport/memory.py", "_call"),
+    ("  server model, DoPut open", "transport/memory.py", "open_stream"),
+    ("  server model, DoPut writes", "transport/memory.py", "write"),
+    ("  server model, DoPut ends", "transport/memory.py", "close"),
+    ("  engine: transitions commit (transitions lib)", "fsm/machines.py", "commit"),
+    ("  engine: new writer models (transitions add_model)", "fsm/machines.py", "new"),
+    ("  engine: trace records", "fsm/engine/trace.py", "record"),
+    ("  scenario data (Arrow batches)", "fsm/simulate/scenarios.py", "push"),
+    ("invariants: reads through the checker", "fsm/simulate/invariants.py", "_finalized_kept"),
+    ("invariants: reads (Report runs)", "fsm/simulate/invariants.py", "_report_kept"),
+    ("invariants: server description", "fsm/simulate/invariants.py", "describe_server"),
+    ("trace check: engine trace", "fsm/simulate/invariants.py", "engine_trace"),
+    ("trace check: server trace (client conformance)", "fsm/simulate/invariants.py", "conformance"),
+    ("  of which check_client_trace itself", "fsm/conformance/clients.py", "check_client_trace"),
+]
+
+
+def _plans() -> list[tuple[str, tuple]]:  # type: ignore[type-arg]
+    spec = load_spec()
+    machines, judge = Machines.from_spec(spec), Judge(spec)
+    jobs = []
+    for scenario in select([FAMILY]):
+        base = run_scenario(scenario, (), 0, _memory_world, machines, judge)
+        jobs += [(scenario.name, (f,)) for f in faults_at(spec, base.calls)]
+    return jobs
+
+
+def _run_all(jobs: list[tuple[str, tuple]]) -> float:  # type: ignore[type-arg]
+    spec = load_spec()
+    machines, judge = Machines.from_spec(spec), Judge(spec)
+    scenarios = {s.name: s for s in select([FAMILY])}
+    start = time.perf_counter()
+    for name, plan in jobs:
+        run_scenario(scenarios[name], plan, 0, _memory_world, machines, judge)
+    return time.perf_counter() - start
+
+
+def runs_per_second(rounds: int) -> float:
+    jobs = _plans()
+    _run_all(jobs[:20])  # warm up
+    times = [_run_all(jobs) for _ in range(rounds)]
+    rate = len(jobs) / median(times)
+    print(f"1. {len(jobs)} single-fault runs of {FAMILY} (11 user actions, 18 calls each)")
+    print(f"   median of {rounds}: {median(times):.2f} s -> {rate:,.0f} runs/s on one core")
+    print(f"   target {TARGET:,.0f}/s: ratio {rate / TARGET:.2f}x")
+    print()
+    return rate
+
+
+def profile() -> None:
+    jobs = _plans()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    _run_all(jobs)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = max(ct for (_, _, _, ct, _) in entries.values())
+    print(f"2. where the time goes (cProfile, {total:.2f} s for {len(jobs)} runs, under profiling)")
+    for label, suffix, function in PARTS:
+        cum = sum(
+            ct
+            for (file, _, name), (_, _, _, ct, _) in entries.items()
+            if file.endswith(suffix) and name == function
+        )
+        print(f"   {cum / total:6.1%}  {cum / len(jobs) * 1e3:6.2f} ms/run  {label}")
+    print()
+
+
+def exploration(faults: int, workers: int) -> float:
+    start = time.perf_counter()
+    result = explore(select(["all"]), _memory_world, faults=faults, workers=workers)
+    elapsed = time.perf_counter() - start
+    print(
+        f"   faults={faults} workers={workers}: {len(result.runs):,} runs in {elapsed:.1f} s "
+        f"({len(result.runs) / elapsed:,.0f} runs/s), "
+        f"{result.violations} with violations, "
+        f"{sum(1 for r in result.runs if r.unknown and not r.violations)} unknown"
+    )
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-double", action="store_true", help="skip the double faults")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    logging.getLogger("mosaico_fsm.engine").setLevel(logging.ERROR)
+    header("Failure-path simulator", [f"load average {os.getloadavg()}"])
+    runs_per_second(args.rounds)
+    profile()
+    print("3. full explorations of every scenario")
+    for faults in (1,) if args.no_double else (1, 2):
+        for workers in sorted({1, args.workers}):
+            exploration(faults, workers)
+    print(f"\nload average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

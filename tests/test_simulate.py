@@ -1,0 +1,301 @@
+"""The failure-path simulator: the engine keeps every invariant under every single fault (and
+under double faults of a few scenarios); reports are reproducible; a replay command runs the
+same run again; and the invariants have teeth: deliberately broken engines and servers are
+caught, each by the invariant it breaks."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import shlex
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fsm.cli import main
+from fsm.engine.session import _SessionSteps
+from fsm.engine.topic import TopicWriter
+from fsm.errors import MosaicoProtocolError
+from fsm.faults import FaultSchedule
+from fsm.outcome import Outcome
+from fsm.simulate import (
+    FAMILIES,
+    SCENARIOS,
+    Exploration,
+    World,
+    explore,
+    parse_fault,
+    replay,
+    replay_command,
+    select,
+    to_json,
+)
+from fsm.simulate.plans import describe_plan, effects
+from fsm.spec import load_spec
+from fsm.spec.model import Step, Transition
+from transport.memory import MemoryTransport
+from transport.server.model import ServerModel
+from transport.server.trace import ServerTrace
+
+SPEC = load_spec()
+
+
+def _world(model_class: type[ServerModel]) -> Callable[[FaultSchedule, int], World]:
+    def make(schedule: FaultSchedule, seed: int) -> World:
+        ticks = itertools.count(1, 1000)
+        model = model_class(seed=seed, clock=lambda: next(ticks))
+        trace = ServerTrace()
+        model.trace = trace
+        return World(
+            MemoryTransport(model, faults=schedule), MemoryTransport(model), lambda: trace.events
+        )
+
+    return make
+
+
+WORLD = _world(ServerModel)
+
+
+def _violations(result: Exploration) -> set[tuple[str, str, str]]:
+    return {
+        (run.scenario, " + ".join(f.describe() for f in run.faults), v.invariant)
+        for run in result.runs
+        for v in run.violations
+    }
+
+
+def _broken(result: Exploration) -> set[str]:
+    return {invariant for _, _, invariant in _violations(result)}
+
+
+# A limitation of the server-trace checker (fsm.conformance.clients), not of the engine: it
+# explains a topic's exit_error by the first topic policy that fits locally (Finalize before
+# Ignore) and accepts a stream failure recorded later in the trace as the failure of that
+# earlier close. An Ignore topic whose stream fails when the session ends is then refused.
+# Every single fault below hits that stream at the session's end. Empty this set once the
+# checker backtracks over topic policies.
+CHECKER_LIMITATION = {
+    (f"writer-{policy}-topic-ignore-error", fault, "client-conformance")
+    for policy in ("report", "delete")
+    for fault in [
+        *(f"STREAM_WRITE#4:{e}" for e in ("invalid_argument", "cancelled", "internal")),
+        "STREAM_WRITE#4:lose_reply",
+        "STREAM_WRITE#4:drop_stream",
+        *(f"STREAM_CLOSE#1:{e}" for e in ("failed_precondition", "cancelled", "internal")),
+        "STREAM_CLOSE#1:drop_stream",
+    ]
+}
+
+
+# -----------------------------------------------------------------------------------------------
+# Exhaustive exploration
+
+
+def test_every_single_fault_of_every_scenario_keeps_the_invariants() -> None:
+    result = explore(select(["all"]), WORLD, faults=1)
+    assert {s.family for s in SCENARIOS.values()} == {f.name for f in FAMILIES}
+    assert len(result.runs) > 1000, "every position of every scenario x every effect"
+    assert _violations(result) == CHECKER_LIMITATION
+    outcomes = {run.client for run in result.runs}
+    assert outcomes == {"Finalized", "Error", "Null"}, "the faults reach every end"
+
+
+def test_single_faults_reach_every_call_with_every_effect() -> None:
+    result = explore(select(["writer-report-1-topic"]), WORLD, faults=1)
+    baseline, singles = result.runs[0], result.runs[1:]
+    assert baseline.faults == () and baseline.cell == "Finalized | locked 1/1 topics"
+    expected = sum(len(effects(SPEC, op)) for op, _ in baseline.calls)
+    assert len(singles) == expected
+    assert all(run.fired == run.faults for run in singles), "every planned fault fired"
+    stream_close = [run for run in singles if run.faults[0].operation == "STREAM_CLOSE"]
+    assert {f.describe() for run in stream_close for f in run.faults} == {
+        "STREAM_CLOSE#1:failed_precondition",
+        "STREAM_CLOSE#1:cancelled",
+        "STREAM_CLOSE#1:internal",
+        "STREAM_CLOSE#1:lose_reply",
+        "STREAM_CLOSE#1:drop_stream",
+    }
+
+
+def test_double_faults_keep_the_invariants() -> None:
+    result = explore(select(["writer-1-topic", "updater-delete-session-error"]), WORLD, faults=2)
+    doubles = [run for run in result.runs if len(run.faults) == 2]
+    assert len(doubles) > 1000
+    plans = [frozenset((run.scenario, *run.faults)) for run in doubles]
+    assert len(plans) == len(set(plans)), "no plan runs twice"
+    assert not _violations(result)
+    unknown = {v.invariant for run in result.runs for v in run.unknown}
+    assert {"client-server-agree", "no-orphans"} <= unknown, "unsettled replies are unknown"
+
+
+def test_an_unsettled_lost_reply_is_unknown_not_a_violation() -> None:
+    plan = [parse_fault("SESSION_FINALIZE#1:lose_reply"), parse_fault("GET_FLIGHT_INFO#1:internal")]
+    (run,) = replay(select(["writer-report-1-topic"]), plan, WORLD).runs
+    assert run.client == "Error" and run.server.startswith("locked")
+    assert not run.violations
+    assert {v.invariant for v in run.unknown} >= {"client-server-agree", "report-kept"}
+
+
+# -----------------------------------------------------------------------------------------------
+# Reports and replays
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(["simulate", *args], out)
+    return code, out.getvalue()
+
+
+def test_same_seed_same_report_whatever_the_workers() -> None:
+    args = ("--scenario", "writer-3-topics", "--scenario", "updater-2-topics", "--report", "json")
+    code1, first = _cli(*args, "--seed", "5")
+    code2, second = _cli(*args, "--seed", "5")
+    code3, spread = _cli(*args, "--seed", "5", "--workers", "2")
+    assert code1 == code2 == code3 == 0
+    assert first == second == spread
+    _, other = _cli(*args, "--seed", "6")
+    assert other != first, "the seed reaches the run"
+    report = json.loads(first)
+    assert report["runs"] > 300 and report["violations"] == []
+
+
+def test_the_report_has_one_matrix_per_family_with_one_column_per_policy() -> None:
+    code, text = _cli("--scenario", "writer-1-topic")
+    assert code == 0
+    lines = text.splitlines()
+    assert lines[0].startswith("== writer-1-topic:")
+    header = lines[2].split()
+    assert header == ["fault", "Report", "Delete"]
+    row = next(line for line in lines if line.startswith("SESSION_FINALIZE#1:failed_precondition"))
+    assert "Error | open 1/1 topics, notified" in row and "Error | seq gone" in row
+    assert "0 with violations" in lines[-1]
+
+
+def test_a_replay_command_runs_the_same_run_again() -> None:
+    result = explore(select(["writer-delete-session-error"]), WORLD, faults=1)
+    run = next(r for r in result.runs if r.faults and r.faults[0].operation == "SEQUENCE_DELETE")
+    command = shlex.split(replay_command(run, result.seed))
+    assert command[:2] == ["mosaico-fsm", "simulate"]
+    code, text = _cli(*command[2:], "--report", "json")
+    report = json.loads(text)
+    (family,) = report["families"]
+    (row,) = family["matrix"]
+    assert row["faults"] == describe_plan(run.faults)
+    assert row["cells"] == {"Delete": run.cell}
+    assert code == 0
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(SystemExit, match="unknown scenario"):
+        _cli("--scenario", "nope")
+    with pytest.raises(SystemExit, match="OPERATION#N:EFFECT"):
+        _cli("--fault", "SESSION_FINALIZE")
+    with pytest.raises(SystemExit, match="unknown effect"):
+        _cli("--fault", "SESSION_FINALIZE#1:boom")
+    with pytest.raises(ValueError, match="drop_stream"):
+        parse_fault("SESSION_FINALIZE#1:drop_stream")
+
+
+# -----------------------------------------------------------------------------------------------
+# Teeth: broken engines and servers are caught, by the invariant they break
+
+
+class _KeepsDeletedSequences(ServerModel):
+    """Answers SEQUENCE_DELETE with ok and deletes nothing."""
+
+    def _do_sequence_delete(self, op: Any, req: dict[str, Any], _: Any) -> None:
+        self._sequence(req["locator"], op.name, op.wire)
+
+
+class _NeverLocksSessions(ServerModel):
+    """Finalizes a session without locking it."""
+
+    def _do_session_finalize(self, op: Any, req: dict[str, Any], p: Any) -> None:
+        super()._do_session_finalize(op, req, p)
+        self.sessions[req["session_uuid"]].state = "finalized_reported"
+
+
+def test_a_server_that_keeps_deleted_sequences_is_caught() -> None:
+    result = explore(select(["writer-delete-1-topic"]), _world(_KeepsDeletedSequences))
+    broken = _violations(result)
+    assert ("writer-delete-1-topic", "SESSION_FINALIZE#1:internal", "delete-purged") in broken
+    assert ("writer-delete-1-topic", "SESSION_CREATE#1:internal", "no-orphans") in broken
+
+
+def test_a_server_that_never_locks_sessions_is_caught() -> None:
+    result = explore(select(["writer-report-3-topics"]), _world(_NeverLocksSessions), faults=0)
+    assert _broken(result) == {"finalized-kept", "client-server-agree"}
+
+
+@pytest.fixture
+def engine_skips(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
+    """Make the engine pretend that `operation` of row `row` succeeded without sending it."""
+
+    def skip(operation: str, row: str) -> None:
+        real = _SessionSteps.perform
+
+        def perform(self: _SessionSteps, step: Step, transition: Transition) -> Outcome:
+            if step.do == operation and transition.id.startswith(row):
+                return Outcome.ok()
+            return real(self, step, transition)
+
+        monkeypatch.setattr(_SessionSteps, "perform", perform)
+
+    yield skip
+
+
+def test_an_engine_that_leaves_the_orphan_sequence_is_caught(
+    engine_skips: Callable[[str, str], None],
+) -> None:
+    engine_skips("SEQUENCE_DELETE", "enter-undo")
+    result = explore(select(["writer-report-1-topic"]), WORLD)
+    assert ("writer-report-1-topic", "SESSION_CREATE#1:internal", "no-orphans") in _violations(
+        result
+    )
+    assert _broken(result) == {"no-orphans", "client-conformance"}
+
+
+def test_an_engine_that_does_not_report_errors_is_caught(
+    engine_skips: Callable[[str, str], None],
+) -> None:
+    engine_skips("SEQUENCE_NOTIFICATION_CREATE", "exit-error-report")
+    result = explore(select(["writer-report-session-error"]), WORLD, faults=0)
+    # Unreported, the session is finalized and locked like a clean one: the server trace alone
+    # looks like topic errors ignored and a clean exit, but the server's state gives it away.
+    assert _broken(result) == {"report-kept", "client-server-agree"}
+
+
+def test_an_engine_whose_report_skips_the_flush_at_close_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = TopicWriter.close
+
+    def close(self: TopicWriter, trigger: str, message: str = "") -> MosaicoProtocolError | None:
+        if trigger == "close_error":
+            self._writer._rows.clear()  # the buffered records are dropped, not sent
+        return real(self, trigger, message)
+
+    monkeypatch.setattr(TopicWriter, "close", close)
+    result = explore(select(["writer-report-session-error"]), WORLD, faults=0)
+    (run,) = result.runs
+    assert _broken(result) == {"report-kept"}
+    assert "run/rows: 3 records pushed, 0 read back" in run.violations[0].message
+
+
+def test_an_engine_that_swallows_the_users_exception_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fsm.engine import SessionWriter
+
+    real = SessionWriter.__exit__
+
+    def swallow(self: SessionWriter, *exc: Any) -> bool:
+        real(self, *exc)
+        return True
+
+    monkeypatch.setattr(SessionWriter, "__exit__", swallow)
+    result = explore(select(["updater-delete-session-error"]), WORLD, faults=0)
+    assert _broken(result) == {"errors-surface"}
+    assert to_json(result).count('"invariant": "errors-surface"') == 1
