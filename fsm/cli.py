@@ -178,7 +178,10 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as exc:
         raise SystemExit(f"mosaico-fsm simulate: {exc}") from None
     if plan:
-        result = simulate.replay(scenarios, plan, _memory_world, seed=args.seed)
+        try:
+            result = simulate.replay(scenarios, plan, _memory_world, seed=args.seed)
+        except ValueError as exc:
+            raise SystemExit(f"mosaico-fsm simulate: {exc}") from None
     else:
         result = simulate.explore(
             scenarios, _memory_world, faults=args.faults, seed=args.seed, workers=args.workers

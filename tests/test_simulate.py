@@ -194,6 +194,8 @@ def test_bad_arguments_are_refused() -> None:
         _cli("--fault", "SESSION_FINALIZE")
     with pytest.raises(SystemExit, match="unknown effect"):
         _cli("--fault", "SESSION_FINALIZE#1:boom")
+    with pytest.raises(SystemExit, match="no such operation"):
+        _cli("--fault", "SESSION_FINISH#1:internal")
     with pytest.raises(ValueError, match="drop_stream"):
         parse_fault("SESSION_FINALIZE#1:drop_stream")
 

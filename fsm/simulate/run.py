@@ -1,0 +1,143 @@
+"""One simulated run: a scenario under a fault plan, on a fresh server, then judged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import attrs
+
+from fsm.engine import BatchPolicy, Client, Machines, Tracer
+from fsm.faults import Fault, FaultPlan
+from fsm.simulate.facts import Facts, Verdict
+from fsm.simulate.invariants import check_run, describe, describe_server
+from fsm.simulate.judge import Judge
+from fsm.simulate.scenarios import SCHEMA, SEQUENCE, Actor, Scenario
+from fsm.simulate.view import ServerView
+from fsm.simulate.world import CallLog, WorldFactory
+from fsm.transport import Descriptor, SequenceInfo, Transport
+
+__all__ = ["BATCHES", "RunResult", "run_scenario"]
+
+T = TypeVar("T")
+
+BATCHES = BatchPolicy(batch_rows=2, batch_bytes=1 << 16, background=False)
+"""Small messages, sent from the pushing thread: stream writes happen during pushes, in a
+reproducible order."""
+
+
+class _InlinePool(ThreadPoolExecutor):
+    """Runs `map` in the calling thread, one item after the other, so that the topics of a
+    session are closed in a reproducible order."""
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        return iter([fn(*args) for args in zip(*iterables, strict=False)])
+
+
+class _SimClient(Client):
+    """A client that closes a session's topics one after the other."""
+
+    _inline = _InlinePool(max_workers=1)
+
+    def pool(self) -> ThreadPoolExecutor:
+        return self._inline
+
+
+@attrs.frozen
+class RunResult:
+    """What one run did and how it was judged."""
+
+    scenario: str
+    faults: tuple[Fault, ...]
+    fired: tuple[Fault, ...]
+    client: str
+    server: str
+    raised: str
+    verdicts: tuple[Verdict, ...]
+    calls: tuple[tuple[str, int], ...]
+
+    @property
+    def violations(self) -> tuple[Verdict, ...]:
+        return tuple(v for v in self.verdicts if v.status == "violated")
+
+    @property
+    def unknown(self) -> tuple[Verdict, ...]:
+        return tuple(v for v in self.verdicts if v.status == "unknown")
+
+    @property
+    def cell(self) -> str:
+        return f"{self.client} | {self.server}"
+
+
+def _prepare_updater(transport: Transport, machines: Machines) -> frozenset[str]:
+    """An existing sequence with one finalized session (and one topic) to update."""
+    client = _SimClient(transport, batch_policy=BATCHES, machines=machines)
+    with client.sequence_create(SEQUENCE, {"prepared": True}) as seq:
+        seq.topic_create("base", schema=SCHEMA, ontology_tag="imu").push_row(
+            {"timestamp_ns": 0, "x": 0.0}
+        )
+    info = transport.flight_info(Descriptor.for_resource(SEQUENCE))
+    assert isinstance(info.value, SequenceInfo)
+    return frozenset(s.uuid for s in info.value.sessions)
+
+
+def run_scenario(
+    scenario: Scenario,
+    faults: tuple[Fault, ...],
+    seed: int,
+    make_world: WorldFactory,
+    machines: Machines,
+    judge: Judge,
+) -> RunResult:
+    """Run `scenario` with `faults` on a fresh world and check every invariant."""
+    schedule = CallLog(FaultPlan(faults, seed=seed))
+    world = make_world(schedule, seed)
+    setup: frozenset[str] = frozenset()
+    if scenario.role == "updater":
+        setup = _prepare_updater(world.checker, machines)
+    skip = len(world.server_events())
+    tracer = Tracer()
+    client = _SimClient(world.transport, tracer=tracer, batch_policy=BATCHES, machines=machines)
+    actor = Actor(client, scenario, seed)
+    raised: BaseException | None = None
+    try:
+        scenario.body(actor)
+    except Exception as exc:  # whatever the user would see
+        raised = exc
+    events = list(world.server_events())[skip:]
+    session = actor.session
+    facts = Facts(
+        scenario=scenario,
+        status=session.state if session is not None else "Null",
+        session_uuid=session.session_uuid if session is not None else None,
+        topics={n: (t.locator, t.state) for n, t in actor.topics.items()},
+        pushed={n: tuple(rows) for n, rows in actor.pushed.items()},
+        attempted=tuple(actor.attempted),
+        raised=raised,
+        trace=tracer.records,
+        events=events,
+        setup_sessions=setup,
+        fired=tuple(schedule.fired),
+    )
+    view = ServerView(world.checker)
+    verdicts = check_run(facts, view, judge)
+    result = RunResult(
+        scenario=scenario.name,
+        faults=faults,
+        fired=facts.fired,
+        client=facts.status,
+        server=describe_server(facts, view),
+        raised=describe(raised),
+        verdicts=verdicts,
+        calls=tuple(schedule.calls),
+    )
+    client.close()
+    world.checker.close()
+    return result
