@@ -70,25 +70,6 @@ def _broken(result: Exploration) -> set[str]:
     return {invariant for _, _, invariant in _violations(result)}
 
 
-# A limitation of the server-trace checker (fsm.conformance.clients), not of the engine: it
-# explains a topic's exit_error by the first topic policy that fits locally (Finalize before
-# Ignore) and accepts a stream failure recorded later in the trace as the failure of that
-# earlier close. An Ignore topic whose stream fails when the session ends is then refused.
-# Every single fault below hits that stream at the session's end. Empty this set once the
-# checker backtracks over topic policies.
-CHECKER_LIMITATION = {
-    (f"writer-{policy}-topic-ignore-error", fault, "client-conformance")
-    for policy in ("report", "delete")
-    for fault in [
-        *(f"STREAM_WRITE#4:{e}" for e in ("invalid_argument", "cancelled", "internal")),
-        "STREAM_WRITE#4:lose_reply",
-        "STREAM_WRITE#4:drop_stream",
-        *(f"STREAM_CLOSE#1:{e}" for e in ("failed_precondition", "cancelled", "internal")),
-        "STREAM_CLOSE#1:drop_stream",
-    ]
-}
-
-
 # -----------------------------------------------------------------------------------------------
 # Exhaustive exploration
 
@@ -97,7 +78,7 @@ def test_every_single_fault_of_every_scenario_keeps_the_invariants() -> None:
     result = explore(select(["all"]), WORLD, faults=1)
     assert {s.family for s in SCENARIOS.values()} == {f.name for f in FAMILIES}
     assert len(result.runs) > 1000, "every position of every scenario x every effect"
-    assert _violations(result) == CHECKER_LIMITATION
+    assert _violations(result) == set()
     outcomes = {run.client for run in result.runs}
     assert outcomes == {"Finalized", "Error", "Null"}, "the faults reach every end"
 

@@ -183,9 +183,10 @@ class _Run:
             kind = ErrorKind.INTERNAL
         return Outcome.failed(kind, f"the server answered {outcome}")
 
-    def stream_failed(self, topic: str) -> Outcome | None:
-        """A server-side end of `topic`'s stream other than a clean one, if any."""
-        for i, event in enumerate(self.events):
+    def stream_failed(self, topic: str, before: int) -> Outcome | None:
+        """A server-side end of `topic`'s stream other than a clean one, seen before event
+        `before` (a failure the server recorded later cannot explain an earlier close)."""
+        for i, event in enumerate(self.events[:before]):
             if event.get("topic") != topic or event.get("source", "server") != "server":
                 continue
             op, outcome = event.get("op"), str(event.get("outcome", "ok"))
@@ -228,8 +229,9 @@ class _Matcher:
         if op == "STREAM_ABORT":
             return self._stream_abort(row)
         if op == "STREAM_CLOSE" and self.topic is not None:
-            failed = run.stream_failed(self.topic)
             index = self._next_for_topic()
+            horizon = self.window_end if self.window_end is not None else run.next_lifecycle()
+            failed = run.stream_failed(self.topic, len(run.events) if horizon is None else horizon)
             if index is None or run.events[index].get("op") != "DO_PUT_END":
                 if failed is not None:
                     return failed  # the stream died earlier: the close fails on the client
@@ -383,12 +385,9 @@ def _walk_topic(
     spec: MachineSpec, topic: _Topic, trigger: str, session_policy: str, matcher: _Matcher
 ) -> str | None:
     """Run a topic trigger; returns the new state, or None when it ended with a failure."""
-    if topic.policy:
-        policies = [topic.policy]
-    elif trigger == "exit_error":  # Raise sends nothing, so only Finalize and Ignore show
-        policies = ["Finalize", "Ignore"]
-    else:
-        policies = ["Raise"]  # the session's fan-out rows do not depend on the topic policy
+    # The session's fan-out rows do not depend on the topic policy; a topic's own exit_error
+    # row does, and its policy is set by the move that fires it.
+    policies = [topic.policy] if topic.policy else ["Raise"]
     last: _Mismatch | None = None
     for policy in policies:
         context = {"policy": policy, "session_policy": session_policy}
@@ -416,31 +415,42 @@ def _walk_topic(
     raise _Mismatch(len(matcher.run.events), trigger, "no row of the topic table", [])
 
 
-def _moves(run: _Run, spec: Spec) -> list[tuple[str, str | None]]:
-    """Triggers a client may fire next: (trigger, topic or None for the session)."""
+def _moves(run: _Run, spec: Spec) -> list[tuple[str, str | None, str | None]]:
+    """Triggers a client may fire next: (trigger, topic or None for the session, the topic's
+    policy where the topic's row depends on it)."""
     session = spec.session
     index = run.next_lifecycle()
     if index is None:
         return []
     event = run.events[index]
-    moves: list[tuple[str, str | None]] = []
+    moves: list[tuple[str, str | None, str | None]] = []
     context = {"role": run.role, "policy": run.policy}
     for trigger in session.allowed(run.session, context):
-        moves.append((trigger, None))
+        moves.append((trigger, None, None))
     topic = event.get("topic")
     if isinstance(topic, str) and topic in run.topics and event.get("op") in TOPIC_SCOPED:
-        state = run.topics[topic].state
-        if state not in spec.topic_writer.terminals:
-            moves.append(("exit_error", topic))
+        known = run.topics[topic]
+        if known.state not in spec.topic_writer.terminals:
+            # Raise sends nothing, so only Finalize and Ignore show in a trace; each is a move
+            # of its own, so a wrong guess can be undone by the search.
+            for policy in [known.policy] if known.policy else ["Finalize", "Ignore"]:
+                moves.append(("exit_error", topic, policy))
     return moves
 
 
 def _apply(
-    run: _Run, spec: Spec, deviations: Sequence[Deviation], trigger: str, topic: str | None
+    run: _Run,
+    spec: Spec,
+    deviations: Sequence[Deviation],
+    trigger: str,
+    topic: str | None,
+    topic_policy: str | None = None,
 ) -> None:
     """Fire one trigger on `run` (mutating it); _Mismatch when the trace disagrees."""
     if topic is not None:
         matcher = _Matcher(run, spec, deviations, topic)
+        if topic_policy is not None:
+            run.topics[topic].policy = topic_policy
         _walk_topic(spec.topic_writer, run.topics[topic], trigger, run.policy, matcher)
         return
     session = spec.session
@@ -506,10 +516,10 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
             return _search(fork, spec, deviations, depth + 1)
     best: _Run | None = None
     deepest: _Mismatch | None = None
-    for trigger, topic in _moves(run, spec):
+    for trigger, topic, topic_policy in _moves(run, spec):
         fork = run.fork()
         try:
-            _apply(fork, spec, deviations, trigger, topic)
+            _apply(fork, spec, deviations, trigger, topic, topic_policy)
         except _Mismatch as mismatch:
             if deepest is None or mismatch.index > deepest.index:
                 deepest = mismatch
@@ -523,7 +533,9 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
         return best
     failed = run.fork()
     allowed = _moves(run, spec)
-    where = deepest.rows if deepest is not None and deepest.rows else tuple(t for t, _ in allowed)
+    where = (
+        deepest.rows if deepest is not None and deepest.rows else tuple(t for t, _, _ in allowed)
+    )
     message = (
         f"{deepest.expected} was expected, the client sent {deepest.found}"
         if deepest is not None
