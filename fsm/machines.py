@@ -12,6 +12,7 @@ that was finally taken. The state never changes half-way through.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -46,13 +47,22 @@ class _Guard:
         return all(context.get(k) == v for k, v in self.when)
 
 
+class _TableMachine(Machine):
+    """A `transitions` machine whose models are plain state holders: it binds no trigger or
+    state methods to them (triggers are fired through `ProtocolMachine.commit`), which keeps
+    adding a model cheap."""
+
+    def _checked_assignment(self, model: Any, name: str, func: Any) -> None:
+        return None
+
+
 class ProtocolMachine:
     """The executable form of one lifecycle table, shared by all of its models."""
 
     def __init__(self, spec: MachineSpec) -> None:
         self.spec = spec
         self._lock = threading.Lock()
-        self._machine = Machine(
+        self._machine = _TableMachine(
             model=None,
             states=list(spec.states),
             initial=spec.initial,
@@ -79,6 +89,18 @@ class ProtocolMachine:
         with self._lock:
             self._machine.add_model(holder)
         return holder
+
+    def release(self, holder: StateHolder) -> None:
+        """Forget a model that will not move again (its writer is gone). Called from garbage
+        collection, which may run while this thread holds the lock: so it takes no lock, and
+        relies on list removal being atomic."""
+        with contextlib.suppress(ValueError):
+            self._machine.models.remove(holder)
+
+    @property
+    def models(self) -> int:
+        """How many models the machine tracks now."""
+        return len(self._machine.models)
 
     def lookup(self, holder: StateHolder, trigger: str, context: Mapping[str, str]) -> Transition:
         """The row that applies now; `InvalidTrigger` (state unchanged) when there is none."""

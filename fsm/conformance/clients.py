@@ -21,7 +21,6 @@ may be closed in any interleaving.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -109,6 +108,25 @@ class _Topic:
     policy: str | None = None  # TopicLevelErrorPolicy member name, once a row needed it
 
 
+@attrs.frozen
+class _Order:
+    """Which events take part in the lifecycle, computed once per trace and shared by forks."""
+
+    lifecycle: tuple[int, ...]
+    lifecycle_set: frozenset[int]
+
+    @classmethod
+    def of(cls, events: Sequence[Mapping[str, Any]]) -> _Order:
+        indices = tuple(
+            i
+            for i, event in enumerate(events)
+            if event.get("source", "server") == "server"
+            and str(event.get("op")) not in NEUTRAL
+            and str(event.get("op")) not in STREAM_EVENTS
+        )
+        return cls(indices, frozenset(indices))
+
+
 @attrs.define
 class _Run:
     """One candidate explanation of the trace, advanced move by move."""
@@ -124,6 +142,11 @@ class _Run:
     findings: list[Finding]
     last_op: str | None = None
     sessions: list[list[str]] = attrs.field(factory=list)
+    order: _Order = attrs.field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.order is None:
+            self.order = _Order.of(self.events)
 
     def violation_free(self) -> bool:
         return not any(f.kind == "violation" for f in self.findings)
@@ -135,32 +158,26 @@ class _Run:
             self.session,
             self.role,
             self.policy,
-            copy.deepcopy(self.topics),
+            {name: _Topic(t.state, t.policy) for name, t in self.topics.items()},
             list(self.topic_order),
             list(self.accepted),
             list(self.findings),
             self.last_op,
             [list(x) for x in self.sessions],
+            self.order,
         )
 
     # -- reading the trace ------------------------------------------------------------------
 
     def lifecycle(self, index: int) -> bool:
-        event = self.events[index]
-        op = str(event.get("op"))
-        return (
-            event.get("source", "server") == "server"
-            and op not in NEUTRAL
-            and op not in STREAM_EVENTS
-        )
+        return index in self.order.lifecycle_set
 
     def next_lifecycle(self, start: int = 0) -> int | None:
         """The first request not yet explained that takes part in the lifecycle."""
-        i = start
-        while i < len(self.events):
-            if i not in self.consumed and self.lifecycle(i):
+        consumed = self.consumed
+        for i in self.order.lifecycle:
+            if i >= start and i not in consumed:
                 return i
-            i += 1
         return None
 
     def describe(self, index: int | None) -> str:

@@ -20,12 +20,14 @@ import pyarrow as pa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.reporting import with_reporter
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from hypothesis.stateful import run_state_machine_as_test as _run_machine
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from fsm.enums import FlightAction
 from fsm.outcome import Outcome, OutcomeStatus
 from fsm.transport import Descriptor, SequenceInfo, TopicStream, Transport
+
+# Typed handle: some Hypothesis releases leave this function unannotated.
+_run_machine: Callable[..., None] = run_state_machine_as_test
 
 __all__ = ["Exploration", "explore"]
 

@@ -8,6 +8,7 @@ the caller sees. The status of a writer is never stored anywhere but in its mach
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 
 from fsm.engine.trace import Tracer
@@ -73,6 +74,9 @@ class Lifecycle:
         self._machine = machine
         self._context = dict(context)
         self._holder: StateHolder = machine.new(instance)
+        # A writer dropped before reaching a terminal state (a refused enter, say) must not
+        # leave its model in the shared machine.
+        weakref.finalize(self, machine.release, self._holder)
         self._instance = instance
         self._tracer = tracer
 

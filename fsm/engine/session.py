@@ -321,8 +321,9 @@ class SessionWriter(Lifecycle):
         open_topics = [t for t in self._topics.values() if t.is_active]
         if not open_topics:
             return Outcome.ok()
-        if len(open_topics) == 1:
-            errors = [open_topics[0].close(trigger, message)]
+        if len(open_topics) == 1 or not self.batch_policy.background:
+            # One topic, or a deterministic run: the streams end one after the other.
+            errors = [topic.close(trigger, message) for topic in open_topics]
         else:
             errors = list(self.client.pool().map(lambda t: t.close(trigger, message), open_topics))
         failed = [(t, e) for t, e in zip(open_topics, errors, strict=True) if e is not None]

@@ -26,7 +26,7 @@ from fsm.spec import load_spec
 __all__ = ["Exploration", "explore", "replay"]
 
 CHUNK = 200
-"""Runs per task handed to a worker (machines are rebuilt per task)."""
+"""Runs per task handed to a worker."""
 
 Task = tuple[WorldFactory, int, tuple[tuple[str, Plan], ...]]
 
@@ -62,7 +62,7 @@ def _quiet_engine() -> Iterator[None]:
 def _run_chunk(task: Task) -> list[RunResult]:
     make_world, seed, jobs = task
     spec = load_spec()
-    machines = Machines.from_spec(spec)  # fresh per task: bounded memory in long explorations
+    machines = Machines.from_spec(spec)
     judge = Judge(spec)
     with _quiet_engine():
         return [

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-
 import attrs
 
 from fsm.engine import BatchPolicy, Client, Machines, Tracer
@@ -20,34 +16,9 @@ from fsm.transport import Descriptor, SequenceInfo, Transport
 
 __all__ = ["BATCHES", "RunResult", "run_scenario"]
 
-T = TypeVar("T")
-
 BATCHES = BatchPolicy(batch_rows=2, batch_bytes=1 << 16, background=False)
-"""Small messages, sent from the pushing thread: stream writes happen during pushes, in a
-reproducible order."""
-
-
-class _InlinePool(ThreadPoolExecutor):
-    """Runs `map` in the calling thread, one item after the other, so that the topics of a
-    session are closed in a reproducible order."""
-
-    def map(
-        self,
-        fn: Callable[..., T],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int = 1,
-    ) -> Iterator[T]:
-        return iter([fn(*args) for args in zip(*iterables, strict=False)])
-
-
-class _SimClient(Client):
-    """A client that closes a session's topics one after the other."""
-
-    _inline = _InlinePool(max_workers=1)
-
-    def pool(self) -> ThreadPoolExecutor:
-        return self._inline
+"""Small messages, sent from the pushing thread: stream writes happen during pushes, and the
+streams of a session end one after the other, in a reproducible order."""
 
 
 @attrs.frozen
@@ -78,7 +49,7 @@ class RunResult:
 
 def _prepare_updater(transport: Transport, machines: Machines) -> frozenset[str]:
     """An existing sequence with one finalized session (and one topic) to update."""
-    client = _SimClient(transport, batch_policy=BATCHES, machines=machines)
+    client = Client(transport, batch_policy=BATCHES, machines=machines)
     with client.sequence_create(SEQUENCE, {"prepared": True}) as seq:
         seq.topic_create("base", schema=SCHEMA, ontology_tag="imu").push_row(
             {"timestamp_ns": 0, "x": 0.0}
@@ -104,7 +75,7 @@ def run_scenario(
         setup = _prepare_updater(world.checker, machines)
     skip = len(world.server_events())
     tracer = Tracer()
-    client = _SimClient(world.transport, tracer=tracer, batch_policy=BATCHES, machines=machines)
+    client = Client(world.transport, tracer=tracer, batch_policy=BATCHES, machines=machines)
     actor = Actor(client, scenario, seed)
     raised: BaseException | None = None
     try:
