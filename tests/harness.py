@@ -15,7 +15,7 @@ import attrs
 import pyarrow as pa
 
 from fsm.faults import FaultPlan, FaultSchedule
-from fsm.outcome import Outcome, OutcomeStatus
+from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, TopicStream, Transport
 from transport.flight.client import FlightTransport
 from transport.flight.server import RunningServer, start_server
@@ -23,6 +23,29 @@ from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
 KINDS = ("memory", "flight")
+
+SCHEMA = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
+"""A small two-column schema the transport tests write."""
+
+
+def batch(start: int, rows: int = 2) -> pa.RecordBatch:
+    """`rows` rows of SCHEMA stamped start, start + 1, ..."""
+    stamps = list(range(start, start + rows))
+    return pa.record_batch(
+        [pa.array(stamps, pa.int64()), pa.array([float(s) for s in stamps])], schema=SCHEMA
+    )
+
+
+def ok(outcome: Outcome) -> Any:
+    """The value of an outcome that must be ok."""
+    assert outcome.status is OutcomeStatus.OK, f"expected ok, got {outcome}"
+    return outcome.value
+
+
+def failed_with(outcome: Outcome, kind: ErrorKind) -> None:
+    """Fails the test unless the outcome failed with exactly `kind`."""
+    assert outcome.status is OutcomeStatus.FAILED, f"expected failed {kind.value}, got {outcome}"
+    assert outcome.kind is kind, f"expected {kind.value}, got {outcome}"
 
 
 @attrs.define
@@ -74,6 +97,17 @@ def expect_ok(outcome: Outcome, what: str) -> Any:
     """The value of a successful outcome; fails the test, naming `what`, otherwise."""
     assert outcome.status is OutcomeStatus.OK, f"{what}: {outcome.kind} {outcome.detail}"
     return outcome.value
+
+
+def topic_args(session: str, locator: str) -> dict[str, Any]:
+    """TOPIC_CREATE arguments for a Default-format IMU topic without user metadata."""
+    return {
+        "session_uuid": session,
+        "locator": locator,
+        "serialization_format": "default",
+        "ontology_tag": "imu",
+        "user_metadata": {},
+    }
 
 
 def put_batches(

@@ -15,26 +15,7 @@ from fsm.enums import FlightAction
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
-from tests.harness import KINDS, Harness, harness
-
-SCHEMA = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
-
-
-def batch(start: int, rows: int = 2) -> pa.RecordBatch:
-    stamps = list(range(start, start + rows))
-    return pa.record_batch(
-        [pa.array(stamps, pa.int64()), pa.array([float(s) for s in stamps])], schema=SCHEMA
-    )
-
-
-def ok(outcome: Outcome) -> Any:
-    assert outcome.status is OutcomeStatus.OK, outcome
-    return outcome.value
-
-
-def failed_with(outcome: Outcome, kind: ErrorKind) -> None:
-    assert outcome.status is OutcomeStatus.FAILED, outcome
-    assert outcome.kind is kind, outcome
+from tests.harness import KINDS, SCHEMA, Harness, batch, failed_with, harness, ok, topic_args
 
 
 def unknown(outcome: Outcome) -> None:
@@ -56,13 +37,7 @@ def create_topic(t: Transport, session: str, locator: str) -> str:
         ok(
             t.action(
                 FlightAction.TOPIC_CREATE,
-                {
-                    "session_uuid": session,
-                    "locator": locator,
-                    "serialization_format": "default",
-                    "ontology_tag": "imu",
-                    "user_metadata": {},
-                },
+                topic_args(session, locator),
             )
         )["uuid"]
     )
@@ -577,13 +552,7 @@ def workload(t: Transport) -> Trace:
                 "TOPIC_CREATE",
                 t.action(
                     FlightAction.TOPIC_CREATE,
-                    {
-                        "session_uuid": session,
-                        "locator": locator,
-                        "serialization_format": "default",
-                        "ontology_tag": "imu",
-                        "user_metadata": {},
-                    },
+                    topic_args(session, locator),
                 ),
             )
             if topic.is_ok:

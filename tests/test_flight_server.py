@@ -22,6 +22,7 @@ from fsm.enums import FlightAction
 from fsm.faults import Fault, FaultEffect, FaultPlan
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
+from tests.harness import SCHEMA, batch, failed_with, ok, topic_args
 from transport.flight.client import FlightTransport
 from transport.flight.server import RunningServer, TlsFiles, start_server
 from transport.pytest_plugin import self_signed_certificate
@@ -30,23 +31,10 @@ from transport.server.model import ServerModel
 
 pytestmark = pytest.mark.flight
 
-SCHEMA = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
 TIMEOUT = 20.0
 """Seconds before a Flight call or a read of the child's output is given up (no hangs)."""
 STOP_TIMEOUT = 10.0
 """Seconds a stopping server or a cancelled stream may take before the test fails."""
-
-
-def batch(start: int, rows: int) -> pa.RecordBatch:
-    stamps = list(range(start, start + rows))
-    return pa.record_batch(
-        [pa.array(stamps, pa.int64()), pa.array([float(s) for s in stamps])], schema=SCHEMA
-    )
-
-
-def ok(outcome: Outcome) -> Any:
-    assert outcome.status is OutcomeStatus.OK, outcome
-    return outcome.value
 
 
 def write_topic(
@@ -422,13 +410,7 @@ def test_do_action_envelope(server: RunningServer) -> None:
         reply = raw_action(
             raw,
             "topic_create",
-            {
-                "session_uuid": session,
-                "locator": "env/imu",
-                "serialization_format": "default",
-                "ontology_tag": "imu",
-                "user_metadata": {},
-            },
+            topic_args(session, "env/imu"),
         )
         assert reply["action"] == "topic_create"
         assert set(reply["response"]) == {"uuid"}
@@ -618,13 +600,7 @@ def test_do_put_answers_no_put_results(server: RunningServer, client: FlightTran
     topic_uuid = ok(
         client.action(
             FlightAction.TOPIC_CREATE,
-            {
-                "session_uuid": session,
-                "locator": "put/imu",
-                "serialization_format": "default",
-                "ontology_tag": "imu",
-                "user_metadata": {},
-            },
+            topic_args(session, "put/imu"),
         )
     )["uuid"]
     raw = flight.FlightClient(server.location)
@@ -701,11 +677,6 @@ RAW_EXCEPTION: dict[ErrorKind, type[Exception]] = {
     ErrorKind.ABORTED: flight.FlightServerError,
     ErrorKind.UNIMPLEMENTED: pa.ArrowNotImplementedError,
 }
-
-
-def failed_with(outcome: Outcome, kind: ErrorKind) -> None:
-    assert outcome.status is OutcomeStatus.FAILED, outcome
-    assert outcome.kind is kind, outcome
 
 
 def test_refusals_keep_their_kind_over_the_wire() -> None:
@@ -840,13 +811,7 @@ def test_aborted_stream_is_cancelled_on_the_server(
     topic_uuid = ok(
         client.action(
             FlightAction.TOPIC_CREATE,
-            {
-                "session_uuid": session,
-                "locator": "ab/imu",
-                "serialization_format": "default",
-                "ontology_tag": "imu",
-                "user_metadata": {},
-            },
+            topic_args(session, "ab/imu"),
         )
     )["uuid"]
     stream = ok(client.open_stream(Descriptor.for_topic("ab/imu", topic_uuid), SCHEMA))
@@ -884,13 +849,7 @@ def test_dropped_stream_reports_cancelled() -> None:
             topic_uuid = ok(
                 t.action(
                     FlightAction.TOPIC_CREATE,
-                    {
-                        "session_uuid": session,
-                        "locator": "dr/imu",
-                        "serialization_format": "default",
-                        "ontology_tag": "imu",
-                        "user_metadata": {},
-                    },
+                    topic_args(session, "dr/imu"),
                 )
             )["uuid"]
             stream = ok(t.open_stream(Descriptor.for_topic("dr/imu", topic_uuid), SCHEMA))

@@ -21,7 +21,7 @@ from fsm.enums import APIKeyPermissionEnum
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.spec import load_spec
 from fsm.transport import Descriptor, Transport, encode_body
-from tests.harness import KINDS, Harness, expect_ok, harness
+from tests.harness import KINDS, Harness, expect_ok, harness, topic_args
 from tests.harness import put_batches as put
 from transport.server.model import ServerModel
 
@@ -107,13 +107,7 @@ def build_world(h: Harness, manage: Transport) -> World:
         action(
             manage,
             "TOPIC_CREATE",
-            {
-                "session_uuid": alpha["uuid"],
-                "locator": "alpha/locked",
-                "serialization_format": "default",
-                "ontology_tag": "imu",
-                "user_metadata": {},
-            },
+            topic_args(alpha["uuid"], "alpha/locked"),
         ),
         "alpha topic",
     )
@@ -127,13 +121,7 @@ def build_world(h: Harness, manage: Transport) -> World:
         action(
             manage,
             "TOPIC_CREATE",
-            {
-                "session_uuid": beta["uuid"],
-                "locator": "beta/open",
-                "serialization_format": "default",
-                "ontology_tag": "imu",
-                "user_metadata": {},
-            },
+            topic_args(beta["uuid"], "beta/open"),
         ),
         "beta topic",
     )

@@ -14,31 +14,13 @@ import pyarrow as pa
 import pytest
 
 from fsm.enums import FlightAction
-from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
+from fsm.outcome import ErrorKind, Outcome
 from fsm.spec import load_spec
 from fsm.transport import Descriptor, Transport
-from tests.harness import KINDS, Harness, harness
+from tests.harness import KINDS, SCHEMA, Harness, batch, failed_with, harness, ok, topic_args
 
 SPEC = "spec"
 MOSAICOD = "mosaicod-0.3"
-SCHEMA = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
-
-
-def batch(start: int, rows: int = 2) -> pa.RecordBatch:
-    stamps = list(range(start, start + rows))
-    return pa.record_batch(
-        [pa.array(stamps, pa.int64()), pa.array([float(s) for s in stamps])], schema=SCHEMA
-    )
-
-
-def ok(outcome: Outcome) -> Any:
-    assert outcome.status is OutcomeStatus.OK, outcome
-    return outcome.value
-
-
-def failed_with(outcome: Outcome, kind: ErrorKind) -> None:
-    assert outcome.status is OutcomeStatus.FAILED, outcome
-    assert outcome.kind is kind, outcome
 
 
 @pytest.fixture(params=KINDS)
@@ -158,13 +140,7 @@ def test_report_locks(kind: str) -> None:
         # A finalized session takes no more topics either way.
         refused = w.t.action(
             FlightAction.TOPIC_CREATE,
-            {
-                "session_uuid": session,
-                "locator": "rep/b",
-                "serialization_format": "default",
-                "ontology_tag": "imu",
-                "user_metadata": {},
-            },
+            topic_args(session, "rep/b"),
         )
         failed_with(refused, ErrorKind.FAILED_PRECONDITION)
         if not emulated:

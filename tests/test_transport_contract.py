@@ -37,7 +37,7 @@ from fsm.transport import (
     Transport,
     encode_body,
 )
-from tests.harness import KINDS, Harness, harness
+from tests.harness import KINDS, Harness, failed_with, harness, ok, put_batches, topic_args
 
 A = FlightAction
 E = ErrorKind
@@ -76,22 +76,11 @@ def t(h: Harness) -> Iterator[Transport]:
         stream.abort()
 
 
-def ok(outcome: Outcome) -> Any:
-    """The value of an outcome that must be ok."""
-    assert outcome.status is OutcomeStatus.OK, f"expected ok, got {outcome}"
-    return outcome.value
-
-
-def assert_failed(outcome: Outcome, kind: ErrorKind) -> None:
-    assert outcome.status is OutcomeStatus.FAILED, f"expected failed {kind.value}, got {outcome}"
-    assert outcome.kind is kind, f"expected {kind.value}, got {outcome}"
-
-
 def refused(h: Harness, kind: ErrorKind, call: Callable[[], Outcome]) -> Outcome:
     """Run `call`, check it failed with `kind` and that the server state did not change."""
     before = h.model.snapshot()
     outcome = call()
-    assert_failed(outcome, kind)
+    failed_with(outcome, kind)
     assert h.model.snapshot() == before, "a refused request changed the server state"
     return outcome
 
@@ -148,17 +137,12 @@ def put(
     descriptor: Descriptor | None = None,
 ) -> Outcome:
     """One whole DoPut (open, write each batch, clean end): the first failure, or the close."""
-    if schema is None:
-        schema = batches[0].schema
-    opened = t.open_stream(descriptor or Descriptor.for_topic(locator, topic_uuid), schema)
-    if not opened.is_ok:
-        return opened
-    stream: TopicStream = opened.value
-    for batch in batches:
-        written = stream.write(batch)
-        if not written.is_ok:
-            return written
-    return stream.close()
+    return put_batches(
+        t,
+        descriptor or Descriptor.for_topic(locator, topic_uuid),
+        batches[0].schema if schema is None else schema,
+        list(batches),
+    )
 
 
 def put_topic(
@@ -667,7 +651,7 @@ def _check_session_deleted(value: Any, c: Ctx) -> None:
     assert value is None
     info = sequence_info(c.t, "alpha")
     assert info.session(c.w.open_session) is None and info.topics == ()
-    assert_failed(c.t.flight_info(Descriptor.for_resource("alpha/open")), E.NOT_FOUND)
+    failed_with(c.t.flight_info(Descriptor.for_resource("alpha/open")), E.NOT_FOUND)
     snap = c.h.model.snapshot()
     assert c.w.open_session not in snap["sessions"] and "alpha/open" not in snap["topics"]
 
@@ -675,7 +659,7 @@ def _check_session_deleted(value: Any, c: Ctx) -> None:
 def _check_sequence_deleted(value: Any, c: Ctx) -> None:
     assert value is None
     assert "gamma" not in ok(c.t.list_sequences())
-    assert_failed(c.t.flight_info(Descriptor.for_resource("gamma")), E.NOT_FOUND)
+    failed_with(c.t.flight_info(Descriptor.for_resource("gamma")), E.NOT_FOUND)
     assert c.w.empty_session not in c.h.model.snapshot()["sessions"]
 
 
@@ -715,7 +699,7 @@ def _check_topic_created(value: Any, c: Ctx) -> None:
 
 def _check_topic_deleted(value: Any, c: Ctx) -> None:
     assert value is None
-    assert_failed(c.t.flight_info(Descriptor.for_resource("alpha/open")), E.NOT_FOUND)
+    failed_with(c.t.flight_info(Descriptor.for_resource("alpha/open")), E.NOT_FOUND)
     assert session_of(c.t, "alpha", c.w.open_session).topics == ()
 
 
@@ -794,7 +778,7 @@ def _check_key_status(value: Any, c: Ctx) -> None:
 
 def _check_key_revoked(value: Any, c: Ctx) -> None:
     assert value is None
-    assert_failed(act(c.t, A.API_KEY_STATUS, api_key_fingerprint=c.w.fingerprint), E.NOT_FOUND)
+    failed_with(act(c.t, A.API_KEY_STATUS, api_key_fingerprint=c.w.fingerprint), E.NOT_FOUND)
     assert c.h.model.snapshot()["keys"] == []
 
 
@@ -941,8 +925,8 @@ def test_revoked_key_is_refused_on_its_next_call(kind: str) -> None:
         reader = h.transport(api_key=token["api_key_token"])
         assert ok(reader.list_sequences()) == []
         ok(act(admin, A.API_KEY_REVOKE, api_key_fingerprint=token["api_key_token"][-8:]))
-        assert_failed(reader.list_sequences(), E.PERMISSION_DENIED)
-        assert_failed(act(reader, A.VERSION), E.PERMISSION_DENIED)
+        failed_with(reader.list_sequences(), E.PERMISSION_DENIED)
+        failed_with(act(reader, A.VERSION), E.PERMISSION_DENIED)
 
 
 PERMISSIONS = ("read", "write", "delete", "manage")
@@ -1236,7 +1220,7 @@ def test_clean_end_locks_topic_and_abort_does_not(h: Harness, t: Transport) -> N
     }
     info = topic_info(t, "run/broken")
     assert (info.locked, info.completed_at_ns) == (False, None)
-    assert_failed(finalize(t, session), FP)
+    failed_with(finalize(t, session), FP)
 
     assert ok(put(t, "run/clean", clean, batches)) is None
     info = topic_info(t, "run/clean")
@@ -1328,10 +1312,10 @@ def test_topic_deleted_mid_stream_stays_deleted(h: Harness, t: Transport) -> Non
     assert ok(act(t, A.TOPIC_DELETE, locator="run/imu")) is None
     written = stream.write(second)
     outcome = stream.close() if written.is_ok else written
-    assert_failed(outcome, E.NOT_FOUND)
+    failed_with(outcome, E.NOT_FOUND)
     assert "run/imu" not in h.model.snapshot()["topics"]
     assert session_of(t, "run", session).topics == ()
-    assert_failed(t.flight_info(Descriptor.for_resource("run/imu")), E.NOT_FOUND)
+    failed_with(t.flight_info(Descriptor.for_resource("run/imu")), E.NOT_FOUND)
 
 
 def _stream_refusals(topic_uuid: str) -> list[tuple[str, ErrorKind, Descriptor, pa.Schema]]:
@@ -1448,9 +1432,9 @@ def test_sequence_delete_cascades(h: Harness, t: Transport) -> None:
     assert set(snap["sessions"]) == {other}
     assert set(snap["topics"]) == {"other/imu"}
     assert ok(t.list_sequences()) == ["other"]
-    assert_failed(t.read(ticket), E.NOT_FOUND)
-    assert_failed(t.flight_info(Descriptor.for_resource("run/cam")), E.NOT_FOUND)
-    assert_failed(act(t, A.SEQUENCE_NOTIFICATION_LIST, locator="run"), E.NOT_FOUND)
+    failed_with(t.read(ticket), E.NOT_FOUND)
+    failed_with(t.flight_info(Descriptor.for_resource("run/cam")), E.NOT_FOUND)
+    failed_with(act(t, A.SEQUENCE_NOTIFICATION_LIST, locator="run"), E.NOT_FOUND)
     assert_same_data(read_topic(t, "other/imu"), other_data)
 
     # The name and the topic locators can be used again, from a clean slate.
@@ -1469,13 +1453,7 @@ def test_topic_locators_are_unique_across_sessions(h: Harness, t: Transport) -> 
     put_topic(t, first, "run/imu", make_batches("default", (1,)))
     ok(finalize(t, first))
     second = open_session(t, "run")
-    body = {
-        "session_uuid": second,
-        "locator": "run/imu",
-        "serialization_format": "default",
-        "ontology_tag": "imu",
-        "user_metadata": {},
-    }
+    body = topic_args(second, "run/imu")
     refused(h, AE, lambda: t.action(A.TOPIC_CREATE, body))
 
 
@@ -1615,7 +1593,7 @@ def test_concurrent_creates_of_one_name_admit_one(t: Transport) -> None:
     assert sum(o.is_ok for o in outcomes) == 1
     for outcome in outcomes:
         if not outcome.is_ok:
-            assert_failed(outcome, E.ALREADY_EXISTS)
+            failed_with(outcome, E.ALREADY_EXISTS)
 
 
 # ---------------------------------------------------------------------------------------------
