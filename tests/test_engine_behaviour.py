@@ -402,6 +402,39 @@ def test_a_slow_stream_bounds_the_batches_in_flight() -> None:
     assert policy.memory_bound == (2 + 2) * policy.batch_bytes
 
 
+def test_large_rows_fill_messages_up_to_batch_bytes_and_never_past_it() -> None:
+    """The row buffer converts before the row that would overfill a message, so rows of a
+    few hundred KB make whole messages of at most batch_bytes, none of them split in two."""
+    from fsm.engine.stream import StreamWriter
+
+    schema = pa.schema(
+        [pa.field("timestamp_ns", pa.int64(), nullable=False), pa.field("data", pa.binary())]
+    )
+    sizes: list[tuple[int, int]] = []
+
+    class Recorder:
+        failure = None
+
+        def write(self, batch: pa.RecordBatch) -> Outcome:
+            sizes.append((batch.num_rows, batch.nbytes))
+            return Outcome.ok()
+
+        def close(self) -> Outcome:
+            return Outcome.ok()
+
+        def abort(self) -> Outcome:
+            return Outcome.ok()
+
+    policy = BatchPolicy(batch_bytes=1_000_000, background=False)
+    writer = StreamWriter(Recorder(), schema, policy)
+    payload = 300_000  # three rows fit in one message, the fourth does not
+    for i in range(10):
+        assert writer.submit_row({"timestamp_ns": i, "data": bytes(payload)}).is_ok
+    assert writer.close().is_ok
+    assert [rows for rows, _ in sizes] == [3, 3, 3, 1]
+    assert all(nbytes <= policy.batch_bytes for _, nbytes in sizes)
+
+
 # -----------------------------------------------------------------------------------------------
 # Bad arguments: a clear typed error before any I/O
 

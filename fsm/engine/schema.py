@@ -223,9 +223,9 @@ class RowBuffer:
     def rows(self) -> int:
         return len(self._rows)
 
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Add one row, or refuse it (changing nothing) naming the column that is unknown,
-        missing or of the wrong kind."""
+    def measure(self, row: Mapping[str, Any]) -> int:
+        """The estimated Arrow size of one row, or ArgumentError naming the column that is
+        unknown, missing or of the wrong kind. Nothing changes either way."""
         if type(row) is not dict and not isinstance(row, Mapping):
             raise ArgumentError(
                 f"a row is a mapping of column names to values, got {type(row).__name__}"
@@ -243,6 +243,10 @@ class RowBuffer:
             value = get(name)
             if value is not None:
                 size += len(value)
+        return size
+
+    def add(self, row: Mapping[str, Any], size: int) -> None:
+        """Keep a row `measure` accepted, with the size it answered."""
         self._rows.append(row)
         self.bytes += size
         self.pushed += 1

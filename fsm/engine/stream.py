@@ -10,7 +10,9 @@ messages in order, so topics stream in parallel without blocking each other.
 Memory is bounded. A topic holds at most: `max_in_flight` messages queued or being sent,
 the pending small batches and, while they are merged, their merged copy (each at most
 `batch_bytes`), so (max_in_flight + 2) x batch_bytes of Arrow data; plus, for the row API,
-at most `buffer_rows` rows as Python objects. A push blocks while max_in_flight messages wait.
+the rows not yet converted, as Python objects: at most `buffer_rows` of them and at most
+`batch_bytes` of estimated data (a single larger row alone). A push blocks while
+max_in_flight messages wait.
 
 A failure of a background send, or a refusal the server sent early, is kept and answered to
 the next push, flush or close: it surfaces no later than the next push or close.
@@ -194,9 +196,15 @@ class StreamWriter:
         if self._failure is not None or self.stream.failure is not None:
             return self._known_failure() or _OK
         rows = self._rows
-        if rows.bytes >= self._flush_bytes or rows.pushed - self._flushed >= self._flush_rows_at:
-            self._flush_rows()  # before this row: a conversion error then leaves it out
-        rows.append(row)
+        size = rows.measure(row)
+        if (
+            rows.bytes + size > self._flush_bytes
+            or rows.pushed - self._flushed >= self._flush_rows_at
+        ):
+            # The buffer is full with this row: convert what came before it, so a message
+            # stays within batch_bytes (a conversion error then leaves this row out).
+            self._flush_rows()
+        rows.add(row, size)
         return _OK
 
     def _flush_rows(self) -> None:

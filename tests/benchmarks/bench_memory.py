@@ -17,6 +17,8 @@ Cases:
   image-batches    1 MB image records pushed one per batch (the engine merges them), --image-gb
   imu-rows         IMU dicts with push_row, --row-mb of Arrow data
   image-rows       1 MB image records with push_row, --image-row-mb
+  raw-image-rows   the same records, converted 8 MiB at a time with RecordBatch.from_pylist
+                   and sent with raw pyarrow.flight DoPut: the reference for image-rows
 
     python tests/benchmarks/bench_memory.py [--gb 2] [--image-gb 1] [--row-mb 100]
         [--image-row-mb 256] [--cases imu-batches,imu-rows,...]
@@ -69,6 +71,7 @@ CASES = [
     "image-batches",
     "imu-rows",
     "image-rows",
+    "raw-image-rows",
 ]
 
 
@@ -96,6 +99,18 @@ def image_rows(total: int) -> Iterator[dict[str, Any]]:
             "format": "raw",
             "data": os.urandom(IMAGE_BYTES),
         }
+
+
+def image_row_batches(total: int, batch_bytes: int) -> Iterator[pa.RecordBatch]:
+    """The rows of image_rows, converted by hand in groups of at most batch_bytes."""
+    group: list[dict[str, Any]] = []
+    for row in image_rows(total):
+        if group and (len(group) + 1) * IMAGE_BYTES > batch_bytes:
+            yield pa.RecordBatch.from_pylist(group, schema=IMAGE_SCHEMA)
+            group = []
+        group.append(row)
+    if group:
+        yield pa.RecordBatch.from_pylist(group, schema=IMAGE_SCHEMA)
 
 
 class _Counted:
@@ -141,7 +156,7 @@ class _ArrowPeak:
 
 def run_case(case: str, location: str, volume: int) -> dict[str, Any]:
     client = Client(FlightTransport(location))
-    image = case.startswith("image")
+    image = "image" in case
     schema = IMAGE_SCHEMA if image else IMU_SCHEMA
     fmt = SerializationFormat.Image if image else SerializationFormat.Default
     # Warm up: connection, spec, threads, Arrow's allocator.
@@ -159,11 +174,13 @@ def run_case(case: str, location: str, volume: int) -> dict[str, Any]:
         for batch in imu_batches(volume):
             sent += batch.nbytes
             rows += batch.num_rows
-    elif case == "raw-imu-batches":
+    elif case.startswith("raw-"):
         name = "mem_raw"
-        counted = _Counted(imu_batches(volume))
+        counted = _Counted(
+            image_row_batches(volume, BatchPolicy().batch_bytes) if image else imu_batches(volume)
+        )
         raw = RawClient(location)
-        raw.write_sequence(name, "data", IMU_SCHEMA, "default", "x", counted)
+        raw.write_sequence(name, "data", schema, "image" if image else "default", "x", counted)
         raw.close()
         sent, rows = counted.bytes, counted.rows
     else:
@@ -260,6 +277,7 @@ def main() -> None:
         "image-batches": int(args.image_gb * GiB),
         "imu-rows": int(args.row_mb * MB),
         "image-rows": int(args.image_row_mb * MB),
+        "raw-image-rows": int(args.image_row_mb * MB),
     }
     policy = BatchPolicy()
     bound = policy.memory_bound
