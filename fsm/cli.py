@@ -17,8 +17,7 @@ from fsm.spec import load_spec
 from fsm.transport import Transport
 
 if TYPE_CHECKING:
-    from fsm.faults import FaultSchedule
-    from fsm.simulate import World
+    pass
 
 __all__ = ["main"]
 
@@ -145,27 +144,10 @@ def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failures else 0
 
 
-def _memory_world(schedule: FaultSchedule, seed: int) -> World:
-    """A fresh reference server model, reached in memory (the simulator's world)."""
-    import itertools
-
-    from fsm.simulate import World
-    from transport.memory import MemoryTransport
-    from transport.server.model import ServerModel
-    from transport.server.trace import ServerTrace
-
-    ticks = itertools.count(1_700_000_000_000_000_000, 1_000_000)
-    model = ServerModel(seed=seed, clock=lambda: next(ticks))
-    trace = ServerTrace()
-    model.trace = trace
-    return World(
-        MemoryTransport(model, faults=schedule), MemoryTransport(model), lambda: trace.events
-    )
-
-
 @_command("simulate")
 def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     from fsm import simulate
+    from transport.conformance_runs import memory_world
 
     try:
         scenarios = simulate.select(args.scenario)
@@ -179,12 +161,12 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
         raise SystemExit(f"mosaico-fsm simulate: {exc}") from None
     if plan:
         try:
-            result = simulate.replay(scenarios, plan, _memory_world, seed=args.seed)
+            result = simulate.replay(scenarios, plan, memory_world, seed=args.seed)
         except ValueError as exc:
             raise SystemExit(f"mosaico-fsm simulate: {exc}") from None
     else:
         result = simulate.explore(
-            scenarios, _memory_world, faults=args.faults, seed=args.seed, workers=args.workers
+            scenarios, memory_world, faults=args.faults, seed=args.seed, workers=args.workers
         )
     out.write(simulate.to_json(result) if args.report == "json" else simulate.to_text(result))
     return 1 if result.violations else 0

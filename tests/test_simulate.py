@@ -6,10 +6,10 @@ caught, each by the invariant it breaks."""
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import shlex
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,13 +18,11 @@ from fsm.cli import main
 from fsm.engine.session import _SessionSteps
 from fsm.engine.topic import TopicWriter
 from fsm.errors import MosaicoProtocolError
-from fsm.faults import FaultSchedule
 from fsm.outcome import Outcome
 from fsm.simulate import (
     FAMILIES,
     SCENARIOS,
     Exploration,
-    World,
     explore,
     parse_fault,
     replay,
@@ -35,27 +33,13 @@ from fsm.simulate import (
 from fsm.simulate.plans import describe_plan, effects
 from fsm.spec import load_spec
 from fsm.spec.model import Step, Transition
-from transport.memory import MemoryTransport
+from transport.conformance_runs import memory_world
 from transport.server.model import ServerModel
-from transport.server.trace import ServerTrace
 
 SPEC = load_spec()
 
 
-def _world(model_class: type[ServerModel]) -> Callable[[FaultSchedule, int], World]:
-    def make(schedule: FaultSchedule, seed: int) -> World:
-        ticks = itertools.count(1, 1000)
-        model = model_class(seed=seed, clock=lambda: next(ticks))
-        trace = ServerTrace()
-        model.trace = trace
-        return World(
-            MemoryTransport(model, faults=schedule), MemoryTransport(model), lambda: trace.events
-        )
-
-    return make
-
-
-WORLD = _world(ServerModel)
+WORLD = memory_world
 
 
 def _violations(result: Exploration) -> set[tuple[str, str, str]]:
@@ -201,14 +185,20 @@ class _NeverLocksSessions(ServerModel):
 
 
 def test_a_server_that_keeps_deleted_sequences_is_caught() -> None:
-    result = explore(select(["writer-delete-1-topic"]), _world(_KeepsDeletedSequences))
+    result = explore(
+        select(["writer-delete-1-topic"]), partial(memory_world, model_class=_KeepsDeletedSequences)
+    )
     broken = _violations(result)
     assert ("writer-delete-1-topic", "SESSION_FINALIZE#1:internal", "delete-purged") in broken
     assert ("writer-delete-1-topic", "SESSION_CREATE#1:internal", "no-orphans") in broken
 
 
 def test_a_server_that_never_locks_sessions_is_caught() -> None:
-    result = explore(select(["writer-report-3-topics"]), _world(_NeverLocksSessions), faults=0)
+    result = explore(
+        select(["writer-report-3-topics"]),
+        partial(memory_world, model_class=_NeverLocksSessions),
+        faults=0,
+    )
     assert _broken(result) == {"finalized-kept", "client-server-agree"}
 
 

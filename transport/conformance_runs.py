@@ -1,29 +1,48 @@
 """Conformance runs against reference servers started here: the embedded target of
-`mosaico-fsm conformance`, the oracle of its exploration, and the measure of the suite's
-power (every single emulated deviation and every broken variant must be caught)."""
+`mosaico-fsm conformance`, the oracle of its exploration, the measure of the suite's
+power (every single emulated deviation and every broken variant must be caught), and the
+in-memory world of `mosaico-fsm simulate`."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
 
 from fsm.conformance.suite import SuiteResult, run_suite
+from fsm.faults import FaultSchedule
+from fsm.simulate import World
 from fsm.spec import load_spec
 from fsm.transport import Transport
 from transport.flight.client import FlightTransport
 from transport.flight.server import start_server
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
+from transport.server.trace import ServerTrace
 from transport.server.variants import VARIANTS
 
-__all__ = ["PowerRow", "embedded_target", "measure_power", "oracle"]
+__all__ = ["PowerRow", "embedded_target", "measure_power", "memory_world", "oracle"]
 
 
 def oracle() -> Transport:
     """A transport to a fresh reference model of the specification (the exploration's oracle)."""
     return MemoryTransport(ServerModel(profile="spec"))
+
+
+def memory_world(
+    schedule: FaultSchedule, seed: int, model_class: type[ServerModel] = ServerModel
+) -> World:
+    """A fresh reference server model reached in memory, with a deterministic clock and its
+    trace recorded: the simulator's world. `model_class` swaps in a broken server."""
+    ticks = itertools.count(1_700_000_000_000_000_000, 1_000_000)
+    model = model_class(seed=seed, clock=lambda: next(ticks))
+    trace = ServerTrace()
+    model.trace = trace
+    return World(
+        MemoryTransport(model, faults=schedule), MemoryTransport(model), lambda: trace.events
+    )
 
 
 @attrs.frozen

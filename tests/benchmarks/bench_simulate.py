@@ -23,11 +23,11 @@ import time
 
 from _common import header, median
 
-from fsm.cli import _memory_world
 from fsm.engine import Machines
 from fsm.simulate import explore, faults_at, run_scenario, select
 from fsm.simulate.judge import Judge
 from fsm.spec import load_spec
+from transport.conformance_runs import memory_world
 
 TARGET = 2000.0
 FAMILY = "writer-3-topics"
@@ -36,7 +36,11 @@ FAMILY = "writer-3-topics"
 # that of the functions after the "-" (the part of it spent elsewhere).
 Entry = tuple[str, str]
 PARTS: list[tuple[str, list[Entry], list[Entry]]] = [
-    ("world: a fresh server model and transports", [("fsm/cli.py", "_memory_world")], []),
+    (
+        "world: a fresh server model and transports",
+        [("transport/conformance_runs.py", "memory_world")],
+        [],
+    ),
     ("scenario body (engine + server + data)", [("scenarios.py", "_three_topics")], []),
     (
         "  server model + memory transport (actions, reads)",
@@ -72,7 +76,7 @@ def _plans() -> list[tuple[str, tuple]]:  # type: ignore[type-arg]
     machines, judge = Machines.from_spec(spec), Judge(spec)
     jobs = []
     for scenario in select([FAMILY]):
-        base = run_scenario(scenario, (), 0, _memory_world, machines, judge)
+        base = run_scenario(scenario, (), 0, memory_world, machines, judge)
         jobs += [(scenario.name, (f,)) for f in faults_at(spec, base.calls)]
     return jobs
 
@@ -83,7 +87,7 @@ def _run_all(jobs: list[tuple[str, tuple]]) -> float:  # type: ignore[type-arg]
     scenarios = {s.name: s for s in select([FAMILY])}
     start = time.perf_counter()
     for name, plan in jobs:
-        run_scenario(scenarios[name], plan, 0, _memory_world, machines, judge)
+        run_scenario(scenarios[name], plan, 0, memory_world, machines, judge)
     return time.perf_counter() - start
 
 
@@ -125,7 +129,7 @@ def profile() -> None:
 
 def exploration(faults: int, workers: int) -> float:
     start = time.perf_counter()
-    result = explore(select(["all"]), _memory_world, faults=faults, workers=workers)
+    result = explore(select(["all"]), memory_world, faults=faults, workers=workers)
     elapsed = time.perf_counter() - start
     print(
         f"   faults={faults} workers={workers}: {len(result.runs):,} runs in {elapsed:.1f} s "
