@@ -56,6 +56,8 @@ class InvalidTrigger(MosaicoProtocolError):
         trigger: str,
         allowed: Sequence[str],
         context: dict[str, str] | None = None,
+        *,
+        terminal: bool = False,
     ) -> None:
         self.machine = machine
         self.state = state
@@ -63,7 +65,8 @@ class InvalidTrigger(MosaicoProtocolError):
         self.allowed = tuple(allowed)
         self.context = dict(context or {})
         where = f" with {self.context}" if self.context else ""
-        allowed_text = ", ".join(self.allowed) if self.allowed else "none (terminal state)"
+        nothing = "none (terminal state)" if terminal else "none"
+        allowed_text = ", ".join(self.allowed) if self.allowed else nothing
         super().__init__(
             f"{machine}: trigger {trigger!r} is not allowed in state {state!r}{where}; "
             f"allowed there: {allowed_text}"

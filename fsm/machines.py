@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import attrs
 from transitions import EventData, Machine
 
-from fsm.errors import InvalidTrigger, MosaicoProtocolError
+from fsm.errors import MosaicoProtocolError
 from fsm.outcome import Outcome, OutcomeStatus, ProbeVerdict
 from fsm.spec.model import CONTINUE, STOP, MachineSpec, ProbeRoute, Step, Transition
 
@@ -103,17 +103,9 @@ class ProtocolMachine:
         return len(self._machine.models)
 
     def lookup(self, holder: StateHolder, trigger: str, context: Mapping[str, str]) -> Transition:
-        """The row that applies now; `InvalidTrigger` (state unchanged) when there is none."""
-        row = self.spec.lookup(holder.state, trigger, context)
-        if row is None:
-            raise InvalidTrigger(
-                self.spec.name,
-                holder.state,
-                trigger,
-                self.spec.allowed(holder.state, context),
-                dict(context),
-            )
-        return row
+        """The row that applies now; `InvalidTrigger` (state unchanged) when there is none,
+        `ArgumentError` for a trigger or context foreign to the table."""
+        return self.spec.row_for(holder.state, trigger, context)
 
     def commit(self, holder: StateHolder, row: Transition, context: Mapping[str, str]) -> None:
         """Move `holder` along `row` (which must have been looked up from its current state)."""
@@ -199,9 +191,7 @@ def walk(
     Pure apart from the executor: it reads the table, asks the executor to perform steps and
     probes, and returns what happened. It changes no state; the caller commits `taken`.
     """
-    first = spec.lookup(state, trigger, context)
-    if first is None:
-        raise InvalidTrigger(spec.name, state, trigger, spec.allowed(state, context), dict(context))
+    first = spec.row_for(state, trigger, context)
     row = first
     records: list[StepRecord] = []
     kept: list[StepRecord] = []

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import attrs
 
+from fsm.errors import ArgumentError, InvalidTrigger
+
 __all__ = [
     "CONTINUE",
     "STOP",
@@ -151,6 +153,44 @@ class MachineSpec:
     def rows(self, source: str, trigger: str) -> tuple[Transition, ...]:
         """The rows for `(source, trigger)`, whatever their guards."""
         return tuple(t for t in self.transitions if t.source == source and t.trigger == trigger)
+
+    def check_call(self, state: str, trigger: str, context: Mapping[str, str]) -> None:
+        """ArgumentError unless `state` and `trigger` are names of this table and `context`
+        gives each of its variables one of that variable's values, and nothing else."""
+        if state not in self.states:
+            raise ArgumentError(f"{self.name}: {state!r} is not a state ({', '.join(self.states)})")
+        if trigger not in self.triggers:
+            raise ArgumentError(
+                f"{self.name}: {trigger!r} is not a trigger ({', '.join(self.triggers)})"
+            )
+        for name in context:
+            if name not in self.context:
+                raise ArgumentError(
+                    f"{self.name}: {name!r} is not a context variable ({', '.join(self.context)})"
+                )
+        for name, var in self.context.items():
+            value = context.get(name)
+            if value not in var.values:
+                raise ArgumentError(
+                    f"{self.name}: context {name!r} must be one of {', '.join(var.values)}, "
+                    f"got {value!r}"
+                )
+
+    def row_for(self, state: str, trigger: str, context: Mapping[str, str]) -> Transition:
+        """The row that applies; ArgumentError for names or values foreign to the table,
+        InvalidTrigger when the table does not allow the trigger there."""
+        self.check_call(state, trigger, context)
+        row = self.lookup(state, trigger, context)
+        if row is None:
+            raise InvalidTrigger(
+                self.name,
+                state,
+                trigger,
+                self.allowed(state, context),
+                dict(context),
+                terminal=state in self.terminals,
+            )
+        return row
 
     def lookup(self, source: str, trigger: str, context: Mapping[str, str]) -> Transition | None:
         """The one row that applies, or None when the trigger is not allowed there."""
