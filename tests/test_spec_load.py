@@ -154,6 +154,59 @@ MALFORMED: list[tuple[str, Callable[[Docs], None], tuple[str, str, str]]] = [
         ("deviations.toml", "profiles.mosaicod-0.3", "-"),
     ),
     (
+        "a machine named after another file",
+        lambda d: d["session.toml"]["machine"].update(name="topic_writer"),
+        ("session.toml", "machine", "name"),
+    ),
+    (
+        "an unknown key in the machine table",
+        lambda d: d["topic_writer.toml"]["machine"].update(initail="Active"),
+        ("topic_writer.toml", "machine", "-"),
+    ),
+    (
+        "an unknown key in a trigger",
+        lambda d: d["session.toml"]["triggers"]["enter"].update(kinds="user"),
+        ("session.toml", "triggers", "enter"),
+    ),
+    (
+        "an error kind that is not a table",
+        lambda d: d["actions.toml"]["error_kinds"].update(internal="INTERNAL"),
+        ("actions.toml", "error_kinds", "internal"),
+    ),
+    (
+        "a request field whose 'required' is not a boolean",
+        lambda d: d["actions.toml"]["operations"]["SEQUENCE_CREATE"]["request"][0].update(
+            required="no"
+        ),
+        ("actions.toml", "operations.SEQUENCE_CREATE", "request[0].required"),
+    ),
+    (
+        "a resource row whose 'when' is not a table",
+        lambda d: d["resources.toml"]["resources"]["topic"]["rows"][0].update(when="always"),
+        ("resources.toml", "resources.topic.rows", "[0].when"),
+    ),
+    (
+        "a patch with an unknown error kind",
+        lambda d: next(
+            x
+            for x in d["deviations.toml"]["deviations"]
+            if x["id"] == "MOSAICOD-DOGET-EMPTY-INTERNAL"
+        )["patch"][0].update(error="not_fonud"),
+        ("deviations.toml", "deviations", "MOSAICOD-DOGET-EMPTY-INTERNAL"),
+    ),
+    (
+        "a setting patch whose value is not a switch",
+        lambda d: next(
+            x for x in d["deviations.toml"]["deviations"] if x["id"] == "MOSAICOD-NO-KEY-EXPIRY"
+        )["patch"][0].update(value="off"),
+        ("deviations.toml", "deviations", "MOSAICOD-NO-KEY-EXPIRY"),
+    ),
+    (
+        "a profile that is not a table",
+        lambda d: d["deviations.toml"]["profiles"].update(broken="everything"),
+        ("deviations.toml", "profiles.broken", "-"),
+    ),
+    (
         "files disagreeing on the spec version",
         lambda d: d["actions.toml"].update(spec_version="2.0.0"),
         ("deviations.toml", "-", "spec_version"),
@@ -173,6 +226,11 @@ def test_malformed_spec_names_file_table_entry(
     assert err.table == table, err
     assert entry in err.entry, err
     assert file in str(err) and err.problem in str(err)
+
+
+def test_a_missing_file_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"session\.toml.*cannot be read"):
+        load_spec(tmp_path)
 
 
 def test_bad_toml_is_a_spec_error(tmp_path: Path) -> None:

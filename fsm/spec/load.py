@@ -72,10 +72,13 @@ def load_documents(directory: Path | None = None) -> dict[str, dict[str, Any]]:
     """Parse every spec file; from the installed `specs` package unless `directory` is given."""
     documents: dict[str, dict[str, Any]] = {}
     for name in SPEC_FILES:
-        if directory is None:
-            text = resources.files("specs").joinpath(name).read_text(encoding="utf-8")
-        else:
-            text = (directory / name).read_text(encoding="utf-8")
+        try:
+            if directory is None:
+                text = resources.files("specs").joinpath(name).read_text(encoding="utf-8")
+            else:
+                text = (directory / name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(name, "-", "file", f"cannot be read: {exc}") from exc
         try:
             documents[name] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -117,7 +120,9 @@ def parse_spec(documents: Mapping[str, Mapping[str, Any]], *, check: bool = True
     topic = _machine(documents, "topic_writer.toml", operations, probes, error_kinds, None)
     session = _machine(documents, "session.toml", operations, probes, error_kinds, topic)
     resources_ = _resources(documents["resources.toml"], operations, error_kinds)
-    deviations, profiles = _deviations(documents["deviations.toml"], resources_, operations)
+    deviations, profiles = _deviations(
+        documents["deviations.toml"], resources_, operations, error_kinds
+    )
     spec = Spec(
         version=version,
         machines={session.name: session, topic.name: topic},
@@ -161,8 +166,14 @@ def _typed(r: _R, value: Any, kind: type[T], what: str) -> T:
     return value
 
 
-def _key(r: _R, raw: Mapping[str, Any], key: str, kind: type[T]) -> T:
-    if key not in raw:
+def _table(r: _R, value: Any, what: str = "a table") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise r.fail(f"expected {what}, got {value!r}")
+    return value
+
+
+def _key(r: _R, raw: Any, key: str, kind: type[T]) -> T:
+    if key not in _table(r, raw):
         raise r.fail(f"missing key {key!r}")
     return _typed(r, raw[key], kind, repr(key))
 
@@ -217,6 +228,7 @@ def _error_kinds(doc: Mapping[str, Any]) -> dict[str, str]:
     for name, entry in raw.items():
         e = r.at(name)
         kinds[name] = _key(e, entry, "grpc", str)
+        _unknown_keys(e, entry, ("grpc", "doc"))
         _key(e, entry, "doc", str)
     expected = {k.value for k in ErrorKind}
     if set(kinds) != expected:
@@ -244,7 +256,7 @@ def _operations(
         r = _R("actions.toml", f"operations.{name}", "-")
         _unknown_keys(
             r,
-            raw,
+            _table(r, raw),
             (
                 "kind",
                 "wire",
@@ -272,9 +284,11 @@ def _operations(
         for i, f in enumerate(_list(r.at("request"), raw.get("request", []))):
             fr = r.at(f"request[{i}]")
             ftype = _key(fr, f, "type", str)
+            _unknown_keys(fr, f, ("name", "type", "required"))
             if ftype not in field_types:
                 raise fr.fail(f"unknown field type {ftype!r}")
-            fields.append(Field(_key(fr, f, "name", str), ftype, bool(f.get("required", False))))
+            required = _typed(fr.at("required"), f.get("required", False), bool, "'required'")
+            fields.append(Field(_key(fr, f, "name", str), ftype, required))
         if "response" not in raw:
             raise r.fail("missing key 'response'")
         ops[name] = Operation(
@@ -316,6 +330,7 @@ def _probes(doc: Mapping[str, Any], ops: Mapping[str, Operation]) -> dict[str, P
     for name, raw in table.items():
         r = _R("actions.toml", f"probes.{name}", "-")
         settles = _key(r, raw, "settles", str)
+        _unknown_keys(r, raw, ("settles", "reads", "applied_when"))
         reads = _key(r, raw, "reads", str)
         for what, target in (("settles", settles), ("reads", reads)):
             if target not in ops:
@@ -347,6 +362,7 @@ def _context(r: _R, raw: Any) -> dict[str, ContextVar]:
         vr = r.at(name)
         if not isinstance(var, dict):
             raise vr.fail("must be a table with 'values'")
+        _unknown_keys(vr, var, ("values", "enum", "doc"))
         values = _names(vr, var.get("values"), "values")
         enum_name = var.get("enum")
         if enum_name is not None:
@@ -466,7 +482,10 @@ def _machine(
     head = doc.get("machine")
     if not isinstance(head, dict):
         raise r.fail("missing table")
+    _unknown_keys(r, head, ("name", "enum", "doc", "states", "initial", "terminals"))
     name = _key(r, head, "name", str)
+    if name != file.removesuffix(".toml"):
+        raise r.at("name").fail(f"the machine of {file} is named {file.removesuffix('.toml')!r}")
     enum_name = _key(r, head, "enum", str)
     states = _names(r.at("states"), head.get("states"), "states")
     members = _enum_members(r.at("enum"), enum_name)
@@ -488,6 +507,7 @@ def _machine(
     for tname, traw in raw_triggers.items():
         tr = _R(file, "triggers", tname)
         kind = _key(tr, traw, "kind", str)
+        _unknown_keys(tr, traw, ("kind", "doc"))
         if kind not in ("user", "session", "route"):
             raise tr.fail(f"kind must be user, session or route, got {kind!r}")
         triggers[tname] = TriggerSpec(tname, cast(Any, kind), _key(tr, traw, "doc", str))
@@ -572,7 +592,9 @@ def _resources(
     out = {}
     for name, raw in table.items():
         r = _R("resources.toml", f"resources.{name}", "-")
-        _unknown_keys(r, raw, ("doc", "states", "initial", "events", "locked", "facts", "rows"))
+        _unknown_keys(
+            r, _table(r, raw), ("doc", "states", "initial", "events", "locked", "facts", "rows")
+        )
         states = _names(r.at("states"), raw.get("states"), "states")
         initial = _key(r, raw, "initial", str)
         if initial not in states:
@@ -592,8 +614,8 @@ def _resources(
         rows = []
         for i, row in enumerate(_list(r.at("rows"), raw.get("rows"))):
             rr = _R("resources.toml", f"resources.{name}.rows", f"[{i}]")
-            _unknown_keys(rr, row, ("source", "event", "when", "dest", "error", "doc"))
-            when = row.get("when", {})
+            _unknown_keys(rr, _table(rr, row), ("source", "event", "when", "dest", "error", "doc"))
+            when = _table(rr.at("when"), row.get("when", {}))
             for var, value in when.items():
                 if var not in facts or value not in facts[var].values:
                     raise rr.fail(f"guard {var} = {value!r} is not a declared fact value")
@@ -638,25 +660,34 @@ def _resources(
 
 
 def _patch(
-    r: _R, raw: Any, resources_: Mapping[str, ResourceSpec], ops: Mapping[str, Operation]
+    r: _R,
+    raw: Any,
+    resources_: Mapping[str, ResourceSpec],
+    ops: Mapping[str, Operation],
+    kinds: Mapping[str, str],
 ) -> Patch:
     if not isinstance(raw, dict):
         raise r.fail("a patch must be a table")
     if "setting" in raw:
+        _unknown_keys(r, raw, ("setting", "value"))
         if raw["setting"] not in SERVER_SETTINGS:
             raise r.fail(f"unknown server setting {raw['setting']!r}")
-        return Patch(setting=raw["setting"], value=raw.get("value"))
+        # Every server setting so far is a switch.
+        value = _typed(r.at("value"), raw.get("value"), bool, "'value'")
+        return Patch(setting=raw["setting"], value=value)
     if "operation" in raw:
+        _unknown_keys(r, raw, ("operation", "permission"))
         if raw["operation"] not in ops:
             raise r.fail(f"unknown operation {raw['operation']!r}")
         if raw.get("permission") not in (*PERMISSIONS, "none"):
             raise r.fail(f"unknown permission {raw.get('permission')!r}")
         return Patch(operation=raw["operation"], permission=raw["permission"])
+    _unknown_keys(r, raw, ("resource", "source", "event", "when", "dest", "error"))
     resource = raw.get("resource")
     if not isinstance(resource, str) or resource not in resources_:
         raise r.fail(f"unknown resource {resource!r}")
     spec = resources_[resource]
-    when = dict(raw.get("when", {}))
+    when = dict(_table(r.at("when"), raw.get("when", {})))
     cells = [
         row
         for row in spec.rows
@@ -679,6 +710,8 @@ def _patch(
         raise r.fail("a patch has exactly one of 'dest' and 'error'")
     if dest is not None and dest not in spec.states:
         raise r.fail(f"dest {dest!r} is not a state of {resource}")
+    if error is not None and error not in kinds:
+        raise r.fail(f"unknown error kind {error!r}")
     return Patch(
         resource=resource,
         source=raw["source"],
@@ -690,13 +723,18 @@ def _patch(
 
 
 def _deviations(
-    doc: Mapping[str, Any], resources_: Mapping[str, ResourceSpec], ops: Mapping[str, Operation]
+    doc: Mapping[str, Any],
+    resources_: Mapping[str, ResourceSpec],
+    ops: Mapping[str, Operation],
+    kinds: Mapping[str, str],
 ) -> tuple[dict[str, Deviation], dict[str, Profile]]:
     out: dict[str, Deviation] = {}
     for i, raw in enumerate(_list(_R("deviations.toml", "deviations", "-"), doc.get("deviations"))):
         r = _R("deviations.toml", "deviations", f"[{i}]")
         _unknown_keys(
-            r, raw, ("id", "who", "summary", "spec", "actual", "sources", "patch", "signature")
+            r,
+            _table(r, raw),
+            ("id", "who", "summary", "spec", "actual", "sources", "patch", "signature"),
         )
         did = _key(r, raw, "id", str)
         r = _R("deviations.toml", "deviations", f"[{i}] ({did})")
@@ -706,7 +744,7 @@ def _deviations(
         if who not in DEVIATION_PARTIES:
             raise r.fail(f"who must be one of {DEVIATION_PARTIES}, got {who!r}")
         patches = tuple(
-            _patch(r.at(f"patch[{j}]"), p, resources_, ops)
+            _patch(r.at(f"patch[{j}]"), p, resources_, ops, kinds)
             for j, p in enumerate(_list(r, raw.get("patch")))
         )
         signature = raw.get("signature", {})
@@ -738,6 +776,7 @@ def _deviations(
         )
     for name, raw in raw_profiles.items():
         r = _R("deviations.toml", f"profiles.{name}", "-")
+        _unknown_keys(r, _table(r, raw), ("doc", "deviations"))
         ids = tuple(_list(r, raw.get("deviations")))
         for did in ids:
             if did not in out:
