@@ -7,12 +7,15 @@ where each transport applies them (the memory transport, or the Flight server).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 import attrs
 import pyarrow as pa
+import pytest
 
 from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
@@ -23,6 +26,18 @@ from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
 KINDS = ("memory", "flight")
+
+
+def require_sdk() -> ModuleType:
+    """The mosaicolabs SDK, or a skip when the interop extra is not installed. CI sets
+    MOSAICO_FSM_REQUIRE_SDK=1, which turns a missing SDK into an error instead of a skip, so
+    the interop tests cannot silently drop out of a run that should have them."""
+    if os.environ.get("MOSAICO_FSM_REQUIRE_SDK") == "1":
+        import mosaicolabs
+
+        return mosaicolabs
+    return pytest.importorskip("mosaicolabs", reason="the interop extra installs the SDK")
+
 
 SCHEMA = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
 """A small two-column schema the transport tests write."""

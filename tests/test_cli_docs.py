@@ -10,6 +10,7 @@ import pytest
 from fsm.cli import main
 from fsm.render import embed_diagrams, mermaid_markdown
 from fsm.spec import load_spec
+from tests.harness import require_sdk
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
@@ -101,7 +102,7 @@ def test_readme_tables_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_readme_plugin_example_passes(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("mosaicolabs", reason="the interop extra installs the SDK the example uses")
+    require_sdk()  # the example uses the SDK
     pytester.makepyfile(test_readme_example=_readme_blocks()[2])
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("mosaicolabs")
+from tests.harness import require_sdk
 
-from mosaicolabs import (
+require_sdk()
+
+from mosaicolabs import (  # noqa: E402
     GPS,
     IMU,
     CompressedImage,
@@ -37,14 +39,14 @@ from mosaicolabs import (
     TopicWriterStatus,
     Vector3d,
 )
-from mosaicolabs.comm.notifications import NotificationType
-from mosaicolabs.enum import APIKeyPermissionEnum as SdkPermission
-from pyarrow import flight
+from mosaicolabs.comm.notifications import NotificationType  # noqa: E402
+from mosaicolabs.enum import APIKeyPermissionEnum as SdkPermission  # noqa: E402
+from pyarrow import flight  # noqa: E402
 
-from fsm.enums import APIKeyPermissionEnum as Permission
-from transport.flight.server import RunningServer, TlsFiles, start_server
-from transport.pytest_plugin import self_signed_certificate
-from transport.server.model import ServerModel
+from fsm.enums import APIKeyPermissionEnum as Permission  # noqa: E402
+from transport.flight.server import RunningServer, TlsFiles, start_server  # noqa: E402
+from transport.pytest_plugin import self_signed_certificate  # noqa: E402
+from transport.server.model import ServerModel  # noqa: E402
 
 pytestmark = pytest.mark.interop
 
@@ -150,6 +152,25 @@ def write_imu_run(client: MosaicoClient, name: str, count: int = 4) -> str:
 # Connection and authentication
 
 
+def fail_under_delete(
+    sdk: MosaicoClient, name: str
+) -> tuple[BaseException, RuntimeError, Any, Any]:
+    """Write one IMU record in a Delete-policy sequence, then raise in its block. The SDK
+    deletes the sequence twice (SDK-DOUBLE-SEQUENCE-DELETE, PROTOCOL §11.8): the second
+    delete raises, replacing the user's exception. Answers that error, the user's exception,
+    the sequence writer and the topic writer."""
+    boom = RuntimeError("boom")
+    with (
+        pytest.raises(Exception, match=f"Error sending 'delete' for sequence '{name}'") as exc,
+        sdk.sequence_create(name, {}, on_error=SessionLevelErrorPolicy.Delete) as sw,
+    ):
+        topic = sw.topic_create("imu", {}, IMU)
+        assert topic is not None
+        topic.push(Message(timestamp_ns=stamp(0), data=imu(0)))
+        raise boom
+    return exc.value, boom, sw, topic
+
+
 def test_connect_without_a_key_when_auth_is_off(client: MosaicoClient) -> None:
     """With auth off any client connects; version() answers a dict (PROTOCOL §11.6)."""
     assert client.list_sequences() == []
@@ -223,19 +244,11 @@ def test_write_key_writes_but_delete_policy_cannot_purge(
         write_imu_run(sdk, "written", count=2)
         assert topic_state(server, "written/imu")["rows"] == 2
 
-        boom = RuntimeError("boom")
-        with (
-            pytest.raises(Exception, match="Error sending 'delete' for sequence 'kept'") as exc,
-            sdk.sequence_create("kept", {}, on_error=SessionLevelErrorPolicy.Delete) as sw,
-        ):
-            topic = sw.topic_create("imu", {}, IMU)
-            assert topic is not None
-            topic.push(Message(timestamp_ns=stamp(0), data=imu(0)))
-            raise boom
+        exc, boom, sw, topic = fail_under_delete(sdk, "kept")
         # SDK-DOUBLE-SEQUENCE-DELETE: the first refused delete is only logged; the second
         # one raises, chained from the user's exception, which it replaces.
-        assert exc.value.__cause__ is boom
-        assert "permission_denied" in str(exc.value)
+        assert exc.__cause__ is boom
+        assert "permission_denied" in str(exc)
         assert sw.status is SequenceStatus.Error
         assert topic.status is TopicWriterStatus.FinalizedWithError
 
@@ -259,19 +272,11 @@ def test_delete_key_purges_under_delete_policy(
     """A delete key purges the sequence; the SDK's second delete meets NOT_FOUND (§9.1 S12)."""
     server, keys = auth_server
     with connect(server, keys[Permission.Delete]) as sdk:
-        boom = RuntimeError("boom")
-        with (
-            pytest.raises(Exception, match="Error sending 'delete' for sequence 'purged'") as exc,
-            sdk.sequence_create("purged", {}, on_error=SessionLevelErrorPolicy.Delete) as sw,
-        ):
-            topic = sw.topic_create("imu", {}, IMU)
-            assert topic is not None
-            topic.push(Message(timestamp_ns=stamp(0), data=imu(0)))
-            raise boom
+        exc, boom, sw, _ = fail_under_delete(sdk, "purged")
         # SDK-DOUBLE-SEQUENCE-DELETE: the first delete purged everything, the second one
         # finds nothing and its error replaces the user's exception (PROTOCOL §11.8).
-        assert exc.value.__cause__ is boom
-        assert "not_found" in str(exc.value)
+        assert exc.__cause__ is boom
+        assert "not_found" in str(exc)
         assert sw.status is SequenceStatus.Error
         assert sdk.list_sequences() == []
 
@@ -526,19 +531,11 @@ def test_exception_in_session_block_under_delete(
 ) -> None:
     """Delete: the sequence is purged, then the SDK deletes it again and raises (§9.1 S12)."""
     write_imu_run(client, "survivor", count=2)
-    boom = RuntimeError("boom")
-    with (
-        pytest.raises(Exception, match="Error sending 'delete' for sequence 'doomed'") as exc,
-        client.sequence_create("doomed", {}, on_error=SessionLevelErrorPolicy.Delete) as sw,
-    ):
-        topic = sw.topic_create("imu", {}, IMU)
-        assert topic is not None
-        topic.push(Message(timestamp_ns=stamp(0), data=imu(0)))
-        raise boom
+    exc, boom, sw, topic = fail_under_delete(client, "doomed")
     # SDK-DOUBLE-SEQUENCE-DELETE: the second sequence_delete meets a sequence already gone;
     # its NOT_FOUND replaces the user's exception, which becomes the cause (PROTOCOL §11.8).
-    assert exc.value.__cause__ is boom
-    assert "not_found" in str(exc.value)
+    assert exc.__cause__ is boom
+    assert "not_found" in str(exc)
     assert sw.status is SequenceStatus.Error
     assert topic.status is TopicWriterStatus.FinalizedWithError
 
