@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from fsm.render import diagram, diagram_names, embed_diagrams, spec_text
+from fsm.render import SPEC_SECTIONS, diagram, diagram_names, embed_diagrams, spec_text
 from fsm.spec import load_spec
 from fsm.transport import Transport
 
@@ -36,8 +36,7 @@ def _command(name: str) -> Callable[[Command], Command]:
 @_command("spec")
 def _spec(args: argparse.Namespace, out: TextIO) -> int:
     spec = load_spec()
-    sections = args.section or ["machines", "resources", "operations", "deviations"]
-    out.write(spec_text(spec, sections))
+    out.write(spec_text(spec, args.section or SPEC_SECTIONS))
     return 0
 
 
@@ -261,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--section",
         action="append",
-        choices=["machines", "resources", "operations", "deviations"],
+        choices=SPEC_SECTIONS,
         help="print only this section (repeatable)",
     )
 

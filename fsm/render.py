@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from fsm.errors import ArgumentError
 from fsm.spec.model import (
     MachineSpec,
     ProbeRoute,
@@ -18,6 +19,7 @@ from fsm.spec.model import (
 )
 
 __all__ = [
+    "SPEC_SECTIONS",
     "diagram",
     "diagram_names",
     "embed_diagrams",
@@ -172,33 +174,60 @@ def resource_text(res: ResourceSpec) -> list[str]:
     return out
 
 
-def spec_text(
-    spec: Spec, sections: Iterable[str] = ("machines", "resources", "operations", "deviations")
-) -> str:
-    """The whole spec as aligned text, section by section."""
+SPEC_SECTIONS = ("machines", "resources", "operations", "probes", "errors", "deviations")
+"""The sections of `spec_text`, in the order it prints them."""
+
+
+def spec_text(spec: Spec, sections: Iterable[str] = SPEC_SECTIONS) -> str:
+    """The whole spec as aligned text, section by section (all of them by default)."""
     lines = [f"mosaico-fsm protocol spec {spec.version}", ""]
-    sections = list(sections)
-    if "machines" in sections:
+    chosen = set(sections)
+    unknown = chosen - set(SPEC_SECTIONS)
+    if unknown:
+        raise ArgumentError(
+            f"unknown spec section(s) {sorted(unknown)}; choose from {SPEC_SECTIONS}"
+        )
+    if "machines" in chosen:
         for machine in spec.machines.values():
             lines += [*machine_text(machine), ""]
-    if "resources" in sections:
+    if "resources" in chosen:
         for res in spec.resources.values():
             lines += [*resource_text(res), ""]
-    if "operations" in sections:
+    if "operations" in chosen:
         lines.append("== operations")
         for op in spec.operations.values():
             fields = ", ".join(f"{f.name}{'' if f.required else '?'}: {f.type}" for f in op.request)
             lines.append(f"   {op.name:<30} {op.kind:<6} {op.wire:<30} permission {op.permission}")
+            lines.append(f"      {op.doc}")
             if fields:
                 lines.append(f"      request  {{{fields}}}")
             lines.append(f"      response {op.response}")
+            settled = f"; a lost reply is settled by probe {op.probe}" if op.probe else ""
+            lines.append(f"      outcomes {', '.join(sorted(op.outcomes))}{settled}")
             for err in op.errors:
                 lines.append(f"      {err.kind:<20} {err.when}")
         lines.append("")
-    if "deviations" in sections:
+    if "probes" in chosen:
+        lines.append("== probes (reads that settle a lost reply)")
+        for probe in spec.probes.values():
+            lines.append(f"   {probe.name:<22} settles {probe.settles:<30} reads {probe.reads}")
+            lines.append(f"      applied when {probe.applied_when}")
+        lines.append("")
+    if "errors" in chosen:
+        lines.append("== error kinds (gRPC status)")
+        lines += [f"   {kind:<20} {grpc}" for kind, grpc in spec.error_kinds.items()]
+        lines.append("   refusals any operation may meet:")
+        lines += [f"      {err.kind:<20} {err.when}" for err in spec.common_errors]
+        lines.append("   request field types:")
+        lines += [f"      {name:<20} {doc}" for name, doc in spec.field_types.items()]
+        lines.append("")
+    if "deviations" in chosen:
         lines.append("== deviations")
         for dev in spec.deviations.values():
             lines.append(f"   {dev.id} ({dev.who}): {dev.summary}")
+            lines.append(f"      spec:   {dev.spec}")
+            lines.append(f"      actual: {dev.actual}")
+            lines.append(f"      sources: {'; '.join(dev.sources)}")
         for profile in spec.profiles.values():
             lines.append(f"   profile {profile.name}: {', '.join(profile.deviations) or '(none)'}")
         lines.append("")
