@@ -7,11 +7,13 @@ the commands that need a transport or a server, so `fsm` itself stays independen
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from fsm.errors import MosaicoProtocolError
 from fsm.render import SPEC_SECTIONS, diagram, diagram_names, embed_diagrams, spec_text
 from fsm.spec import load_spec
 from fsm.transport import Transport
@@ -44,6 +46,11 @@ def _spec(args: argparse.Namespace, out: TextIO) -> int:
 def _diagram(args: argparse.Namespace, out: TextIO) -> int:
     spec = load_spec()
     if args.update_readme is not None:
+        if args.name or args.format != "mermaid":
+            raise SystemExit(
+                "mosaico-fsm diagram: --update-readme rewrites every generated Mermaid diagram "
+                "of FILE; it takes no NAME and no --format"
+            )
         path = Path(args.update_readme)
         path.write_text(embed_diagrams(path.read_text(encoding="utf-8"), spec), encoding="utf-8")
         out.write(f"updated the diagrams in {path}\n")
@@ -114,8 +121,16 @@ def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
 
     spec = load_spec()
     records = read_trace(Path(args.file))
+    if not records:
+        out.write(f"no record in {args.file}: nothing was checked\n")
+        return 1
     failures = 0
-    if records and all("machine" in r for r in records):  # an engine trace
+    if all("machine" in r for r in records):  # an engine trace
+        if args.sequence:
+            raise SystemExit(
+                "mosaico-fsm check-trace: --sequence selects sequences of a server trace; "
+                f"{args.file} is an engine trace"
+            )
         report = check_trace(records, spec)
         for line in report.accepted:
             out.write(f"  ok  {line}\n")
@@ -126,6 +141,10 @@ def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     groups = group_by_sequence(records)
     if args.sequence:
+        missing = sorted(set(args.sequence) - set(groups))
+        if missing:
+            out.write(f"not in the trace: {', '.join(missing)} (it has: {', '.join(groups)})\n")
+            return 1
         groups = {k: v for k, v in groups.items() if k in args.sequence}
     for name, events in groups.items():
         client_report = check_client_trace(events, spec, sequence=name)
@@ -139,7 +158,8 @@ def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
         out.write("  conforms\n" if client_report.conforms else "  does not conform\n")
         failures += not client_report.conforms
     if not groups:
-        out.write("no sequence in the trace\n")
+        out.write("no sequence in the trace: nothing was checked\n")
+        return 1
     return 1 if failures else 0
 
 
@@ -359,8 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run one command; a file that cannot be read or parsed, or input the library refuses,
+    is reported in one line on stderr with exit code 2 (no traceback)."""
     args = build_parser().parse_args(argv)
-    return _COMMANDS[args.command](args, out if out is not None else sys.stdout)
+    try:
+        return _COMMANDS[args.command](args, out if out is not None else sys.stdout)
+    except (OSError, json.JSONDecodeError, MosaicoProtocolError) as exc:
+        sys.stderr.write(f"mosaico-fsm {args.command}: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -123,3 +123,56 @@ def test_readme_lists_every_command() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name in sub.choices:  # type: ignore[union-attr]
         assert f"mosaico-fsm {name}" in readme, name
+
+
+def _server_trace(tmp_path: Path) -> Path:
+    """A server trace of one clean engine session on sequence 'run'."""
+    import pyarrow as pa
+
+    from fsm.engine import Client
+    from transport.memory import MemoryTransport
+    from transport.server.model import ServerModel
+    from transport.server.trace import ServerTrace
+
+    path = tmp_path / "server.jsonl"
+    model = ServerModel(seed=0)
+    model.trace = ServerTrace(path)
+    schema = pa.schema([pa.field("timestamp_ns", pa.int64(), nullable=False)])
+    with Client(MemoryTransport(model)).sequence_create("run") as seq:
+        seq.topic_create("t", schema=schema, ontology_tag="x").push_row({"timestamp_ns": 1})
+    model.trace.close()
+    return path
+
+
+def test_check_trace_that_checks_nothing_fails(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    out = io.StringIO()
+    assert main(["check-trace", str(empty)], out) == 1
+    assert "nothing was checked" in out.getvalue()
+
+    trace = _server_trace(tmp_path)
+    assert main(["check-trace", str(trace)], io.StringIO()) == 0
+    out = io.StringIO()
+    assert main(["check-trace", str(trace), "--sequence", "rnu"], out) == 1
+    assert "not in the trace: rnu" in out.getvalue() and "run" in out.getvalue()
+
+
+def test_unreadable_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-trace", str(tmp_path / "absent.jsonl")], io.StringIO()) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert main(["check-trace", str(bad)], io.StringIO()) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(e.startswith("mosaico-fsm check-trace: ") for e in errors)
+
+
+def test_update_readme_takes_no_name_or_format(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("text\n")
+    for extra in (["session"], ["--format", "dot"]):
+        with pytest.raises(SystemExit, match="takes no NAME and no --format"):
+            main(["diagram", "--update-readme", str(readme), *extra], io.StringIO())
+    assert readme.read_text() == "text\n"
