@@ -135,12 +135,12 @@ class OnErrorPolicy(Enum):
     Delete = "delete"
     """Same as `SessionLevelErrorPolicy.Delete`."""
 
-    def to_session_policy(self) -> SessionLevelErrorPolicy:
+    def to_session_policy(self, *, _stacklevel: int = 2) -> SessionLevelErrorPolicy:
         """The equivalent `SessionLevelErrorPolicy` (matched by value), with a DeprecationWarning."""
         warnings.warn(
             "OnErrorPolicy is deprecated; use SessionLevelErrorPolicy",
             DeprecationWarning,
-            stacklevel=2,
+            stacklevel=_stacklevel,
         )
         return SessionLevelErrorPolicy(self.value)
 
@@ -148,12 +148,7 @@ class OnErrorPolicy(Enum):
     def normalize(policy: SessionLevelErrorPolicy | OnErrorPolicy) -> SessionLevelErrorPolicy:
         """Accept either spelling and return a `SessionLevelErrorPolicy`."""
         if isinstance(policy, OnErrorPolicy):
-            warnings.warn(
-                "OnErrorPolicy is deprecated; use SessionLevelErrorPolicy",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            return SessionLevelErrorPolicy(policy.value)
+            return policy.to_session_policy(_stacklevel=3)  # the warning names our caller
         if isinstance(policy, SessionLevelErrorPolicy):
             return policy
         raise TypeError(

@@ -40,11 +40,10 @@ class StateHolder:
 class _Guard:
     """A row's `when`, as a `transitions` condition reading the context passed with the event."""
 
-    when: tuple[tuple[str, str], ...]
+    row: Transition
 
     def __call__(self, event: EventData) -> bool:
-        context: Mapping[str, str] = event.kwargs["context"]
-        return all(context.get(k) == v for k, v in self.when)
+        return self.row.matches(event.kwargs["context"])
 
 
 class _TableMachine(Machine):
@@ -76,7 +75,7 @@ class ProtocolMachine:
                 row.trigger,
                 row.source,
                 row.dest,
-                conditions=[_Guard(tuple(sorted(row.when.items())))],
+                conditions=[_Guard(row)],
             )
 
     @property

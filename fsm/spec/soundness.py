@@ -9,7 +9,8 @@ decided by exactly one row, every state reachable, also after each profile's pat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TypeVar
 
 import attrs
 
@@ -32,6 +33,8 @@ __all__ = [
     "check_resource",
     "check_spec",
 ]
+
+N = TypeVar("N", bound=Hashable)
 
 
 @attrs.frozen
@@ -122,11 +125,11 @@ def check_machine(m: MachineSpec) -> list[Problem]:
     edges: dict[str, set[str]] = {s: set() for s in m.states}
     for t in m.transitions:
         edges[t.source].add(t.dest)
-    reach = _closure(m.initial, edges)
+    reach = _closure([m.initial], edges)
     for s in m.states:
         if s not in reach:
             problems.append(Problem(m.file, "machine", s, f"not reachable from {m.initial}"))
-        if s not in m.terminals and not (_closure(s, edges) & m.terminals):
+        if s not in m.terminals and not (_closure([s], edges) & m.terminals):
             problems.append(Problem(m.file, "machine", s, "no terminal state is reachable from it"))
 
     # Routes land on exactly one row, for every context the routing row can run in, and
@@ -167,7 +170,7 @@ def check_machine(m: MachineSpec) -> list[Problem]:
                 if route not in (CONTINUE, STOP):
                     route_graph[node].add((t.source, route))
     for node in route_graph:
-        if node in _closure_from_successors(node, route_graph):
+        if node in _closure(route_graph.get(node, ()), route_graph):
             problem(
                 f"{node[0]} --{node[1]}-->", "following its routes can come back to it (a loop)"
             )
@@ -205,27 +208,15 @@ def _check_fanout(spec: Spec) -> list[Problem]:
     return problems
 
 
-def _closure(start: str, edges: Mapping[str, Iterable[str]]) -> set[str]:
-    seen = {start}
-    todo = [start]
+def _closure(starts: Iterable[N], edges: Mapping[N, Iterable[N]]) -> set[N]:
+    """The nodes reachable from `starts` along `edges`, the starts included."""
+    seen = set(starts)
+    todo = list(seen)
     while todo:
         for nxt in edges.get(todo.pop(), ()):
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
-    return seen
-
-
-def _closure_from_successors(
-    start: tuple[str, str], edges: Mapping[tuple[str, str], Iterable[tuple[str, str]]]
-) -> set[tuple[str, str]]:
-    seen: set[tuple[str, str]] = set()
-    todo = list(edges.get(start, ()))
-    while todo:
-        node = todo.pop()
-        if node not in seen:
-            seen.add(node)
-            todo.extend(edges.get(node, ()))
     return seen
 
 
@@ -262,7 +253,7 @@ def check_resource(res: ResourceSpec, *, reachability: bool = True) -> list[Prob
     for r in res.rows:
         if r.dest is not None:
             edges[r.source].add(r.dest)
-    reach = _closure(res.initial, edges)
+    reach = _closure([res.initial], edges)
     for s in res.states:
         if reachability and s not in reach:
             problems.append(
