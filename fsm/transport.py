@@ -81,7 +81,12 @@ class DataInfo:
 
 @attrs.frozen
 class TopicInfo:
-    """A topic as the server describes it (an endpoint of a FlightInfo)."""
+    """A topic as the server describes it (an endpoint of a FlightInfo).
+
+    `serialization_format`, `ontology_tag`, `user_metadata` and `schema` come with a topic's own
+    FlightInfo only; the topics of a `SequenceInfo` leave them None (the wire carries no more
+    for them, PROTOCOL.md §7.1), whatever the transport.
+    """
 
     locator: str
     created_at_ns: int
@@ -137,14 +142,16 @@ class TopicStream(Protocol):
 
     @property
     def failure(self) -> Outcome | None:
-        """A failure the server reported before the stream was closed (a refused batch, a
-        dropped stream), or None while none is known."""
+        """How the stream failed (a refused batch, a dropped stream, a refused or lost close,
+        an abort), or None while no failure is known: still None after a clean close."""
 
     def write(self, batch: pa.RecordBatch) -> Outcome:
-        """Send one batch (stored by the server as one chunk)."""
+        """Send one batch (stored by the server as one chunk). Once the stream has ended, the
+        failure, or failed_precondition after a clean close."""
 
     def close(self) -> Outcome:
-        """End the stream cleanly and wait for the server's verdict."""
+        """End the stream cleanly and wait for the server's verdict. Once the stream has
+        ended, the failure, or failed_precondition after a clean close."""
 
     def abort(self) -> Outcome:
         """Cancel the stream: the server commits nothing of its end."""

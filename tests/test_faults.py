@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,10 +13,12 @@ import pyarrow as pa
 import pytest
 
 from fsm.enums import FlightAction
-from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
+from fsm.errors import ArgumentError
+from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule, fault_operations
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
 from tests.harness import KINDS, SCHEMA, Harness, batch, failed_with, harness, ok, topic_args
+from transport.server.trace import ServerTrace
 
 
 def unknown(outcome: Outcome) -> None:
@@ -124,21 +127,101 @@ def test_plan_json_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "message"),
     [
-        lambda: Fault("VERSION", 0),
-        lambda: Fault("SEQUENCE_CREATE", 1, FaultEffect.DROP_STREAM),
-        lambda: FaultPlan(rate=1.5),
-        lambda: FaultPlan(rate=-0.1),
-        lambda: FaultPlan.loads('{"faults": [{"operation": "X", "effect": "explode"}]}'),
-        lambda: FaultPlan.loads('{"faults": [{"operation": "X", "kind": "oops"}]}'),
+        (lambda: Fault("VERSION", 0), "nth must be an integer >= 1"),
+        (lambda: Fault("SEQUENCE_CREATE", 1, FaultEffect.DROP_STREAM), "drop_stream applies"),
+        (lambda: FaultPlan(rate=1.5), "rate must be within"),
+        (lambda: FaultPlan(rate=-0.1), "rate must be within"),
+        (
+            lambda: FaultPlan.loads('{"faults": [{"operation": "VERSION", "effect": "explode"}]}'),
+            "'explode' is not one of fail, lose_reply, drop_stream",
+        ),
+        (
+            lambda: FaultPlan.loads('{"faults": [{"operation": "VERSION", "kind": "oops"}]}'),
+            "'oops' is not one of",
+        ),
+        (lambda: Fault("SESSION_FINISH"), "no such operation in the catalogue: 'SESSION_FINISH'"),
+        (lambda: Fault("stream_write"), "no such operation in the catalogue: 'stream_write'"),
+        (lambda: Fault("DO_PUT"), "DO_PUT cannot be faulted"),
+        (lambda: Fault("STREAM_ABORT", 1, FaultEffect.DROP_STREAM), "cannot be faulted"),
+        (
+            lambda: FaultPlan(rate=0.5, random_operations=("VERSION", "VERSOIN")),
+            "random_operations: no such operation in the catalogue: 'VERSOIN'",
+        ),
+        (
+            lambda: FaultPlan(rate=0.5, random_operations=("VERSION",), random_kinds=()),
+            "need at least one random kind",
+        ),
+        (
+            lambda: FaultPlan(rate=0.5, random_operations=("VERSION",), random_effects=()),
+            "need at least one random effect",
+        ),
+        (lambda: FaultPlan(rate=0.5), "need random_operations"),
+        (
+            lambda: FaultPlan.loads('{"rate": 0.5, "random_operations": ["SEQUENCE_CREAT"]}'),
+            "no such operation in the catalogue: 'SEQUENCE_CREAT'",
+        ),
+        (
+            lambda: FaultPlan.loads('{"random_operations": "VERSION"}'),
+            "random_operations must be a list",
+        ),
+        (lambda: FaultPlan.loads('{"faults": [{"nth": 2}]}'), "a fault needs an operation"),
+        (
+            lambda: FaultPlan.loads('{"faults": [{"operation": "VERSION", "nth": "2"}]}'),
+            "nth must be an integer",
+        ),
+        (lambda: FaultPlan.loads("{not json"), "a fault plan must be JSON"),
+        (lambda: FaultPlan.loads("[]"), "a fault plan must be a JSON object"),
     ],
-    ids=["nth-0", "drop-on-action", "rate-high", "rate-negative", "bad-effect", "bad-kind"],
+    ids=[
+        "nth-0",
+        "drop-on-action",
+        "rate-high",
+        "rate-negative",
+        "bad-effect",
+        "bad-kind",
+        "unknown-operation",
+        "lowercase-operation",
+        "do-put",
+        "stream-abort",
+        "unknown-random-operation",
+        "no-random-kinds",
+        "no-random-effects",
+        "rate-without-operations",
+        "unknown-random-operation-json",
+        "random-operations-not-a-list",
+        "no-operation-json",
+        "nth-not-an-integer",
+        "not-json",
+        "not-an-object",
+    ],
 )
-def test_bad_plans_are_refused(make: Callable[[], object]) -> None:
-    """A fault that cannot happen is refused when the plan is built."""
-    with pytest.raises(ValueError):
+def test_bad_plans_are_refused(make: Callable[[], object], message: str) -> None:
+    """A fault that cannot happen (or would never fire) is refused when the plan is built or
+    loaded, with an ArgumentError that says why."""
+    with pytest.raises(ArgumentError) as caught:
         make()
+    assert message in str(caught.value)
+
+
+def test_every_operation_the_transports_count_can_be_faulted() -> None:
+    """The operations a fault may name are those of the catalogue the transports count."""
+    operations = fault_operations()
+    assert {"SEQUENCE_CREATE", "GET_FLIGHT_INFO", "DO_GET", "LIST_FLIGHTS"} <= operations
+    assert {"STREAM_OPEN", "STREAM_WRITE", "STREAM_CLOSE", "UNKNOWN_ACTION"} <= operations
+    assert not {"DO_PUT", "STREAM_ABORT", "UNSUPPORTED_RPC"} & operations
+    for operation in operations:
+        Fault(operation)
+
+
+def test_a_schedule_counts_calls_without_faults() -> None:
+    """A schedule counts calls as documented, also when its plan has no fault."""
+    schedule = FaultSchedule()
+    assert schedule.next("VERSION") is None
+    assert schedule.next("VERSION") is None
+    assert schedule.next("LIST_FLIGHTS") is None
+    assert schedule.counts() == {"VERSION": 2, "LIST_FLIGHTS": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,6 +495,108 @@ def test_stream_open_faults(kind: str, effect: FaultEffect, expect: str) -> None
         assert topic_view(h, "st/imu")["state"] == "locked"
         assert h.schedule is not None
         assert h.schedule.counts()["STREAM_OPEN"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Stream faults are the same fault on both transports
+
+
+def _settled(h: Harness, topic: str) -> bool:
+    """The server has dealt with the stream's first batch: stored or refused it, or the stream
+    had already ended (refused or broken)."""
+    assert h.model.trace is not None
+    return any(
+        e.get("topic") == topic
+        and (
+            e["op"] in ("DO_PUT_WRITE", "DO_PUT_CANCEL")
+            or (e["op"] == "DO_PUT_OPEN" and e["outcome"] != "ok")
+        )
+        for e in h.model.trace.events
+    )
+
+
+def stream_script(h: Harness) -> list[tuple[str, str | None]]:
+    """Four streams, and the verdict of each: S1 locks sf/a; S2 finds it locked (a refused
+    open); sf/b and sf/c are deleted mid-stream, so S3's next write and S4's end are
+    refused."""
+    t = h.transport()
+    verdicts: list[tuple[str, str | None]] = []
+
+    def record(outcome: Outcome) -> None:
+        verdicts.append((outcome.status.value, outcome.kind.value if outcome.kind else None))
+
+    session = create_sequence(t, "sf")
+    topic_a = create_topic(t, session, "sf/a")
+    record(stream_verdict(t, "sf/a", topic_a, [batch(0), batch(2)]))
+    record(stream_verdict(t, "sf/a", topic_a, [batch(4)]))
+    for locator, more in (("sf/b", [batch(2)]), ("sf/c", [])):
+        topic_uuid = create_topic(t, session, locator)
+        verdict: Outcome | None = None
+        opened = t.open_stream(Descriptor.for_topic(locator, topic_uuid), SCHEMA)
+        if not opened.is_ok:
+            verdict = opened
+        else:
+            written = opened.value.write(batch(0))
+            verdict = None if written.is_ok else written
+        deadline = time.monotonic() + 10
+        while not _settled(h, locator):
+            assert time.monotonic() < deadline, f"the server never handled {locator}"
+            time.sleep(0.002)
+        ok(t.action(FlightAction.TOPIC_DELETE, {"locator": locator}))
+        if verdict is None:
+            stream = opened.value
+            for b in more:
+                written = stream.write(b)
+                if not written.is_ok:
+                    verdict = written
+                    break
+            if verdict is None:
+                verdict = stream.close()
+        record(verdict)
+    return verdicts
+
+
+STREAM_CALLS = {"STREAM_OPEN": 4, "STREAM_WRITE": 5, "STREAM_CLOSE": 2}
+"""How many calls of each stream operation `stream_script` makes without faults (S2's open,
+S3's second write and S4's close are the refused ones)."""
+
+
+def test_stream_script_calls() -> None:
+    with harness("memory") as h:
+        h.model.trace = ServerTrace()
+        assert stream_script(h) == [
+            ("ok", None),
+            ("failed", "failed_precondition"),
+            ("failed", "not_found"),
+            ("failed", "not_found"),
+        ]
+        assert h.schedule is not None
+        assert {op: h.schedule.counts()[op] for op in STREAM_CALLS} == STREAM_CALLS
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(operation, nth, effect, ErrorKind.PERMISSION_DENIED)
+        for operation, calls in STREAM_CALLS.items()
+        for nth in range(1, calls + 1)
+        for effect in FaultEffect
+    ],
+    ids=lambda f: f.describe(),
+)
+def test_stream_faults_are_the_same_on_both_transports(fault: Fault) -> None:
+    """One fault on a stream call, with each effect, on calls the server accepts and on calls
+    it refuses: the client sees the same verdicts and the server records the same events,
+    in memory and over Flight."""
+    runs = {}
+    for kind in KINDS:
+        with harness(kind, faults=FaultPlan((fault,))) as h:
+            h.model.trace = ServerTrace()
+            verdicts = stream_script(h)
+            assert h.schedule is not None
+            assert h.schedule.fired == [fault]
+            runs[kind] = (verdicts, list(h.model.trace.events))
+    assert runs["flight"] == runs["memory"]
 
 
 # ---------------------------------------------------------------------------------------------

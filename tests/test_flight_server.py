@@ -4,13 +4,16 @@ protocol, the wire shapes the real SDK reads (PROTOCOL.md §4, §7) and error co
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from transport.flight.server import RunningServer, TlsFiles, start_server
 from transport.pytest_plugin import self_signed_certificate
 from transport.server.auth import HEADER
 from transport.server.model import ServerModel
+from transport.server.trace import ServerTrace
 
 pytestmark = pytest.mark.flight
 
@@ -900,3 +904,367 @@ def test_every_kind_round_trips(kind: ErrorKind) -> None:
         finally:
             t.close()
             raw.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams that do not end cleanly, and stopping
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def _in_thread(call: Callable[[], object], seconds: float) -> bool:
+    """Run `call` on a daemon thread; whether it returned within `seconds` (a hang guard)."""
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return not worker.is_alive()
+
+
+def _traced_topic(running: RunningServer, t: Transport, name: str) -> str:
+    """A topic `name/imu` in an open session, on a server that records its trace; its UUID."""
+    running.model.trace = ServerTrace()
+    ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": name, "user_metadata": {}}))
+    session = ok(t.action(FlightAction.SESSION_CREATE, {"locator": name}))["uuid"]
+    return str(ok(t.action(FlightAction.TOPIC_CREATE, topic_args(session, f"{name}/imu")))["uuid"])
+
+
+def _stream_events(running: RunningServer) -> list[tuple[str, str]]:
+    assert running.model.trace is not None
+    return [
+        (e["op"], e["outcome"])
+        for e in running.model.trace.events
+        if str(e["op"]).startswith("DO_PUT")
+    ]
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_stop_returns_although_a_client_left_a_stream_open() -> None:
+    """A client that opens a stream, writes and then goes silent cannot hold `stop` forever:
+    after its timeout `stop` returns with a warning and the stream is cancelled (nothing is
+    locked, the stored batch stays). Whatever the stream sends later is refused (cancelled),
+    and the server finishes stopping when the client goes away."""
+    running = start_server(ServerModel(seed=0))
+    t = FlightTransport(running.location)  # no deadline: the stream stays open until closed
+    warnings = _Warnings()
+    logger = logging.getLogger("mosaico_fsm.server")
+    logger.addHandler(warnings)
+    try:
+        topic_uuid = _traced_topic(running, t, "ab")
+        stream = ok(t.open_stream(Descriptor.for_topic("ab/imu", topic_uuid), SCHEMA))
+        ok(stream.write(batch(0, 3)))
+        _until(lambda: running.model.snapshot()["topics"]["ab/imu"]["chunks"] == 1, "stored")
+        assert _in_thread(running.stop, 20.0), "stop hung on a stream left open"
+        assert not running.stopped
+        assert any("ab/imu" in m for m in warnings.messages), warnings.messages
+        assert running.model.snapshot()["topics"]["ab/imu"]["state"] == "created"
+        failed_with(stream.close(), ErrorKind.CANCELLED)
+        _until(lambda: running.stopped, "the server stopped once the stream ended")
+        topic = running.model.snapshot()["topics"]["ab/imu"]
+        assert (topic["state"], topic["chunks"]) == ("created", 1)
+        assert _stream_events(running) == [
+            ("DO_PUT_OPEN", "ok"),
+            ("DO_PUT_WRITE", "ok"),
+            ("DO_PUT_CANCEL", "cancelled"),
+        ]
+    finally:
+        logger.removeHandler(warnings)
+        t.close()
+        running.stop()
+
+
+def test_closing_the_transport_aborts_its_open_streams() -> None:
+    """`FlightTransport.close()` aborts the streams still open: the server cancels them at
+    once (aborted) and stops without waiting."""
+    running = start_server(ServerModel(seed=0))
+    t = FlightTransport(running.location, timeout=TIMEOUT)
+    try:
+        topic_uuid = _traced_topic(running, t, "cl")
+        stream = ok(t.open_stream(Descriptor.for_topic("cl/imu", topic_uuid), SCHEMA))
+        ok(stream.write(batch(0, 2)))
+        _until(lambda: running.model.snapshot()["topics"]["cl/imu"]["chunks"] == 1, "stored")
+        t.close()
+        _until(
+            lambda: running.model.snapshot()["topics"]["cl/imu"]["state"] != "receiving",
+            "the stream cancelled",
+        )
+        failed_with(stream.write(batch(2, 1)), ErrorKind.CANCELLED)
+        assert stream.failure is not None
+        assert _stream_events(running)[-1] == ("DO_PUT_CANCEL", "aborted")
+        assert _in_thread(running.stop, 20.0), "stop hung"
+        assert running.stopped
+    finally:
+        t.close()
+        running.stop()
+
+
+_SILENT_WRITER = """
+import json, sys, time
+import pyarrow as pa
+from pyarrow import flight
+location, topic_uuid = sys.argv[1], sys.argv[2]
+schema = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
+client = flight.FlightClient(location)
+descriptor = flight.FlightDescriptor.for_command(
+    json.dumps({"resource_locator": "gone/imu", "topic_uuid": topic_uuid}).encode()
+)
+writer, _ = client.do_put(descriptor, schema)
+writer.write_batch(pa.record_batch([pa.array([0, 1]), pa.array([0.0, 1.0])], schema=schema))
+print("written", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_client_that_dies_mid_stream_locks_nothing() -> None:
+    """A client process killed mid-stream ends the call as cancelled (PROTOCOL.md §6.2.7):
+    the end of its messages is not a clean end, so the topic is not locked."""
+    with start_server(ServerModel(seed=0)) as running:
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            topic_uuid = _traced_topic(running, t, "gone")
+            child = subprocess.Popen(
+                [sys.executable, "-c", _SILENT_WRITER, running.location, topic_uuid],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert child.stdout is not None
+                assert child.stdout.readline().strip() == "written"
+                _until(
+                    lambda: running.model.snapshot()["topics"]["gone/imu"]["chunks"] == 1,
+                    "the batch stored",
+                )
+            finally:
+                child.kill()
+                child.wait(TIMEOUT)
+            _until(
+                lambda: running.model.snapshot()["topics"]["gone/imu"]["state"] != "receiving",
+                "the stream ended",
+            )
+            topic = running.model.snapshot()["topics"]["gone/imu"]
+            assert (topic["state"], topic["chunks"]) == ("created", 1)
+            assert _stream_events(running)[-1] == ("DO_PUT_CANCEL", "cancelled")
+        finally:
+            t.close()
+
+
+def test_an_unexpected_server_error_leaves_no_stream_receiving(
+    server: RunningServer, client: FlightTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error the model did not mean (a bug, not a refusal) still ends the stream on the
+    server: the topic is not left receiving, and the cancel is traced as internal."""
+    topic_uuid = _traced_topic(server, client, "bug")
+
+    def broken(handle: Any, data: pa.RecordBatch) -> None:
+        raise RuntimeError("a bug in the model")
+
+    monkeypatch.setattr(server.model, "put_write", broken)
+    stream = ok(client.open_stream(Descriptor.for_topic("bug/imu", topic_uuid), SCHEMA))
+    written = stream.write(batch(0, 2))
+    outcome = stream.close() if written.is_ok else written
+    assert outcome.status is OutcomeStatus.FAILED, outcome
+    _until(
+        lambda: server.model.snapshot()["topics"]["bug/imu"]["state"] != "receiving",
+        "the stream ended",
+    )
+    assert server.model.snapshot()["topics"]["bug/imu"]["state"] == "created"
+    assert _stream_events(server)[-1] == ("DO_PUT_CANCEL", "internal")
+    monkeypatch.undo()
+    ok(stream_put(client, "bug/imu", topic_uuid))
+    assert server.model.snapshot()["topics"]["bug/imu"]["state"] == "locked"
+
+
+def stream_put(t: Transport, locator: str, topic_uuid: str) -> Outcome:
+    stream = ok(t.open_stream(Descriptor.for_topic(locator, topic_uuid), SCHEMA))
+    ok(stream.write(batch(10, 1)))
+    return stream.close()
+
+
+# A DoPut written by hand over HTTP/2, to send what pyarrow's client never sends: a second
+# schema message mid-stream (PROTOCOL.md §6.2.4).
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _flight_data(ipc: pa.Buffer, command: bytes | None = None) -> bytes:
+    """One gRPC message holding a FlightData (descriptor, IPC header, body)."""
+    message = pa.ipc.read_message(ipc)
+    data = b""
+    if command is not None:  # FlightDescriptor {type: CMD (2), cmd}
+        data += _field(1, _varint(1 << 3) + _varint(2) + _field(2, command))
+    data += _field(2, message.metadata.to_pybytes())
+    if message.body is not None and message.body.size:
+        data += _field(1000, message.body.to_pybytes())
+    return b"\x00" + struct.pack(">I", len(data)) + data
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    header = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
+    return header + struct.pack(">I", stream) + payload
+
+
+def _raw_do_put(port: int, messages: list[bytes]) -> None:
+    """Send one DoPut of `messages` and half-close it; read until the server ends the call
+    (the socket's timeout guards against a hang)."""
+
+    def literal(name: str, value: str) -> bytes:  # HPACK, without indexing or Huffman
+        return bytes([0, len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+    headers = b"".join(
+        literal(n, v)
+        for n, v in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/arrow.flight.protocol.FlightService/DoPut"),
+            (":authority", f"127.0.0.1:{port}"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b""))
+        sock.sendall(_h2_frame(1, 0x4, 1, headers))
+        for i, message in enumerate(messages):
+            end = 0x1 if i == len(messages) - 1 else 0
+            sock.sendall(_h2_frame(0, end, 1, message))
+        sock.sendall(_h2_frame(4, 0x1, 0, b""))  # acknowledge the server's settings
+        received = b""
+        while True:  # frames until the call ends: trailers (HEADERS with END_STREAM) or reset
+            while len(received) < 9:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the connection"
+                received += chunk
+            length = int.from_bytes(received[:3], "big")
+            kind, flags = received[3], received[4]
+            stream = int.from_bytes(received[5:9], "big") & 0x7FFFFFFF
+            while len(received) < 9 + length:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the connection"
+                received += chunk
+            received = received[9 + length :]
+            if stream == 1 and (kind == 3 or (kind == 1 and flags & 0x1)):
+                return
+
+
+def test_a_second_schema_mid_stream_is_aborted(server: RunningServer) -> None:
+    """A second schema message mid-stream is an unsupported stream message: the stream ends
+    aborted (not cancelled), the batch before it stays, nothing is locked."""
+    t = FlightTransport(server.location, timeout=TIMEOUT)
+    try:
+        topic_uuid = _traced_topic(server, t, "two")
+    finally:
+        t.close()
+    other = pa.schema([("timestamp_ns", pa.int64()), ("extra", pa.int32())])
+    command = json.dumps({"resource_locator": "two/imu", "topic_uuid": topic_uuid}).encode()
+    _raw_do_put(
+        server.port,
+        [
+            _flight_data(SCHEMA.serialize(), command),
+            _flight_data(batch(0, 2).serialize()),
+            _flight_data(other.serialize()),
+            _flight_data(batch(2, 2).serialize()),
+        ],
+    )
+    _until(
+        lambda: server.model.snapshot()["topics"]["two/imu"]["state"] != "receiving",
+        "the stream ended",
+    )
+    topic = server.model.snapshot()["topics"]["two/imu"]
+    assert (topic["state"], topic["chunks"]) == ("created", 1)
+    assert _stream_events(server) == [
+        ("DO_PUT_OPEN", "ok"),
+        ("DO_PUT_WRITE", "ok"),
+        ("DO_PUT_CANCEL", "aborted"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The client: failures of the network are outcomes, bugs are not
+
+
+class _BuggyClient:
+    """Stands in for pyarrow's FlightClient: every call hits a programming error."""
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name == "close":
+                return None
+            raise TypeError(f"{name}() got an unexpected argument")
+
+        return call
+
+
+CALLS: dict[str, Callable[[FlightTransport], Outcome]] = {
+    "action": lambda t: t.action(FlightAction.VERSION, {}),
+    "open_stream": lambda t: t.open_stream(Descriptor.for_topic("a/b", "u"), SCHEMA),
+    "flight_info": lambda t: t.flight_info(Descriptor.for_resource("a")),
+    "read": lambda t: t.read(b"ticket"),
+    "list_sequences": lambda t: t.list_sequences(),
+}
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_a_programming_error_is_raised_not_an_outcome(call: str) -> None:
+    """A TypeError inside a call is a bug: it propagates instead of becoming failed(internal)."""
+    t = FlightTransport("grpc://127.0.0.1:1", timeout=TIMEOUT)
+    t._client = _BuggyClient()
+    with pytest.raises(TypeError, match="unexpected argument"):
+        CALLS[call](t)
+    t.close()
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_an_unreachable_server_is_an_outcome(call: str) -> None:
+    """A server that cannot be reached gives an outcome (unknown), not an exception."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    t = FlightTransport(f"grpc://127.0.0.1:{port}", timeout=TIMEOUT)
+    try:
+        outcome = CALLS[call](t)
+        if call == "open_stream" and outcome.is_ok:  # the DoPut fails when it is used
+            stream = outcome.value
+            written = stream.write(batch(0, 1))
+            outcome = stream.close() if written.is_ok else written
+        assert outcome.status is OutcomeStatus.UNKNOWN, outcome
+    finally:
+        t.close()
+
+
+def test_connect_timeout_bounds_wait_ready() -> None:
+    """`wait_ready` answers unknown within `connect_timeout` when the peer accepts the
+    connection but never speaks gRPC."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        t = FlightTransport(f"grpc://127.0.0.1:{port}", connect_timeout=0.5)
+        answers: list[Outcome] = []
+        try:
+            assert _in_thread(lambda: answers.append(t.wait_ready()), STOP_TIMEOUT), "hung"
+        finally:
+            t.close()
+    assert answers[0].status is OutcomeStatus.UNKNOWN, answers

@@ -73,6 +73,24 @@ def test_unknown_option(mosaico_server_factory):
     import pytest
     with pytest.raises(TypeError, match="unknown mosaico_server option"):
         mosaico_server_factory(colour="blue")
+
+
+def test_a_misspelt_fault_plan_is_refused(mosaico_server_factory):
+    import pytest
+    from fsm.errors import ArgumentError
+    with pytest.raises(ArgumentError, match="no such operation in the catalogue: 'SESION_CREATE'"):
+        mosaico_server_factory(faults={"faults": [{"operation": "SESION_CREATE"}]})
+
+
+def test_trace_events_are_a_snapshot(mosaico_server):
+    before = mosaico_server.trace.events
+    transport = FlightTransport(mosaico_server.location)
+    try:
+        assert transport.list_sequences().is_ok
+    finally:
+        transport.close()
+    assert before == ()
+    assert [e["op"] for e in mosaico_server.trace.events] == ["LIST_FLIGHTS"]
 """
 
 
@@ -88,7 +106,7 @@ def test_plugin_serves_sdk_based_code(pytester: pytest.Pytester) -> None:
 def test_plugin_factory_and_options(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_engine_example=ENGINE_EXAMPLE)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=4)
 
 
 def test_plugin_marker_is_registered(pytester: pytest.Pytester) -> None:

@@ -38,6 +38,8 @@ from fsm.transport import (
     encode_body,
 )
 from tests.harness import KINDS, Harness, failed_with, harness, ok, put_batches, topic_args
+from transport.memory import MemoryTransport
+from transport.server.trace import ServerTrace
 
 A = FlightAction
 E = ErrorKind
@@ -1611,3 +1613,93 @@ def test_list_sequences(h: Harness, t: Transport) -> None:
         refused(h, IA, partial(t.list_sequences, criteria))
     ok(act(t, A.SEQUENCE_DELETE, locator="b"))
     assert sorted(ok(t.list_sequences())) == ["a", "c1", "slashed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Views, streams and bookkeeping that must not depend on the transport
+
+
+@pytest.mark.flight
+def test_both_transports_give_equal_views_of_one_server() -> None:
+    """One server model read in memory and over Flight: the sequence view, whose topic
+    entries carry no properties or metadata on either transport, and each topic's own view
+    (which does) are equal, with and without a time range."""
+    with harness("flight") as h:
+        assert h.server is not None
+        memory = MemoryTransport(h.model)
+        flight = h.transport()
+        create_sequence(flight, "run", {"robot": "r1"})
+        session = open_session(flight, "run")
+        put_topic(flight, session, "run/imu", make_batches("default", (3, 2)), metadata={"k": 1})
+        create_topic(flight, session, "run/gps", tag="gps", metadata={"k": 2})
+        for start, end in ((None, None), (1, None), (None, 2)):
+            descriptor = Descriptor.for_resource("run", start, end)
+            seen = ok(memory.flight_info(descriptor))
+            assert isinstance(seen, SequenceInfo)
+            assert [t.locator for t in seen.topics] == ["run/imu", "run/gps"]
+            for entry in seen.topics:
+                assert (entry.ontology_tag, entry.serialization_format) == (None, None)
+                assert (entry.user_metadata, entry.schema) == (None, None)
+            assert ok(flight.flight_info(descriptor)) == seen
+            for locator in ("run/imu", "run/gps"):
+                descriptor = Descriptor.for_resource(locator, start, end)
+                view = ok(memory.flight_info(descriptor))
+                assert view.ontology_tag in ("imu", "gps")
+                assert ok(flight.flight_info(descriptor)) == view
+
+
+def test_a_cleanly_closed_stream_has_no_failure(h: Harness, t: Transport) -> None:
+    """After a clean close `failure` stays None (the stream did not fail); a further write or
+    close answers failed_precondition."""
+    create_sequence(t, "run")
+    session = open_session(t, "run")
+    topic_uuid = create_topic(t, session, "run/imu")
+    stream = open_put(t, "run/imu", topic_uuid, DEFAULT_SCHEMA)
+    ok(stream.write(make_batches("default", (2,))[0]))
+    assert stream.failure is None
+    assert ok(stream.close()) is None
+    assert stream.failure is None
+    failed_with(stream.write(make_batches("default", (2,))[0]), E.FAILED_PRECONDITION)
+    failed_with(stream.close(), E.FAILED_PRECONDITION)
+    assert stream.failure is None
+    ok(stream.abort())
+    assert stream.failure is None
+    assert model_topic(h, "run/imu")["state"] == "locked"
+
+
+def test_a_refused_close_is_the_stream_failure(h: Harness, t: Transport) -> None:
+    """A close the server refuses is a failure, which `failure` then reports."""
+    create_sequence(t, "run")
+    session = open_session(t, "run")
+    topic_uuid = create_topic(t, session, "run/imu")
+    stream = open_put(t, "run/imu", topic_uuid, DEFAULT_SCHEMA)
+    ok(stream.write(make_batches("default", (2,))[0]))
+    wait_until(lambda: model_topic(h, "run/imu")["chunks"] == 1, "the batch stored")
+    ok(act(t, A.TOPIC_DELETE, locator="run/imu"))
+    failed_with(stream.close(), E.NOT_FOUND)
+    assert stream.failure is not None
+    assert stream.failure.kind is E.NOT_FOUND
+
+
+@pytest.mark.parametrize("tracing", [False, True], ids=["untraced", "traced"])
+def test_deleted_sessions_are_remembered_only_while_tracing(h: Harness, tracing: bool) -> None:
+    """A long-running server forgets deleted sessions; only a tracing one keeps, per deleted
+    session, the name of its sequence, so later requests naming it are still attributed."""
+    if tracing:
+        h.model.trace = ServerTrace()
+    t = h.transport()
+    create_sequence(t, "run")
+    gone = [open_session(t, "run") for _ in range(5)]
+    for session in gone:
+        ok(act(t, A.SESSION_DELETE, session_uuid=session))
+    create_sequence(t, "other")
+    doomed = open_session(t, "other")
+    ok(act(t, A.SEQUENCE_DELETE, locator="other"))
+    remembered = h.model._gone_sessions
+    if not tracing:
+        assert remembered == {}
+        return
+    assert remembered == {**dict.fromkeys(gone, "run"), doomed: "other"}
+    failed_with(act(t, A.SESSION_FINALIZE, session_uuid=gone[0]), E.NOT_FOUND)
+    assert h.model.trace is not None
+    assert h.model.trace.events[-1]["sequence"] == "run"

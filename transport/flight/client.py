@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,6 +31,13 @@ from transport.server.auth import HEADER
 __all__ = ["FlightTransport"]
 
 
+_FLIGHT_ERRORS = (flight.FlightError, pa.ArrowException, OSError)
+"""What pyarrow raises when a Flight call fails: a gRPC status (a FlightError, or the Arrow
+exception pyarrow maps the code to, such as ArrowKeyError for NOT_FOUND or ArrowInvalid for
+INVALID_ARGUMENT), or an I/O failure of the connection (OSError, such as "Stream removed").
+Anything else is a bug in the caller or here, and propagates."""
+
+
 def _descriptor(d: Descriptor) -> flight.FlightDescriptor:
     if d.kind == "path":
         return flight.FlightDescriptor.for_path(*d.path)
@@ -37,7 +45,10 @@ def _descriptor(d: Descriptor) -> flight.FlightDescriptor:
 
 
 class FlightTransport(Transport):
-    """A transport to any Mosaico server reachable at `location` (grpc:// or grpc+tls://)."""
+    """A transport to any Mosaico server reachable at `location` (grpc:// or grpc+tls://).
+
+    `timeout` bounds every call (None: no bound); `connect_timeout` bounds `wait_ready`.
+    """
 
     def __init__(
         self,
@@ -60,19 +71,22 @@ class FlightTransport(Transport):
         self._client = flight.FlightClient(location, **kwargs)
         headers = [(HEADER.encode(), api_key.encode())] if api_key else []
         self._options = flight.FlightCallOptions(headers=headers, timeout=timeout)
-        self._connect_timeout = connect_timeout
+        self._ready_options = flight.FlightCallOptions(headers=headers, timeout=connect_timeout)
         self._closed = threading.Event()
+        self._streams_lock = threading.Lock()
+        self._streams: set[_FlightStream] = set()
 
     def wait_ready(self) -> Outcome:
-        """Check that the server answers (a ListFlights), as clients do on connect."""
-        return self.list_sequences()
+        """Check that the server answers (a ListFlights, as clients do on connect) within
+        `connect_timeout` seconds; unknown when it does not."""
+        return self._list(b"", self._ready_options)
 
     # -------------------------------------------------------------------------------------------
 
     def action_raw(self, action_type: str, body: bytes) -> Outcome:
         try:
             results = list(self._client.do_action(flight.Action(action_type, body), self._options))
-        except Exception as exc:
+        except _FLIGHT_ERRORS as exc:
             return flight_error_outcome(exc)
         payload = b"".join(r.body.to_pybytes() for r in results)
         try:
@@ -83,14 +97,21 @@ class FlightTransport(Transport):
     def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
         try:
             writer, reader = self._client.do_put(_descriptor(descriptor), schema, self._options)
-        except Exception as exc:
+        except _FLIGHT_ERRORS as exc:
             return flight_error_outcome(exc)
-        return Outcome.ok(_FlightStream(writer, reader, schema))
+        stream = _FlightStream(writer, reader, schema, self._forget)
+        with self._streams_lock:
+            self._streams.add(stream)
+        return Outcome.ok(stream)
+
+    def _forget(self, stream: _FlightStream) -> None:
+        with self._streams_lock:
+            self._streams.discard(stream)
 
     def flight_info(self, descriptor: Descriptor) -> Outcome:
         try:
             info = self._client.get_flight_info(_descriptor(descriptor), self._options)
-        except Exception as exc:
+        except _FLIGHT_ERRORS as exc:
             return flight_error_outcome(exc)
         try:
             return Outcome.ok(parse_flight_info(info))
@@ -109,14 +130,17 @@ class FlightTransport(Transport):
                 if chunk.data is not None:
                     batches.append(chunk.data)
             schema = reader.schema
-        except Exception as exc:
+        except _FLIGHT_ERRORS as exc:
             return flight_error_outcome(exc)
         return Outcome.ok(TopicData(schema, tuple(batches)))
 
     def list_sequences(self, criteria: bytes = b"") -> Outcome:
+        return self._list(criteria, self._options)
+
+    def _list(self, criteria: bytes, options: flight.FlightCallOptions) -> Outcome:
         try:
-            infos = list(self._client.list_flights(criteria, self._options))
-        except Exception as exc:
+            infos = list(self._client.list_flights(criteria, options))
+        except _FLIGHT_ERRORS as exc:
             return flight_error_outcome(exc)
         names = []
         for info in infos:
@@ -127,9 +151,19 @@ class FlightTransport(Transport):
         return Outcome.ok(names)
 
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            self._client.close()
+        """Abort the streams still open (the server commits nothing of them), then close the
+        connection."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._streams_lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.abort()
+        self._client.close()
+
+
+_CLOSED = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
 
 
 class _FlightStream:
@@ -138,7 +172,8 @@ class _FlightStream:
     The server's verdict on the whole stream arrives when it is closed, but a server may end
     the call early (a refused batch, a dropped stream). A watcher thread waits on the server's
     side of the call, so such a refusal is known as soon as it arrives and the next `write`
-    reports it instead of succeeding into a dead stream.
+    reports it instead of succeeding into a dead stream. Once the stream has ended (failed,
+    aborted or closed) the watcher has returned and the transport no longer tracks it.
     """
 
     def __init__(
@@ -146,11 +181,14 @@ class _FlightStream:
         writer: flight.FlightStreamWriter,
         reader: flight.FlightMetadataReader,
         schema: pa.Schema,
+        on_end: Callable[[_FlightStream], None],
     ) -> None:
         self._schema = schema
         self._writer = writer
         self._reader = reader
+        self._on_end = on_end
         self._done: Outcome | None = None
+        self._failure: Outcome | None = None
         self._closing = False
         self._early: Outcome | None = None
         self._watcher = threading.Thread(
@@ -162,7 +200,7 @@ class _FlightStream:
         try:
             while self._reader.read() is not None:
                 pass
-        except Exception as exc:
+        except _FLIGHT_ERRORS as exc:
             if not self._closing:
                 self._early = flight_error_outcome(exc)
             return
@@ -171,7 +209,17 @@ class _FlightStream:
 
     @property
     def failure(self) -> Outcome | None:
-        return self._done if self._done is not None and not self._done.is_ok else self._early
+        if self._done is not None:
+            return self._failure
+        return self._early
+
+    def _end(self, answer: Outcome, failure: Outcome | None) -> None:
+        """The stream has ended: later calls answer `answer`; `failure` (None after a clean
+        close) is what `failure` reports."""
+        self._done = answer
+        self._failure = failure
+        self._watcher.join(timeout=5)
+        self._on_end(self)
 
     def write(self, batch: pa.RecordBatch) -> Outcome:
         if self._done is not None:
@@ -182,13 +230,12 @@ class _FlightStream:
             # Refused here, before the wire; the stream ends as it would on a server refusal.
             self.abort()
             refusal = "the batch does not match the stream's schema"
-            self._done = Outcome.failed(
-                ErrorKind.INVALID_ARGUMENT, f"stream already failed: {refusal}"
-            )
+            failed = Outcome.failed(ErrorKind.INVALID_ARGUMENT, f"stream already failed: {refusal}")
+            self._done = self._failure = failed
             return Outcome.failed(ErrorKind.INVALID_ARGUMENT, refusal)
         try:
             self._writer.write_batch(batch)
-        except Exception as exc:
+        except _FLIGHT_ERRORS as exc:
             return self._finish(exc)
         return Outcome.ok()
 
@@ -199,17 +246,18 @@ class _FlightStream:
             self._writer.done_writing()
         try:
             self._writer.close()
-        except Exception as verdict:
+        except _FLIGHT_ERRORS as verdict:  # the server's verdict on the call
             exc = verdict
         if exc is not None:
             outcome = flight_error_outcome(exc)
         else:
-            outcome = self.failure or Outcome.failed(
+            outcome = self._early or Outcome.failed(
                 ErrorKind.CANCELLED, "the server ended the stream"
             )
-        self._done = Outcome.failed(
+        failed = Outcome.failed(
             outcome.kind or ErrorKind.CANCELLED, f"stream already failed: {outcome.detail}"
         )
+        self._end(failed, failed)
         return outcome
 
     def close(self) -> Outcome:
@@ -219,22 +267,20 @@ class _FlightStream:
         try:
             self._writer.done_writing()
             self._writer.close()
-        except Exception as exc:
+        except _FLIGHT_ERRORS as exc:
             outcome = flight_error_outcome(exc)
-            self._done = Outcome.failed(
+            failed = Outcome.failed(
                 outcome.kind or ErrorKind.CANCELLED, f"stream already closed: {outcome.detail}"
             )
+            self._end(failed, failed)
             return outcome
-        finally:
-            self._watcher.join(timeout=5)
-        self._done = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
+        self._end(_CLOSED, None)
         return Outcome.ok()
 
     def abort(self) -> Outcome:
         """Cancel the stream: a message without data tells the server to drop it (a Mosaico
         server refuses an empty message mid-stream and ends the call without committing)."""
         if self._done is None:
-            self._done = Outcome.failed(ErrorKind.CANCELLED, "stream aborted")
             self._closing = True
             # The server answers the abort by ending the call with an error: that error is the
             # expected answer, not a failure of the abort.
@@ -242,5 +288,6 @@ class _FlightStream:
                 self._writer.write_metadata(ABORT_MESSAGE)
             with contextlib.suppress(Exception):
                 self._writer.close()
-            self._watcher.join(timeout=5)
+            aborted = Outcome.failed(ErrorKind.CANCELLED, "stream aborted")
+            self._end(aborted, aborted)
         return Outcome.ok()

@@ -231,9 +231,10 @@ def error_to_flight(kind: ErrorKind, message: str) -> Exception:
 
 
 def lost_reply_error(message: str) -> Exception:
-    """What the server raises when a fault loses the reply of an applied request."""
+    """What the server raises when a fault loses the reply of an applied request
+    (UNAVAILABLE: the client cannot tell whether the request was applied)."""
     make: Callable[[str], Exception] = flight.FlightUnavailableError
-    return make(f"reply lost: {message}")
+    return make(message)
 
 
 def flight_error_outcome(exc: BaseException) -> Outcome:

@@ -3,7 +3,8 @@
 Any Mosaico client, the real SDK included, can connect to it. It answers ListFlights,
 DoAction (every action of the catalogue), DoPut, GetFlightInfo and DoGet in the shapes of
 PROTOCOL.md; the other RPCs answer UNIMPLEMENTED. A `FaultPlan` makes chosen calls fail, lose
-their reply (the client sees UNAVAILABLE after the server applied the call) or break a stream.
+their reply (the client sees UNAVAILABLE after the server applied the call) or break a stream,
+exactly as in the in-memory transport (both apply it through `transport.server.faults`).
 
 `start_server()` runs it in-process (port 0 picks a free port) for tests; `serve_forever()`
 is what `mosaico-fsm serve` runs, stopping cleanly on SIGINT or SIGTERM.
@@ -18,13 +19,13 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import pyarrow as pa
 from pyarrow import flight
 
-from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
+from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
 from transport.flight.codec import (
     encode_envelope,
@@ -34,6 +35,7 @@ from transport.flight.codec import (
 )
 from transport.server.auth import HEADER, Principal
 from transport.server.errors import ServerError
+from transport.server.faults import FaultGate, InjectedFault
 from transport.server.model import PutHandle, ServerModel
 
 __all__ = [
@@ -47,6 +49,9 @@ __all__ = [
 
 log = logging.getLogger("mosaico_fsm.server")
 T = TypeVar("T")
+
+STOP_TIMEOUT = 5.0
+"""Seconds `RunningServer.stop` waits for running calls before giving up on them."""
 
 
 @attrs.frozen
@@ -76,18 +81,8 @@ class _TokenFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
         return _Token(token)
 
 
-def _fault_error(fault: Fault, what: str) -> Exception:
-    if fault.effect is FaultEffect.FAIL:
-        return error_to_flight(fault.kind, f"injected fault {fault.describe()} on {what}")
-    if fault.effect is FaultEffect.DROP_STREAM:
-        return error_to_flight(
-            ErrorKind.CANCELLED, f"injected fault {fault.describe()}: stream dropped"
-        )
-    return lost_reply_error(f"injected fault {fault.describe()} on {what}")
-
-
 class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
-    """The Flight front of a `ServerModel`."""
+    """The Flight front of a `ServerModel`; faults are applied by a `FaultGate`."""
 
     def __init__(
         self,
@@ -98,12 +93,42 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         tls: TlsFiles | None = None,
     ) -> None:
         self.model = model
-        self.faults = faults if isinstance(faults, FaultSchedule) else FaultSchedule(faults)
+        schedule = faults if isinstance(faults, FaultSchedule) else FaultSchedule(faults)
+        self.gate = FaultGate(model, schedule)
+        self._stopping = threading.Event()
+        self._puts_lock = threading.Lock()
+        self._puts: dict[int, PutHandle] = {}
         super().__init__(
             location,
             tls_certificates=[tls.pair()] if tls else None,
             middleware={"token": _TokenFactory()},
         )
+
+    @property
+    def faults(self) -> FaultSchedule:
+        """The fault schedule applied to every call (may be replaced between calls)."""
+        return self.gate.faults
+
+    @faults.setter
+    def faults(self, schedule: FaultSchedule) -> None:
+        self.gate.faults = schedule
+
+    # -------------------------------------------------------------------------------------------
+    # Stopping
+
+    def begin_stop(self) -> None:
+        """From now on, a DoPut stream that sends anything (or ends) is cancelled instead of
+        being applied: a stopping server commits nothing more."""
+        self._stopping.set()
+
+    def cancel_open_streams(self) -> list[str]:
+        """Cancel, in the model, every DoPut stream still open (their calls end when their
+        clients go away); answers their topics."""
+        with self._puts_lock:
+            handles = list(self._puts.values())
+        for handle in handles:
+            self.gate.put_cancel(handle, ErrorKind.CANCELLED.value)
+        return [h.locator for h in handles]
 
     # -------------------------------------------------------------------------------------------
 
@@ -112,29 +137,25 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         token = middleware.token if middleware is not None else None
         return self.model.authenticate(token)
 
+    @staticmethod
+    def _answer(what: str, call: Callable[[], T]) -> T:
+        """Run `call` (through the gate); its refusal or injected fault becomes the matching
+        Flight error."""
+        try:
+            return call()
+        except InjectedFault as exc:
+            log.debug("%s: %s", what, exc.message)
+            if exc.kind is None:
+                raise lost_reply_error(exc.message) from None
+            raise error_to_flight(exc.kind, exc.message) from None
+        except ServerError as exc:
+            log.debug("%s: refused %s", what, exc)
+            raise error_to_flight(exc.kind, exc.message) from None
+
     def _guarded(
         self, operation: str, what: str, apply: Callable[[], T], body: bytes | None = None
     ) -> T:
-        """Run `apply` under the fault plan; ServerError becomes the matching Flight error.
-        The server's side of the call is observed (see ServerModel.observe)."""
-        fault = self.faults.next(operation)
-        if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
-            log.debug("%s: injected %s", what, fault.describe())
-            self.model.observe(operation, fault.kind.value, body=body)
-            raise _fault_error(fault, what)
-        try:
-            result = apply()
-        except ServerError as exc:
-            log.debug("%s: refused %s", what, exc)
-            self.model.observe(operation, exc.kind.value, body=body)
-            if fault is not None:
-                raise _fault_error(fault, what) from None
-            raise error_to_flight(exc.kind, exc.message) from None
-        self.model.observe(operation, "ok", body=body)
-        if fault is not None:
-            log.debug("%s: applied, reply lost by %s", what, fault.describe())
-            raise _fault_error(fault, what)
-        return result
+        return self._answer(what, lambda: self.gate.call(operation, apply, body))
 
     # -------------------------------------------------------------------------------------------
     # RPCs
@@ -205,79 +226,64 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         kind = "cmd" if descriptor.descriptor_type == flight.DescriptorType.CMD else "path"
         command = bytes(descriptor.command or b"") if kind == "cmd" else b""
         log.debug("DoPut %s %r", kind, command[:200])
-        handle: PutHandle = self._guarded_open(context, kind, command, reader.schema)
+        handle = self._answer(
+            "DoPut",
+            lambda: self.gate.put_open(
+                lambda: self._principal(context), kind, command, reader.schema
+            ),
+        )
+        with self._puts_lock:
+            self._puts[handle.stream] = handle
+        try:
+            self._receive(context, handle, reader)
+        finally:
+            with self._puts_lock:
+                self._puts.pop(handle.stream, None)
+            # Whatever ended the call, a stream that did not end cleanly leaves nothing
+            # receiving (a no-op, not recorded, when it already ended).
+            self.gate.put_cancel(handle, ErrorKind.INTERNAL.value)
+
+    def _receive(
+        self,
+        context: flight.ServerCallContext,
+        handle: PutHandle,
+        reader: flight.MetadataRecordBatchReader,
+    ) -> None:
+        """Store the stream's batches, then end it cleanly (or refuse, or cancel it)."""
+        what = f"DoPut {handle.locator}"
         while True:
             try:
                 chunk = reader.read_chunk()
             except StopIteration:
                 break
-            except Exception as exc:  # the client went away or cancelled: nothing is locked
-                log.debug("DoPut %s: stream broken: %s", handle.locator, exc)
-                self.model.put_cancel(handle)
-                self.model.observe("DO_PUT_CANCEL", "cancelled", locator=handle.locator)
-                raise error_to_flight(ErrorKind.CANCELLED, f"stream broken: {exc}") from None
+            except (flight.FlightError, pa.ArrowException, OSError) as exc:
+                if context.is_cancelled() or isinstance(exc, flight.FlightCancelledError):
+                    self._end_early(handle, ErrorKind.CANCELLED, f"stream broken: {exc}")
+                # A message that is not a record batch: a second schema (PROTOCOL.md §6.2).
+                self._end_early(handle, ErrorKind.ABORTED, f"unsupported stream message: {exc}")
+            self._check_going(context, handle)
             if chunk.data is None:  # a message without data: the client aborts the stream
-                log.debug("DoPut %s: aborted by the client", handle.locator)
-                self.model.put_cancel(handle)
-                self.model.observe("DO_PUT_CANCEL", "aborted", locator=handle.locator)
+                log.debug("%s: aborted by the client", what)
+                self.gate.put_abort(handle)
                 raise error_to_flight(
                     ErrorKind.ABORTED, "the client aborted the stream; nothing was committed"
                 )
-            self._guarded_stream(
-                handle,
-                "STREAM_WRITE",
-                partial(self.model.put_write, handle, chunk.data),
-                chunk.data.num_rows,
-            )
-        self._guarded_stream(handle, "STREAM_CLOSE", lambda: self.model.put_end(handle))
+            self._answer(what, partial(self.gate.put_write, handle, chunk.data))
+        self._check_going(context, handle)
+        self._answer(what, lambda: self.gate.put_end(handle))
 
-    def _guarded_open(
-        self, context: flight.ServerCallContext, kind: str, command: bytes, schema: pa.Schema
-    ) -> PutHandle:
-        fault = self.faults.next("STREAM_OPEN")
-        if fault is not None and fault.effect is FaultEffect.FAIL:
-            self.model.observe("DO_PUT_OPEN", fault.kind.value, body=command)
-            raise _fault_error(fault, "DoPut")
-        try:
-            handle = self.model.put_open(self._principal(context), kind, command, schema)
-        except ServerError as exc:
-            self.model.observe("DO_PUT_OPEN", exc.kind.value, body=command)
-            raise error_to_flight(exc.kind, exc.message) from None
-        self.model.observe("DO_PUT_OPEN", "ok", locator=handle.locator)
-        if fault is not None:
-            self.model.put_cancel(handle)
-            self.model.observe("DO_PUT_CANCEL", "cancelled", locator=handle.locator)
-            raise _fault_error(fault, "DoPut")
-        return handle
+    def _check_going(self, context: flight.ServerCallContext, handle: PutHandle) -> None:
+        """Cancel the stream when its client went away (the end of its messages is then no
+        clean end) or the server is stopping."""
+        if context.is_cancelled():
+            self._end_early(handle, ErrorKind.CANCELLED, "the client cancelled the stream")
+        if self._stopping.is_set():
+            self._end_early(handle, ErrorKind.CANCELLED, "the server is stopping")
 
-    def _guarded_stream(
-        self, handle: PutHandle, operation: str, apply: Callable[[], None], rows: int | None = None
-    ) -> None:
-        phase = "DO_PUT_WRITE" if operation == "STREAM_WRITE" else "DO_PUT_END"
-
-        def observe(outcome: str) -> None:
-            self.model.observe(phase, outcome, locator=handle.locator, rows=rows)
-
-        def cancel(outcome: str) -> None:
-            self.model.put_cancel(handle)
-            self.model.observe("DO_PUT_CANCEL", outcome, locator=handle.locator)
-
-        fault = self.faults.next(operation)
-        if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
-            observe(fault.kind.value)
-            cancel(fault.kind.value)
-            raise _fault_error(fault, f"DoPut {handle.locator}")
-        try:
-            apply()
-        except ServerError as exc:
-            observe(exc.kind.value)
-            cancel(exc.kind.value)
-            raise error_to_flight(exc.kind, exc.message) from None
-        observe("ok")
-        if fault is not None:
-            if operation != "STREAM_CLOSE":
-                cancel("cancelled")
-            raise _fault_error(fault, f"DoPut {handle.locator}")
+    def _end_early(self, handle: PutHandle, kind: ErrorKind, message: str) -> NoReturn:
+        log.debug("DoPut %s: %s", handle.locator, message)
+        self.gate.put_cancel(handle, kind.value)
+        raise error_to_flight(kind, f"{message}; nothing was committed")
 
     def list_actions(self, context: flight.ServerCallContext) -> Any:
         raise error_to_flight(ErrorKind.UNIMPLEMENTED, "ListActions is not part of the protocol")
@@ -299,7 +305,7 @@ class RunningServer:
     host: str
     tls: bool
     api_keys: dict[str, str] = attrs.field(factory=dict)
-    _stopped: bool = False
+    _shutdown: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -314,11 +320,37 @@ class RunningServer:
         scheme = "grpc+tls" if self.tls else "grpc"
         return f"{scheme}://{self.host}:{self.port}"
 
-    def stop(self) -> None:
-        """Stop accepting calls, let running calls finish, release the port."""
-        if not self._stopped:
-            self._stopped = True
-            self.server.shutdown()
+    @property
+    def stopped(self) -> bool:
+        """True once the server has stopped: every call ended and the port is released."""
+        return self._shutdown is not None and not self._shutdown.is_alive()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop accepting calls, let running calls finish, release the port.
+
+        A DoPut stream that sends anything more is cancelled. A stream its client left open
+        without sending anything cannot be ended from the server: after `timeout` seconds
+        such streams are cancelled in the model, a warning is logged and `stop` returns; the
+        server finishes stopping (and releases the port) when their clients go away.
+        """
+        if self._shutdown is not None:
+            return
+        self.server.begin_stop()
+        self._shutdown = threading.Thread(
+            target=self.server.shutdown, name="mosaico-fsm-server-stop", daemon=True
+        )
+        self._shutdown.start()
+        self._shutdown.join(timeout)
+        if self._shutdown.is_alive():
+            topics = self.server.cancel_open_streams()
+            log.warning(
+                "the server on %s did not stop within %.3g s: %d DoPut stream(s) left open by "
+                "their client (%s) are cancelled; the port is released when they end",
+                self.location,
+                timeout,
+                len(topics),
+                ", ".join(topics) or "no stream: another call is still running",
+            )
 
     def __enter__(self) -> RunningServer:
         return self

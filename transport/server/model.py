@@ -102,7 +102,6 @@ class _Topic:
     total_bytes: int = 0
     start_ns: int | None = None
     end_ns: int | None = None
-    finalized_once: bool = False
     stream: int | None = None
     notifications: list[_Notification] = attrs.field(factory=list)
 
@@ -178,7 +177,9 @@ class ServerModel:
         self.topics: dict[str, _Topic] = {}
         self.keys: dict[str, ApiKey] = {}
         self.trace: ServerTrace | None = None
-        self._gone_sessions: dict[str, _Session] = {}
+        # The sequence of each deleted session, kept while tracing only: a later request
+        # naming the session is still attributed to its sequence in the trace.
+        self._gone_sessions: dict[str, str] = {}
 
     # -----------------------------------------------------------------------------------------
     # Time, identity, authentication
@@ -280,8 +281,8 @@ class ServerModel:
             topic = f"{sequence}/{path}" if path else None
         if session and not sequence:
             with self._lock:
-                known = self.sessions.get(session) or self._gone_sessions.get(session)
-            sequence = known.sequence if known else None
+                known = self.sessions.get(session)
+                sequence = known.sequence if known else self._gone_sessions.get(session)
         event: dict[str, Any] = {"op": operation, "outcome": outcome}
         for key, value in (
             ("sequence", sequence),
@@ -400,7 +401,8 @@ class ServerModel:
         self._drop_session(session)
 
     def _drop_session(self, session: _Session) -> None:
-        self._gone_sessions[session.uuid] = session
+        if self.trace is not None:
+            self._gone_sessions[session.uuid] = session.sequence
         for locator in session.topics:
             self.topics.pop(locator, None)
         self.sessions.pop(session.uuid, None)
@@ -638,17 +640,18 @@ class ServerModel:
             topic.state = dest
             topic.stream = None
             topic.completed_ns = self.now()
-            topic.finalized_once = True
 
-    def put_cancel(self, handle: PutHandle) -> None:
-        """The stream broke: nothing is locked; stored chunks stay."""
+    def put_cancel(self, handle: PutHandle) -> bool:
+        """The stream broke: nothing is locked; stored chunks stay. False (and nothing
+        changed) when the stream had already ended."""
         with self._lock:
             topic = self.topics.get(handle.locator)
             if topic is None or topic.stream != handle.stream:
-                return
+                return False
             facts = self._topic_facts(topic)
             topic.state = self._decide("topic", topic.state, "DO_PUT_CANCEL", facts, "DoPut")
             topic.stream = None
+            return True
 
     # -----------------------------------------------------------------------------------------
     # Reading
@@ -667,11 +670,13 @@ class ServerModel:
             if "/" in locator:
                 topic, _ = self._topic(locator, op.name, "GetFlightInfo")
                 assert topic is not None
-                return self._topic_info(topic, start, end, with_schema=True)
+                return self._topic_info(topic, start, end, detailed=True)
             sequence = self._sequence(locator, op.name, "GetFlightInfo")
             sessions = tuple(self._session_info(self.sessions[s]) for s in sequence.sessions)
+            # A sequence's FlightInfo describes each topic by its endpoint only (PROTOCOL.md
+            # §7.1): no properties, user metadata or schema, whatever the transport.
             topics = tuple(
-                self._topic_info(self.topics[t], start, end, with_schema=False)
+                self._topic_info(self.topics[t], start, end, detailed=False)
                 for s in sequence.sessions
                 for t in self.sessions[s].topics
             )
@@ -689,26 +694,33 @@ class ServerModel:
         )
 
     def _topic_info(
-        self, topic: _Topic, start: int | None, end: int | None, *, with_schema: bool
+        self, topic: _Topic, start: int | None, end: int | None, *, detailed: bool
     ) -> TopicInfo:
+        """A topic's view; `detailed` (a topic's own FlightInfo) adds its properties, user
+        metadata and schema."""
         info = None
-        if topic.finalized_once:
+        if topic.completed_ns is not None:  # finalized once: its data info is known
             info = DataInfo(len(topic.chunks), topic.total_bytes, topic.start_ns, topic.end_ns)
         ticket = (
             TICKET_PREFIX
             + json.dumps({"locator": topic.locator, "start": start, "end": end}).encode()
         )
-        return TopicInfo(
+        view = TopicInfo(
             locator=topic.locator,
             created_at_ns=topic.created_ns,
             completed_at_ns=topic.completed_ns,
             locked=topic.state in self.resources["topic"].locked,
             info=info,
             ticket=ticket,
+        )
+        if not detailed:
+            return view
+        return attrs.evolve(
+            view,
             serialization_format=topic.serialization_format,
             ontology_tag=topic.ontology_tag,
             user_metadata=dict(topic.user_metadata),
-            schema=self._read_schema(topic) if with_schema else None,
+            schema=self._read_schema(topic),
         )
 
     def _read_schema(self, topic: _Topic) -> pa.Schema:

@@ -19,8 +19,9 @@ class ServerTrace(JsonLines):
     """Server events in the order the server saw them, optionally mirrored to a file."""
 
     @property
-    def events(self) -> list[dict[str, Any]]:
-        return self.records
+    def events(self) -> tuple[dict[str, Any], ...]:
+        """The events so far: a snapshot, which later requests do not change."""
+        return tuple(self.snapshot())
 
     def observe(self, event: dict[str, Any]) -> None:
         self.append(event)
