@@ -1,39 +1,142 @@
-"""What session and topic writers share: firing a trigger through a machine.
+"""What session and topic writers share: firing a trigger through a machine, and the
+helpers their steps and probes have in common.
 
 `Lifecycle.fire` looks the trigger up, walks the row's steps through the writer's executor,
-commits the row finally taken, records the trace, and turns the row's `error` mode into what
-the caller sees. The status of a writer is never stored anywhere but in its machine.
+commits the row finally taken, records the trace (a refused trigger too), and turns the
+row's `error` mode into what the caller sees. The status of a writer is never stored anywhere
+but in its machine.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from fsm.engine.trace import Tracer
+from fsm.enums import FlightAction
 from fsm.errors import ActionFailed, InvalidTrigger, OutcomeUnknown
 from fsm.machines import Executor, ProtocolMachine, StateHolder, StepRecord, Walk, walk
-from fsm.outcome import ErrorKind, OutcomeStatus, ProbeVerdict
+from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
+from fsm.transport import Descriptor, Transport
 
-__all__ = ["Fired", "Lifecycle", "failure_error"]
+__all__ = [
+    "Fired",
+    "Lifecycle",
+    "Notices",
+    "ask_server",
+    "created_uuid",
+    "failure_error",
+    "outcome_error",
+]
 
 log = logging.getLogger("mosaico_fsm.engine")
 
 
+def outcome_error(
+    operation: str,
+    outcome: Outcome,
+    transition: str | None = None,
+    verdict: ProbeVerdict | None = None,
+) -> ActionFailed:
+    """The exception that reports a failed or unknown outcome of `operation` (for an unknown
+    one, with what asking the server gave, if it was asked)."""
+    kind = outcome.kind or ErrorKind.INTERNAL
+    if outcome.status is not OutcomeStatus.UNKNOWN:
+        return ActionFailed(operation, kind, outcome.detail, transition)
+    detail = f"the reply was lost ({outcome.detail})"
+    if verdict is not None:
+        detail += f"; asking the server gave: {verdict.value}"
+    if verdict is ProbeVerdict.APPLIED:
+        return ActionFailed(
+            operation, kind, detail + "; it took effect, then was undone", transition
+        )
+    return OutcomeUnknown(operation, kind, detail, transition)
+
+
 def failure_error(record: StepRecord, row: str) -> ActionFailed:
     """The exception that reports a step's failure (or unsettled lost reply)."""
-    outcome = record.outcome
-    kind = outcome.kind or ErrorKind.INTERNAL
-    if outcome.status is OutcomeStatus.UNKNOWN:
-        verdict = record.verdict.value if record.verdict else "not probed"
-        detail = f"the reply was lost ({outcome.detail}); asking the server gave: {verdict}"
-        if record.verdict is ProbeVerdict.APPLIED:
-            return ActionFailed(
-                record.step.name, kind, detail + "; it took effect, then was undone", row
-            )
-        return OutcomeUnknown(record.step.name, kind, detail, row)
-    return ActionFailed(record.step.name, kind, outcome.detail, row)
+    return outcome_error(record.step.name, record.outcome, row, record.verdict)
+
+
+def created_uuid(outcome: Outcome, operation: str) -> tuple[Outcome, str]:
+    """The uuid a successful create answered, with the outcome to route. A success without a
+    uuid is routed as a lost reply: the server applied it, but the answer the writer needs
+    did not arrive, so the table settles it by asking the server."""
+    if not outcome.is_ok:
+        return outcome, ""
+    value = outcome.value
+    uuid = value.get("uuid") if isinstance(value, Mapping) else None
+    if isinstance(uuid, str) and uuid:
+        return outcome, uuid
+    return Outcome.unknown(f"{operation} answered no uuid ({value!r})", ErrorKind.INTERNAL), ""
+
+
+def ask_server(
+    transport: Transport, locator: str, took_effect: Callable[[Any], bool | None]
+) -> ProbeVerdict:
+    """Settle a lost reply by asking the server about `locator` (GetFlightInfo).
+    `took_effect` gets the resource's info, or None when the server has no such resource,
+    and answers whether the step took effect (None: it cannot tell)."""
+    info = transport.flight_info(Descriptor.for_resource(locator))
+    if info.is_ok:
+        found = info.value
+    elif info.kind is ErrorKind.NOT_FOUND:
+        found = None
+    else:
+        return ProbeVerdict.UNRESOLVED
+    answer = took_effect(found)
+    if answer is None:
+        return ProbeVerdict.UNRESOLVED
+    return ProbeVerdict.APPLIED if answer else ProbeVerdict.NOT_APPLIED
+
+
+_NOTIFY = {
+    "sequence": (
+        FlightAction.SEQUENCE_NOTIFICATION_CREATE,
+        FlightAction.SEQUENCE_NOTIFICATION_LIST,
+    ),
+    "topic": (FlightAction.TOPIC_NOTIFICATION_CREATE, FlightAction.TOPIC_NOTIFICATION_LIST),
+}
+
+
+class Notices:
+    """The error notifications a writer puts on its sequence or topic, and the probe that
+    settles a lost reply to one of them.
+
+    The probe counts: it lists the resource's notifications whose text holds `marker` (a
+    session's uuid, say) and answers applied when there are more than the writer knows it
+    created. Matching the text alone would take an identical notice of another session, or
+    an earlier one of the same writer, for the one whose reply was lost.
+    """
+
+    def __init__(self, transport: Transport, resource: str, locator: str) -> None:
+        self._transport = transport
+        self._create, self._list = _NOTIFY[resource]
+        self.locator = locator
+        self._known: dict[str, int] = {}
+
+    def create(self, message: str, marker: str = "") -> Outcome:
+        outcome = self._transport.action(
+            self._create, {"locator": self.locator, "notification_type": "error", "msg": message}
+        )
+        if outcome.is_ok:
+            self._known[marker] = self._known.get(marker, 0) + 1
+        return outcome
+
+    def probe(self, marker: str = "") -> ProbeVerdict:
+        listed = self._transport.action(self._list, {"locator": self.locator})
+        if not listed.is_ok or not isinstance(listed.value, Mapping):
+            return ProbeVerdict.UNRESOLVED
+        notes = listed.value.get("notifications")
+        if not isinstance(notes, list):
+            return ProbeVerdict.UNRESOLVED
+        count = sum(1 for n in notes if isinstance(n, Mapping) and marker in str(n.get("msg", "")))
+        if count > self._known.get(marker, 0):
+            self._known[marker] = count
+            return ProbeVerdict.APPLIED
+        return ProbeVerdict.NOT_APPLIED
 
 
 class Fired:
@@ -84,9 +187,14 @@ class Lifecycle:
     def state(self) -> str:
         return self._holder.state
 
+    @property
+    def finished(self) -> bool:
+        """True once the machine is in a terminal state."""
+        return self._holder.state in self._machine.spec.terminals
+
     def fire(self, trigger: str, executor: Executor) -> Fired:
-        """Handle `trigger`: look up, act, then commit. Raises InvalidTrigger (nothing changed)
-        when the table refuses it."""
+        """Handle `trigger`: look up, act, then commit. Raises InvalidTrigger (nothing changed,
+        the refusal traced) when the table refuses it."""
         state = self._holder.state
         try:
             result = walk(self._machine.spec, state, trigger, self._context, executor)
@@ -104,4 +212,12 @@ class Lifecycle:
         fired = Fired(result)
         for kept in fired.kept:
             log.warning("%s %s: %s (kept while going on)", self._machine.name, self._instance, kept)
+        return fired
+
+    def fire_or_raise(self, trigger: str, executor: Executor) -> Fired:
+        """`fire`, then raise the failure that routed to the row taken when its error mode
+        is 'cause' (the state is committed first)."""
+        fired = self.fire(trigger, executor)
+        if fired.mode == "cause":
+            raise fired.cause()
         return fired

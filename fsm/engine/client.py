@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ from typing import Any
 import attrs
 import pyarrow as pa
 
+from fsm.engine.base import outcome_error
 from fsm.engine.session import SessionWriter
 from fsm.engine.stream import BatchPolicy
 from fsm.engine.trace import Tracer
@@ -20,9 +22,8 @@ from fsm.engine.validation import (
     topic_locator,
 )
 from fsm.enums import FlightAction, OnErrorPolicy, SessionLevelErrorPolicy
-from fsm.errors import ActionFailed, OutcomeUnknown
 from fsm.machines import ProtocolMachine
-from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
+from fsm.outcome import Outcome
 from fsm.spec import Spec, load_spec
 from fsm.transport import Descriptor, SequenceInfo, TopicInfo, Transport
 
@@ -41,24 +42,16 @@ class Machines:
         return cls(ProtocolMachine(spec.session), ProtocolMachine(spec.topic_writer))
 
 
-_DEFAULT: dict[int, Machines] = {}
-
-
+@functools.cache
 def _default_machines() -> Machines:
-    spec = load_spec()
-    key = id(spec)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = Machines.from_spec(spec)
-    return _DEFAULT[key]
+    """The machines of the packaged spec, built once per process."""
+    return Machines.from_spec(load_spec())
 
 
 def _value(outcome: Outcome, operation: str) -> Any:
-    if outcome.status is OutcomeStatus.OK:
+    if outcome.is_ok:
         return outcome.value
-    kind = outcome.kind or ErrorKind.INTERNAL
-    if outcome.status is OutcomeStatus.UNKNOWN:
-        raise OutcomeUnknown(operation, kind, outcome.detail)
-    raise ActionFailed(operation, kind, outcome.detail)
+    raise outcome_error(operation, outcome)
 
 
 class Client:
@@ -99,12 +92,17 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        self.transport.close()
-        if self.tracer is not None:
-            self.tracer.close()
+        """Wait for the close workers, close the transport, then the tracer (even when
+        closing the transport raises)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        try:
+            if pool is not None:
+                pool.shutdown(wait=True)
+            self.transport.close()
+        finally:
+            if self.tracer is not None:
+                self.tracer.close()
 
     # -------------------------------------------------------------------------------------------
     # Writing

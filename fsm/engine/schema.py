@@ -3,7 +3,8 @@ topic's schema. Every error names the column."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -12,7 +13,7 @@ import pyarrow as pa
 from fsm.enums import SerializationFormat
 from fsm.errors import ArgumentError
 
-__all__ = ["RowBuffer", "check_format_schema", "conform_batch"]
+__all__ = ["RowBuffer", "check_format_schema", "conform_batch", "lost_row"]
 
 
 def _fixed_or_scalar(t: pa.DataType) -> bool:
@@ -118,63 +119,148 @@ def _converts(t: pa.DataType) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:
         try:
             pa.scalar(value, type=t)
-        except (
-            pa.ArrowInvalid,
-            pa.ArrowTypeError,
-            pa.ArrowNotImplementedError,
-            TypeError,
-            ValueError,
-            OverflowError,
-        ):
+        except _CONVERSION_ERRORS:
             return False
         return True
 
     return check
 
 
-_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
+# What converting user values may raise. A value that makes pyarrow raise anything else does
+# not convert either, so the row API catches `Exception` where it converts rows in bulk.
+_CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
+
+
+def _int_check(low: int, high: int) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if type(v) is int:
+            return low <= v <= high
+        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+    return check
+
+
+def _float_check(exact_ints: int) -> Callable[[Any], bool]:
+    """Floats, and the integers a float of this width holds exactly (Arrow refuses others)."""
+
+    def check(v: Any) -> bool:
+        if isinstance(v, bool):
+            return False
+        if isinstance(v, int):
+            return -exact_ints <= v <= exact_ints
+        return isinstance(v, float)
+
+    return check
+
+
+_MANTISSA = {16: 11, 32: 24, 64: 53}
+
+
+# Sizers: the bytes a value adds to a row beyond its column's fixed width. They accept any
+# value (a value of the wrong kind counts 0, and is refused when the rows convert) and raise
+# only UnicodeEncodeError, for text Arrow cannot store either.
+
+
+def _blob_size(v: Any) -> int:
+    if isinstance(v, (bytes, bytearray)):
+        return len(v)
+    if isinstance(v, memoryview):
+        return v.nbytes
+    return 0
+
+
+def _text_size(v: Any) -> int:
+    if isinstance(v, str):
+        return len(v) if v.isascii() else len(v.encode())
+    return _blob_size(v)
+
+
+def _sizer(t: pa.DataType) -> Callable[[Any], int] | None:
+    """How many bytes a value of `t` adds beyond `_fixed_width(t)`; None when nothing."""
+    if pa.types.is_primitive(t):
+        return None
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _text_size
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return _blob_size
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        width, inner = _fixed_width(t.value_type), _sizer(t.value_type)
+
+        def list_size(v: Any) -> int:
+            if not isinstance(v, (list, tuple)):
+                return 0
+            if inner is None:
+                return width * len(v)
+            return width * len(v) + sum(inner(x) for x in v)
+
+        return list_size
+    if pa.types.is_fixed_size_list(t):
+        element = _sizer(t.value_type)
+        if element is None:
+            return None
+        return lambda v: sum(element(x) for x in v) if isinstance(v, (list, tuple)) else 0
+    if pa.types.is_struct(t):
+        parts = [(f.name, s) for f in t if (s := _sizer(f.type)) is not None]
+        if not parts:
+            return None
+        return lambda v: sum(s(v.get(n)) for n, s in parts) if isinstance(v, Mapping) else 0
+    return None
 
 
 @attrs.frozen
 class _Column:
     """How one column's values are checked: Python types accepted as they are, a slower test
-    for anything else, and whether the value's size varies (strings, bytes, lists)."""
+    for anything else, the one type that needs no test but `bounds` (None when every value
+    needs the test), and the bytes a value adds beyond the fixed width (None: nothing)."""
 
     name: str
     type: pa.DataType
     nullable: bool
     exact: frozenset[type]
     check: Callable[[Any], bool]
-    sized: bool
+    usual: type | None
+    bounds: tuple[int, int] | None
+    sizer: Callable[[Any], int] | None
 
 
 def _column(field: pa.Field) -> _Column:
     t = field.type
     exact: frozenset[type] = frozenset()
     check: Callable[[Any], bool] = _converts(t)
-    sized = False
+    usual: type | None = None
+    bounds: tuple[int, int] | None = None
     if pa.types.is_boolean(t):
-        exact, check = frozenset({bool}), lambda v: isinstance(v, bool)
+        exact, check, usual = frozenset({bool}), lambda v: isinstance(v, bool), bool
     elif pa.types.is_integer(t):
-        exact = frozenset({int})  # the range is checked when the rows are converted
+        # No int is taken as it is: its range must be the column's, or Arrow refuses it.
         bits = t.bit_width
         signed = pa.types.is_signed_integer(t)
-        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        check = lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high  # noqa: E731
+        bounds = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        check, usual = _int_check(*bounds), int
     elif pa.types.is_floating(t):
-        exact = frozenset({float, int})
-        check = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        exact, check = frozenset({float}), _float_check(2 ** _MANTISSA[t.bit_width])
+        usual = float
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        exact, check, sized = frozenset({str}), lambda v: isinstance(v, str), True
+        exact, check, usual = frozenset({str}), lambda v: isinstance(v, str), str
     elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        exact = frozenset({bytes})
-        check, sized = lambda v: isinstance(v, (bytes, bytearray, memoryview)), True
-    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        exact, usual = frozenset({bytes}), bytes
+        check = lambda v: isinstance(v, (bytes, bytearray, memoryview))  # noqa: E731
+    elif pa.types.is_fixed_size_list(t):
+        size = t.list_size
+        check = lambda v: isinstance(v, (list, tuple)) and len(v) == size  # noqa: E731
+    elif pa.types.is_list(t) or pa.types.is_large_list(t):
         # The values inside are checked when the rows are converted, in bulk.
-        exact, check, sized = frozenset({list, tuple}), lambda v: isinstance(v, (list, tuple)), True
+        exact, check = frozenset({list, tuple}), lambda v: isinstance(v, (list, tuple))
+        usual = list
     elif pa.types.is_struct(t):
-        exact, check = frozenset({dict}), lambda v: isinstance(v, Mapping)
-    return _Column(field.name, t, field.nullable, exact, check, sized)
+        exact, check, usual = frozenset({dict}), lambda v: isinstance(v, Mapping), dict
+    return _Column(field.name, t, field.nullable, exact, check, usual, bounds, _sizer(t))
+
+
+def lost_row(number: int, timestamp: Any, problem: object) -> tuple[int, str]:
+    """A row of the row API that was not written: its number, and a text naming it (number
+    and timestamp) with its problem."""
+    return number, f"#{number} (timestamp_ns={timestamp}): {problem}"
 
 
 def _refuse_none(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -194,38 +280,83 @@ def _fixed_width(t: pa.DataType) -> int:
 
 
 class RowBuffer:
-    """Rows pushed one at a time, checked, kept until they become a batch.
+    """Rows pushed one at a time, checked, held until they become a batch.
 
-    `bytes` estimates the Arrow size of the buffered rows: a fixed part from the schema plus
-    the length of every string, bytes and list value, so large rows are cut into batches by
-    size, not only by count.
+    `bytes` estimates the Arrow size of the held rows, in bytes: a fixed part from the schema
+    plus, per row, the UTF-8 length of its text, the length of its binary values and the
+    bytes of its list values (elements times their width, and their own variable parts), so
+    rows are cut into batches by size, not only by count. A row estimated above
+    `max_row_bytes` is refused by `measure`.
     """
 
-    def __init__(self, schema: pa.Schema) -> None:
+    def __init__(self, schema: pa.Schema, max_row_bytes: int) -> None:
         self.schema = schema
+        self.max_row_bytes = max_row_bytes
         self.names = tuple(schema.names)
         self._name_set = frozenset(self.names)
-        self._columns = tuple(_column(f) for f in schema)
-        self._sized = tuple(c.name for c in self._columns if c.sized)
+        columns = [_column(f) for f in schema]
+        self._columns = {c.name: c for c in columns}
         self._width = len(self.names)
-        # (name, Python types taken as they are, test for anything else): None is taken as it
-        # is where the column is nullable, and refused by the test where it is not.
+        # The usual row, checked in bulk: every column present, no other, and each value of
+        # its column's usual type (then only integer bounds remain to check).
+        first = self.names[0]
+        self._values: Callable[[Any], tuple[Any, ...]] = (
+            operator.itemgetter(*self.names) if self._width > 1 else lambda r: (r[first],)
+        )
+        usual = tuple(c.usual for c in columns)
+        self._usual = usual if None not in usual else None
+        self._bounds = tuple(
+            (i, c.name, *c.bounds) for i, c in enumerate(columns) if c.bounds is not None
+        )
+        # Any other row, column by column: (name, Python types taken as they are, test for
+        # anything else). None is taken where the column is nullable, refused where it is not.
         self._plan = tuple(
             (c.name, c.exact | ({type(None)} if c.nullable else set()), _refuse_none(c.check))
-            for c in self._columns
+            for c in columns
+        )
+        self._sizers = tuple(
+            (i, c.name, c.sizer) for i, c in enumerate(columns) if c.sizer is not None
         )
         self.row_width = sum(_fixed_width(f.type) for f in schema)
-        self._rows: list[Mapping[str, Any]] = []
+        self._timestamp = schema.get_field_index("timestamp_ns")
+        self.held: list[Mapping[str, Any]] = []
         self.bytes = 0
         self.pushed = 0
 
-    @property
-    def rows(self) -> int:
-        return len(self._rows)
-
     def measure(self, row: Mapping[str, Any]) -> int:
         """The estimated Arrow size of one row, or ArgumentError naming the column that is
-        unknown, missing or of the wrong kind. Nothing changes either way."""
+        unknown, missing, of the wrong kind or out of range, or saying the row is larger than
+        one message may be. Nothing changes either way."""
+        try:
+            values = self._values(row)
+            usual = len(row) == self._width and tuple(map(type, values)) == self._usual
+        except Exception:  # a column is missing, or the row is no mapping: checked below
+            usual = False
+        if usual:
+            for i, name, low, high in self._bounds:
+                if not low <= values[i] <= high:
+                    raise self._refusal(name, values[i])
+        else:
+            values = self._check(row)
+        size = self.row_width
+        for i, name, sizer in self._sizers:
+            value = values[i]
+            if value is not None:
+                try:
+                    size += sizer(value)
+                except UnicodeEncodeError as exc:
+                    raise ArgumentError(
+                        f"column {name!r}: the text is not valid Unicode ({exc.reason})"
+                    ) from None
+        if size > self.max_row_bytes:
+            raise ArgumentError(
+                f"a row of about {size} bytes is larger than one message may be "
+                f"({self.max_row_bytes} bytes); it was not written"
+            )
+        return size
+
+    def _check(self, row: Any) -> tuple[Any, ...]:
+        """The values of a row that is not a usual one, checked column by column."""
         if type(row) is not dict and not isinstance(row, Mapping):
             raise ArgumentError(
                 f"a row is a mapping of column names to values, got {type(row).__name__}"
@@ -238,54 +369,62 @@ class RowBuffer:
         if len(row) > self._width or not self._name_set.issuperset(row):
             unknown = next(k for k in row if k not in self._name_set)
             raise ArgumentError(f"column {unknown!r} is not in the topic's schema")
-        size = self.row_width
-        for name in self._sized:
-            value = get(name)
-            if value is not None:
-                size += len(value)
-        return size
+        return tuple(get(name) for name in self.names)
 
     def add(self, row: Mapping[str, Any], size: int) -> None:
-        """Keep a row `measure` accepted, with the size it answered."""
-        self._rows.append(row)
+        """Hold a row `measure` accepted, with the size it answered."""
+        self.held.append(row)
         self.bytes += size
         self.pushed += 1
 
     def _refusal(self, name: str, value: Any) -> ArgumentError:
-        column = next(c for c in self._columns if c.name == name)
+        t = self._columns[name].type
         if value is None:
             return ArgumentError(f"column {name!r} is missing from the row (or None)")
-        return ArgumentError(f"column {name!r}: {value!r} is not a {column.type} value")
+        if pa.types.is_integer(t) and isinstance(value, int) and not isinstance(value, bool):
+            return ArgumentError(f"column {name!r}: {value!r} is out of the range of {t}")
+        if pa.types.is_floating(t) and isinstance(value, int) and not isinstance(value, bool):
+            return ArgumentError(f"column {name!r}: {value!r} is not exactly a {t} value")
+        if pa.types.is_fixed_size_list(t) and isinstance(value, (list, tuple)):
+            return ArgumentError(
+                f"column {name!r}: a list of {len(value)} values, the column holds {t.list_size}"
+            )
+        return ArgumentError(f"column {name!r}: {value!r} is not a {t} value")
 
-    def take(self) -> tuple[pa.RecordBatch, ArgumentError | None]:
-        """The buffered rows as one batch, and the buffer emptied.
+    def take(self) -> tuple[pa.RecordBatch, Sequence[int], list[tuple[int, str]]]:
+        """The held rows as one batch, the number of each of its rows (the nth row pushed),
+        and a description of every row left out because it does not convert; the buffer is
+        emptied.
 
-        Plain values were checked when each row was appended; values nested in struct and
-        list columns are checked here, in bulk. A row that does not convert is left out of
-        the batch and reported in the returned error (naming its push and the column's
-        problem); every other row is in the batch.
+        Plain values were checked when each row was measured; values nested in struct and
+        list columns are checked here, in bulk. Every row that converts is in the batch.
         """
-        rows, first = self._rows, self.pushed - len(self._rows)
-        self._rows = []
+        rows, first = self.held, self.pushed - len(self.held) + 1
+        self.held = []
         self.bytes = 0
         try:
-            return pa.RecordBatch.from_pylist(rows, schema=self.schema), None
-        except _CONVERSION_ERRORS:
+            batch = pa.RecordBatch.from_pylist(rows, schema=self.schema)
+        except Exception:  # any failure: find the rows that do not convert
             pass
-        good, problems = [], []
-        for i, row in enumerate(rows):
+        else:
+            return batch, range(first, first + len(rows)), []
+        good: list[Mapping[str, Any]] = []
+        numbers: list[int] = []
+        lost: list[tuple[int, str]] = []
+        for number, row in enumerate(rows, first):
             try:
                 pa.RecordBatch.from_pylist([row], schema=self.schema)
-            except _CONVERSION_ERRORS as exc:
-                problems.append(f"row {first + i + 1} ({exc})")
+            except Exception as exc:  # whatever pyarrow raises, it does not convert
+                lost.append(lost_row(number, row.get("timestamp_ns"), exc))
             else:
                 good.append(row)
-        error = ArgumentError(
-            f"{len(problems)} pushed row(s) do not convert to the topic's schema and were not written: "
-            + "; ".join(problems[:5])
-        )
-        return pa.RecordBatch.from_pylist(good, schema=self.schema), error
+                numbers.append(number)
+        return pa.RecordBatch.from_pylist(good, schema=self.schema), numbers, lost
+
+    def timestamp(self, batch: pa.RecordBatch, index: int) -> Any:
+        """The timestamp of a row of a batch `take` made (for naming it)."""
+        return batch.column(self._timestamp)[index].as_py()
 
     def clear(self) -> None:
-        self._rows = []
+        self.held = []
         self.bytes = 0

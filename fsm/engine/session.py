@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import pyarrow as pa
 
-from fsm.engine.base import Lifecycle
+from fsm.engine.base import Lifecycle, Notices, ask_server, created_uuid, outcome_error
 from fsm.engine.schema import check_format_schema
 from fsm.engine.stream import BatchPolicy, StreamWriter
 from fsm.engine.topic import TopicWriter
@@ -24,7 +24,7 @@ from fsm.enums import (
     SessionStatus,
     TopicLevelErrorPolicy,
 )
-from fsm.errors import ArgumentError, MosaicoProtocolError
+from fsm.errors import ActionFailed, ArgumentError, MosaicoProtocolError
 from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
 from fsm.spec.model import Step, Transition
 from fsm.transport import Descriptor, SequenceInfo, TopicStream
@@ -52,7 +52,9 @@ class _NewTopic:
 
 
 class _SessionSteps:
-    """The executor of a session writer's steps and probes."""
+    """The executor of a session writer's steps and probes. `message` is the text of the
+    sequence notification; when none is given, it is built from the failure that routed to
+    the notification."""
 
     def __init__(
         self, session: SessionWriter, new_topic: _NewTopic | None = None, message: str = ""
@@ -60,8 +62,15 @@ class _SessionSteps:
         self.session = session
         self.new_topic = new_topic
         self.message = message
+        self.failure = ""  # the last failed or lost step, as the caller would see it
 
     def perform(self, step: Step, row: Transition) -> Outcome:
+        outcome = self._perform(step)
+        if not outcome.is_ok:
+            self.failure = str(outcome_error(step.name, outcome))
+        return outcome
+
+    def _perform(self, step: Step) -> Outcome:
         s = self.session
         if step.topics is not None:
             return s._close_topics(step.topics, self.message)
@@ -76,11 +85,10 @@ class _SessionSteps:
                 s._known_sessions = {x.uuid for x in outcome.value.sessions}
             return outcome
         if name == "SESSION_CREATE":
-            outcome = s.transport.action(FlightAction.SESSION_CREATE, {"locator": s.sequence})
-            if outcome.is_ok:
-                s._uuid = str((outcome.value or {}).get("uuid", ""))
-                if not s._uuid:
-                    return Outcome.failed(ErrorKind.INTERNAL, "session_create answered no uuid")
+            outcome, uuid = created_uuid(
+                s.transport.action(FlightAction.SESSION_CREATE, {"locator": s.sequence}), name
+            )
+            s._uuid = uuid or None
             return outcome
         if name == "SESSION_FINALIZE":
             return s.transport.action(FlightAction.SESSION_FINALIZE, {"session_uuid": s._uuid})
@@ -89,26 +97,26 @@ class _SessionSteps:
         if name == "SEQUENCE_DELETE":
             return s.transport.action(FlightAction.SEQUENCE_DELETE, {"locator": s.sequence})
         if name == "SEQUENCE_NOTIFICATION_CREATE":
-            return s.transport.action(
-                FlightAction.SEQUENCE_NOTIFICATION_CREATE,
-                {"locator": s.sequence, "notification_type": "error", "msg": self.message},
-            )
+            message = self.message or s._failure_message(self.failure)
+            return s._notices.create(message, s._marker)
         topic = self.new_topic
         if topic is None:
             raise MosaicoProtocolError(f"session step {name} needs a topic being created")
         if name == "TOPIC_CREATE":
-            outcome = s.transport.action(
-                FlightAction.TOPIC_CREATE,
-                {
-                    "session_uuid": s._uuid,
-                    "locator": topic.locator,
-                    "serialization_format": topic.serialization_format.value,
-                    "ontology_tag": topic.ontology_tag,
-                    "user_metadata": topic.metadata,
-                },
+            outcome, uuid = created_uuid(
+                s.transport.action(
+                    FlightAction.TOPIC_CREATE,
+                    {
+                        "session_uuid": s._uuid,
+                        "locator": topic.locator,
+                        "serialization_format": topic.serialization_format.value,
+                        "ontology_tag": topic.ontology_tag,
+                        "user_metadata": topic.metadata,
+                    },
+                ),
+                name,
             )
-            if outcome.is_ok:
-                topic.uuid = str((outcome.value or {}).get("uuid", ""))
+            topic.uuid = uuid or None
             return outcome
         if name == "STREAM_OPEN":
             assert topic.uuid is not None
@@ -123,62 +131,30 @@ class _SessionSteps:
         raise MosaicoProtocolError(f"session writer cannot run step {name}")
 
     def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
+        verdict = self._probe(probe)
+        self.failure = str(outcome_error(step.name, outcome, verdict=verdict))
+        return verdict
+
+    def _probe(self, probe: str) -> ProbeVerdict:
         s = self.session
-        if probe in ("sequence_notified",):
-            listed = s.transport.action(
-                FlightAction.SEQUENCE_NOTIFICATION_LIST, {"locator": s.sequence}
-            )
-            if not listed.is_ok:
-                return ProbeVerdict.UNRESOLVED
-            messages = [n.get("msg") for n in (listed.value or {}).get("notifications", [])]
-            return ProbeVerdict.APPLIED if self.message in messages else ProbeVerdict.NOT_APPLIED
+        if probe == "sequence_notified":
+            return s._notices.probe(s._marker)
         if probe in ("topic_exists", "topic_absent"):
             assert self.new_topic is not None
-            info = s.transport.flight_info(Descriptor.for_resource(self.new_topic.locator))
-            return _presence(info, present_means_applied=probe == "topic_exists")
-        info = s.transport.flight_info(Descriptor.for_resource(s.sequence))
-        if probe in ("sequence_exists", "sequence_absent"):
-            return _presence(info, present_means_applied=probe == "sequence_exists")
-        if not info.is_ok or not isinstance(info.value, SequenceInfo):
-            if probe == "session_absent" and info.kind is ErrorKind.NOT_FOUND:
-                return ProbeVerdict.APPLIED
-            return ProbeVerdict.UNRESOLVED
-        sequence = info.value
-        if probe == "session_adoptable":
-            fresh = [
-                x
-                for x in sequence.sessions
-                if x.uuid not in s._known_sessions
-                and not x.locked
-                and not x.topics
-                and x.completed_at_ns is None
-            ]
-            if len(fresh) == 1:
-                s._uuid = fresh[0].uuid
-                return ProbeVerdict.APPLIED
-            return ProbeVerdict.NOT_APPLIED if not fresh else ProbeVerdict.UNRESOLVED
-        current = sequence.session(s._uuid or "")
-        if probe == "session_finalized":
-            if current is None:
-                return ProbeVerdict.UNRESOLVED
-            return (
-                ProbeVerdict.APPLIED
-                if current.completed_at_ns is not None
-                else ProbeVerdict.NOT_APPLIED
+            exists = probe == "topic_exists"
+            return ask_server(
+                s.transport, self.new_topic.locator, lambda info: (info is not None) == exists
             )
+        if probe in ("sequence_exists", "sequence_absent"):
+            exists = probe == "sequence_exists"
+            return ask_server(s.transport, s.sequence, lambda info: (info is not None) == exists)
+        if probe == "session_adoptable":
+            return ask_server(s.transport, s.sequence, s._adopt)
+        if probe == "session_finalized":
+            return ask_server(s.transport, s.sequence, s._finalized)
         if probe == "session_absent":
-            return ProbeVerdict.APPLIED if current is None else ProbeVerdict.NOT_APPLIED
+            return ask_server(s.transport, s.sequence, s._absent)
         raise MosaicoProtocolError(f"session writer has no probe {probe}")
-
-
-def _presence(info: Outcome, *, present_means_applied: bool) -> ProbeVerdict:
-    if info.is_ok:
-        present = True
-    elif info.kind is ErrorKind.NOT_FOUND:
-        present = False
-    else:
-        return ProbeVerdict.UNRESOLVED
-    return ProbeVerdict.APPLIED if present == present_means_applied else ProbeVerdict.NOT_APPLIED
 
 
 class SessionWriter(Lifecycle):
@@ -205,12 +181,20 @@ class SessionWriter(Lifecycle):
         self.transport = client.transport
         self.sequence = sequence
         self.metadata = metadata
-        self.role = role
-        self.policy = policy
         self.batch_policy = batch_policy
         self._uuid: str | None = None
         self._known_sessions: set[str] = set()
         self._topics: dict[str, TopicWriter] = {}
+        self._notices = Notices(self.transport, "sequence", sequence)
+
+    @property
+    def role(self) -> str:
+        """'writer' (a new sequence) or 'updater' (a new session on an existing one)."""
+        return self._context["role"]
+
+    @property
+    def policy(self) -> SessionLevelErrorPolicy:
+        return SessionLevelErrorPolicy[self._context["policy"]]
 
     @property
     def session_status(self) -> SessionStatus:
@@ -231,11 +215,49 @@ class SessionWriter(Lifecycle):
         return self._topics.get(check_topic_name(name))
 
     # -------------------------------------------------------------------------------------------
+    # What the session's notifications say, and what its probes read on the server
+
+    @property
+    def _marker(self) -> str:
+        """The text every notification of this session carries, and its probe looks for."""
+        return f"session {self._uuid}"
+
+    def _failure_message(self, failure: str) -> str:
+        return f"{self._marker} of sequence {self.sequence!r} could not be finalized: {failure}"
+
+    def _adopt(self, info: object) -> bool | None:
+        """session_adoptable: exactly one new, empty, open session on the sequence, which
+        this writer then takes as its own."""
+        if not isinstance(info, SequenceInfo):
+            return None
+        fresh = [
+            x
+            for x in info.sessions
+            if x.uuid not in self._known_sessions
+            and not x.locked
+            and not x.topics
+            and x.completed_at_ns is None
+        ]
+        if len(fresh) == 1:
+            self._uuid = fresh[0].uuid
+            return True
+        return False if not fresh else None
+
+    def _finalized(self, info: object) -> bool | None:
+        current = info.session(self._uuid or "") if isinstance(info, SequenceInfo) else None
+        return None if current is None else current.completed_at_ns is not None
+
+    def _absent(self, info: object) -> bool | None:
+        if info is None:  # the sequence is gone, and its sessions with it
+            return True
+        if not isinstance(info, SequenceInfo):
+            return None
+        return info.session(self._uuid or "") is None
+
+    # -------------------------------------------------------------------------------------------
 
     def __enter__(self) -> SessionWriter:
-        fired = self.fire("enter", _SessionSteps(self))
-        if fired.mode == "cause":
-            raise fired.cause()
+        self.fire_or_raise("enter", _SessionSteps(self))
         return self
 
     def __exit__(
@@ -245,15 +267,10 @@ class SessionWriter(Lifecycle):
         tb: TracebackType | None,
     ) -> Literal[False]:
         if exc is None:
-            fired = self.fire(
-                "exit_ok", _SessionSteps(self, message="a topic of the session failed to close")
-            )
-            if fired.mode == "cause":
-                raise fired.cause()
+            self.fire_or_raise("exit_ok", _SessionSteps(self))
             return False
         message = (
-            f"session {self._uuid} of sequence {self.sequence!r} ended with "
-            f"{type(exc).__name__}: {exc}"
+            f"{self._marker} of sequence {self.sequence!r} ended with {type(exc).__name__}: {exc}"
         )
         fired = self.fire("exit_error", _SessionSteps(self, message=message))
         fired.annotate(exc)
@@ -285,7 +302,6 @@ class SessionWriter(Lifecycle):
         check_format_schema(schema, serialization_format)
         if path in self._topics:
             raise ArgumentError(f"topic {path!r} already exists in this session")
-        self._machine.lookup(self._holder, "topic_create", self._context)
         new = _NewTopic(
             path,
             topic_locator(self.sequence, path),
@@ -294,11 +310,12 @@ class SessionWriter(Lifecycle):
             serialization_format,
             ontology_tag,
         )
-        fired = self.fire("topic_create", _SessionSteps(self, new_topic=new))
-        if fired.mode == "cause":
+        try:
+            self.fire_or_raise("topic_create", _SessionSteps(self, new_topic=new))
+        except ActionFailed:
             if new.stream is not None:
                 new.stream.abort()
-            raise fired.cause()
+            raise
         assert new.stream is not None
         writer = StreamWriter(new.stream, schema, batch_policy or self.batch_policy)
         topic = TopicWriter(
@@ -317,8 +334,9 @@ class SessionWriter(Lifecycle):
         return topic
 
     def _close_topics(self, trigger: str, message: str) -> Outcome:
-        """The `topics` step: fire `trigger` on every open topic writer, in parallel."""
-        open_topics = [t for t in self._topics.values() if t.is_active]
+        """The `topics` step: fire `trigger` on every topic writer not yet ended, in parallel
+        (a topic whose stream already failed is ended too: that reports its failure)."""
+        open_topics = [t for t in self._topics.values() if not t.finished]
         if not open_topics:
             return Outcome.ok()
         if len(open_topics) == 1 or not self.batch_policy.background:

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from fsm.engine.base import Lifecycle
+from fsm.engine.base import Lifecycle, Notices, ask_server
 from fsm.engine.stream import _OK, StreamWriter
 from fsm.engine.trace import Tracer
-from fsm.enums import FlightAction, SerializationFormat, TopicLevelErrorPolicy, TopicWriterStatus
-from fsm.errors import InvalidTrigger, MosaicoProtocolError
+from fsm.enums import SerializationFormat, TopicLevelErrorPolicy, TopicWriterStatus
+from fsm.errors import ActionFailed, InvalidTrigger, MosaicoProtocolError
 from fsm.machines import ProtocolMachine
-from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
+from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
 from fsm.spec.model import MachineSpec, Step, Transition
-from fsm.transport import Descriptor, TopicInfo
+from fsm.transport import TopicInfo
 
 if TYPE_CHECKING:
     from fsm.engine.session import SessionWriter
@@ -41,10 +41,6 @@ def _push_shortcuts(spec: MachineSpec, context: Mapping[str, str]) -> frozenset[
     return frozenset(states)
 
 
-def _call(fn: Callable[[], Outcome]) -> Outcome:
-    return fn()
-
-
 class _TopicSteps:
     """The executor of a topic writer's steps."""
 
@@ -66,27 +62,19 @@ class _TopicSteps:
         if step.do == "STREAM_ABORT":
             return topic._writer.abort()
         if step.do == "TOPIC_NOTIFICATION_CREATE":
-            return topic._transport.action(
-                FlightAction.TOPIC_NOTIFICATION_CREATE,
-                {"locator": topic.locator, "notification_type": "error", "msg": self.message},
-            )
+            return topic._notices.create(self.message)
         raise MosaicoProtocolError(f"topic writer cannot run step {step.name}")
 
     def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
         topic = self.topic
         if probe == "topic_notified":
-            listed = topic._transport.action(
-                FlightAction.TOPIC_NOTIFICATION_LIST, {"locator": topic.locator}
-            )
-            if not listed.is_ok:
-                return ProbeVerdict.UNRESOLVED
-            messages = [n.get("msg") for n in (listed.value or {}).get("notifications", [])]
-            return ProbeVerdict.APPLIED if self.message in messages else ProbeVerdict.NOT_APPLIED
+            return topic._notices.probe()
         if probe == "topic_locked":
-            info = topic._transport.flight_info(Descriptor.for_resource(topic.locator))
-            if not info.is_ok or not isinstance(info.value, TopicInfo):
-                return ProbeVerdict.UNRESOLVED
-            return ProbeVerdict.APPLIED if info.value.locked else ProbeVerdict.NOT_APPLIED
+            return ask_server(
+                topic._transport,
+                topic.locator,
+                lambda info: info.locked if isinstance(info, TopicInfo) else None,
+            )
         raise MosaicoProtocolError(f"topic writer has no probe {probe}")
 
 
@@ -126,17 +114,23 @@ class TopicWriter(Lifecycle):
         tracer: Tracer | None,
     ) -> None:
         context = {"policy": policy.name, "session_policy": session.policy.name}
-        super().__init__(machine, context, locator, tracer)
+        # Named under its session, so a retried session's topic of the same name is another
+        # instance in the trace.
+        super().__init__(machine, context, f"{session._instance}/{name}", tracer)
         self.name = name
         self.locator = locator
         self.schema = schema
         self.serialization_format = serialization_format
         self.ontology_tag = ontology_tag
-        self.policy = policy
         self._transport = session.transport
         self._writer = writer
+        self._notices = Notices(session.transport, "topic", locator)
         self._last_error: str | None = None
         self._shortcuts = _push_shortcuts(machine.spec, context)
+
+    @property
+    def policy(self) -> TopicLevelErrorPolicy:
+        return TopicLevelErrorPolicy[self._context["policy"]]
 
     @property
     def status(self) -> TopicWriterStatus:
@@ -149,8 +143,9 @@ class TopicWriter(Lifecycle):
 
     @property
     def is_active(self) -> bool:
-        """True while the stream is open."""
-        return self.state not in self._machine.spec.terminals
+        """True while the stream is open and can take records: the machine has not ended
+        it, and no failure of the stream is known (a failed background send ends it)."""
+        return not self.finished and self._writer.is_open
 
     @property
     def rows_sent(self) -> int:
@@ -160,39 +155,44 @@ class TopicWriter(Lifecycle):
 
     def push(self, data: pa.RecordBatch | pa.Table) -> None:
         """Send Arrow data; checked against the topic's schema before anything is queued."""
-        self._machine.lookup(self._holder, "push", self._context)
-        pieces = self._writer.plan_batch(data)
-        self._push(self._writer.submit_batches, pieces)
+        writer = self._writer
+        self._push(lambda: writer.submit_batches(writer.plan_batch(data)))
 
     def push_row(self, row: Mapping[str, Any]) -> None:
         """Send one record given as {column: value}; buffered, then converted in bulk."""
-        if (
-            self._tracer is None
-            and self._holder.state in self._shortcuts
-            and self._writer.submit_row(row) is _OK  # the common case, kept short
-        ):
-            self._last_error = None
-            return
-        self._push(self._writer.submit_row, row)
+        if self._tracer is None and self._holder.state in self._shortcuts:
+            outcome = self._writer.submit_row(row)  # the common case, kept short
+            if outcome is _OK:
+                self._last_error = None
+                return
+            self._settle(_Prefixed(outcome, _TopicSteps(self)))
+        else:
+            self._settle(_TopicSteps(self, lambda: self._writer.submit_row(row)))
 
     def flush(self) -> None:
         """Send every buffered record and wait until all of them are written to the stream;
         raises the failure of any earlier background send."""
-        self._push(_call, self._writer.submit_flush)
+        self._push(self._writer.submit_flush)
 
-    def _push(self, write: Callable[[Any], Outcome], arg: Any) -> None:
+    def _push(self, write: Callable[[], Outcome]) -> None:
+        """A push: `write` runs once, as the STREAM_WRITE step. Bad input raises
+        ArgumentError from `write` with nothing changed; a refused trigger raises
+        InvalidTrigger (traced) before `write` runs."""
         if self._tracer is None and self._holder.state in self._shortcuts:
-            outcome = write(arg)
-            if outcome.status is OutcomeStatus.OK:
+            outcome = write()
+            if outcome.is_ok:
                 self._last_error = None
                 return
-            fired = self.fire("push", _Prefixed(outcome, _TopicSteps(self)))
+            self._settle(_Prefixed(outcome, _TopicSteps(self)))
         else:
-            fired = self.fire("push", _TopicSteps(self, lambda: write(arg)))
-        if fired.mode == "cause":
-            error = fired.cause()
+            self._settle(_TopicSteps(self, write))
+
+    def _settle(self, steps: _TopicSteps | _Prefixed) -> None:
+        try:
+            self.fire_or_raise("push", steps)
+        except ActionFailed as error:
             self._last_error = str(error)
-            raise error
+            raise
         self._last_error = None
 
     # -------------------------------------------------------------------------------------------
@@ -211,25 +211,25 @@ class TopicWriter(Lifecycle):
             return False
         self._last_error = f"{type(exc).__name__}: {exc}"
         try:
-            fired = self.fire("exit_error", _TopicSteps(self, message=str(exc)))
+            fired = self.fire_or_raise("exit_error", _TopicSteps(self, message=str(exc)))
         except InvalidTrigger as refused:
             exc.add_note(f"topic {self.locator}: {refused}")
             return False
+        except ActionFailed as failure:
+            raise failure from exc
         if fired.mode == "suppress":
             for kept in fired.kept:
                 self._last_error += f"; {kept}"
             return True
-        if fired.mode == "cause":
-            raise fired.cause() from exc
         fired.annotate(exc)
         return False
 
     def close(self, trigger: str, message: str = "") -> MosaicoProtocolError | None:
         """End the stream at the end of the session (`finalize` or `close_error`); the failure
         that ended it badly, if any."""
-        fired = self.fire(trigger, _TopicSteps(self, message=message))
-        if fired.mode == "cause":
-            error = fired.cause()
+        try:
+            self.fire_or_raise(trigger, _TopicSteps(self, message=message))
+        except ActionFailed as error:
             self._last_error = str(error)
             return error
         return None

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
-from fsm.errors import InvalidTrigger
+from fsm.errors import ArgumentError, MosaicoProtocolError
 from fsm.jsonlines import JsonLines
 from fsm.machines import Walk, walk
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
 from fsm.spec.model import Spec, Step, Transition
 
 __all__ = ["TraceReport", "TraceViolation", "Tracer", "check_trace", "read_trace"]
+
+_E = TypeVar("_E", bound=Enum)
 
 
 class Tracer(JsonLines):
@@ -68,19 +71,31 @@ class Tracer(JsonLines):
 
 
 def read_trace(source: Path | str | Iterable[str]) -> list[dict[str, Any]]:
-    """Records from a JSON-lines file or an iterable of lines."""
+    """Records from a JSON-lines file or an iterable of lines. A line that is not JSON (a
+    trace cut off while it was written, say) raises ArgumentError (a ValueError) naming its
+    line number."""
     lines: Iterable[str] = (
         Path(source).read_text().splitlines() if isinstance(source, (str, Path)) else source
     )
-    return [json.loads(line) for line in lines if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ArgumentError(
+                f"trace line {number} is not JSON ({exc.msg}); is the trace cut short?"
+            ) from None
+    return records
 
 
 @attrs.frozen
 class TraceViolation:
-    """The first record that the tables do not allow."""
+    """The first record that the tables do not allow (or that is not a trace record)."""
 
     index: int
-    record: Mapping[str, Any]
+    record: Any
     rule: str
     message: str
 
@@ -98,6 +113,29 @@ class TraceReport:
         return self.violation is None
 
 
+class _Stop(Exception):
+    """The record breaks `rule`; the message says how."""
+
+    def __init__(self, message: str, rule: str = "") -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+_FORMAT = "the trace format"
+
+
+def _enum(cls: type[_E], value: object, step: Step, field: str) -> _E:
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(str(m.value) for m in cls)
+        raise _Stop(f"{step.name}: {field} {value!r} is none of {choices}", _FORMAT) from None
+
+
+def _is_object(value: object) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 class _Replay:
     """Feeds a walk the outcomes and probe verdicts a trace recorded, and checks that the walk
     asks for the steps in the recorded order."""
@@ -105,7 +143,6 @@ class _Replay:
     def __init__(self, steps: list[Mapping[str, Any]]) -> None:
         self.steps = steps
         self.i = 0
-        self.mismatch: str | None = None
 
     def _current(self, step: Step) -> Mapping[str, Any]:
         if self.i >= len(self.steps):
@@ -117,8 +154,9 @@ class _Replay:
 
     def perform(self, step: Step, row: Transition) -> Outcome:
         recorded = self._current(step)
-        status = OutcomeStatus(recorded.get("outcome", "ok"))
-        kind = ErrorKind(recorded["kind"]) if recorded.get("kind") else None
+        status = _enum(OutcomeStatus, recorded.get("outcome", "ok"), step, "outcome")
+        kind = recorded.get("kind")
+        kind = _enum(ErrorKind, kind, step, "kind") if kind is not None else None
         if status is OutcomeStatus.OK:
             self.i += 1
             return Outcome.ok()
@@ -130,78 +168,105 @@ class _Replay:
         return Outcome.unknown("recorded", kind or ErrorKind.CANCELLED)
 
     def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
+        if self.i >= len(self.steps) or "probe" not in self.steps[self.i]:
+            raise _Stop(f"the table asks the server ({probe}) where the trace records no probe")
         recorded = self.steps[self.i]
         self.i += 1
-        return ProbeVerdict(recorded["probe"])
+        return _enum(ProbeVerdict, recorded["probe"], step, "probe verdict")
 
 
-class _Stop(Exception):
-    pass
+def _text(record: Mapping[str, Any], key: str) -> str:
+    value = record.get(key)
+    if type(value) is not str:
+        raise _Stop(f"its {key!r} is {value!r}, not a string", _FORMAT)
+    return value
 
 
-def check_trace(records: Iterable[Mapping[str, Any]], spec: Spec) -> TraceReport:
-    """Replay `records` against the tables: every record accepted, or the first violation."""
+def _context(record: Mapping[str, Any]) -> dict[str, str]:
+    context = record.get("context", {})
+    if not _is_object(context):
+        raise _Stop(f"its 'context' is {context!r}, not an object", _FORMAT)
+    return {str(k): str(v) for k, v in context.items()}
+
+
+def _steps(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    steps = record.get("steps", [])
+    if not isinstance(steps, list):
+        raise _Stop(f"its 'steps' is {steps!r}, not a list", _FORMAT)
+    for i, step in enumerate(steps):
+        if type(step) is not dict and not isinstance(step, Mapping):
+            raise _Stop(f"its step {i} is {step!r}, not an object", _FORMAT)
+    return steps
+
+
+def check_trace(records: Iterable[Any], spec: Spec) -> TraceReport:
+    """Replay `records` against the tables: every record accepted, or the first violation.
+    A malformed record (not an object, a field missing or of the wrong type, a value no
+    enum has) is a violation too, never an exception."""
     accepted: list[str] = []
     states: dict[tuple[str, str], str] = {}
     for index, record in enumerate(records):
-
-        def violation(
-            rule: str, message: str, index: int = index, record: Mapping[str, Any] = record
-        ) -> TraceReport:
-            return TraceReport(tuple(accepted), TraceViolation(index, record, rule, message))
-
-        machine = spec.machines.get(str(record.get("machine")))
-        if machine is None:
-            return violation("the tables", f"unknown machine {record.get('machine')!r}")
-        key = (machine.name, str(record.get("instance")))
-        state = str(record.get("state"))
-        expected = states.get(key, machine.initial)
-        if state != expected:
-            return violation(
-                f"{machine.name} lifecycle",
-                f"{key[1]} is in {expected}, but the record starts from {state}",
-            )
-        trigger = str(record.get("trigger"))
-        context = {str(k): str(v) for k, v in dict(record.get("context", {})).items()}
-        row = machine.lookup(state, trigger, context)
-        if record.get("refused"):
-            if row is not None:
-                return violation(
-                    f"row {row.id}", f"{trigger} in {state} was refused, but row {row.id} allows it"
-                )
-            accepted.append(f"{machine.name} {key[1]}: {trigger} refused in {state}")
-            continue
-        if row is None:
-            allowed = machine.allowed(state, context) + machine.allowed(state, context, "session")
-            return violation(
-                f"{machine.name} table",
-                f"no row allows {trigger} in {state} with {context}; allowed: {allowed}",
-            )
-        if record.get("row") != row.id:
-            return violation(
-                f"row {row.id}", f"the trace took row {record.get('row')}, the table gives {row.id}"
-            )
-        replay = _Replay(list(record.get("steps", [])))
         try:
-            result = walk(machine, state, trigger, context, replay)
+            accepted.append(_check_record(record, spec, states))
         except _Stop as stop:
-            return violation(f"row {row.id}", str(stop))
-        except InvalidTrigger as exc:  # pragma: no cover - looked up above
-            return violation(f"row {row.id}", str(exc))
-        if replay.i != len(replay.steps):
-            extra = replay.steps[replay.i].get("step")
-            return violation(
-                f"row {result.taken.id}", f"the trace runs {extra} after the table's last step"
-            )
-        if record.get("taken") != result.taken.id or record.get("dest") != result.taken.dest:
-            return violation(
-                f"row {result.taken.id}",
-                f"the trace ends in row {record.get('taken')} / {record.get('dest')}, "
-                f"the table in row {result.taken.id} / {result.taken.dest}",
-            )
-        states[key] = result.taken.dest
-        steps = ", ".join(s.get("step", "?") for s in replay.steps) or "no steps"
-        accepted.append(
-            f"{machine.name} {key[1]}: {state} --{trigger}--> {result.taken.dest} [{result.taken.id}] ({steps})"
-        )
+            rule = stop.rule or "the tables"
+            return TraceReport(tuple(accepted), TraceViolation(index, record, rule, str(stop)))
     return TraceReport(tuple(accepted), None)
+
+
+def _check_record(record: Any, spec: Spec, states: dict[tuple[str, str], str]) -> str:
+    """What the record did, in words, once the tables accept it; `states` moves on."""
+    if not _is_object(record):
+        raise _Stop(f"{record!r} is not a trace record (a JSON object)", _FORMAT)
+    machine = spec.machines.get(str(record.get("machine")))
+    if machine is None:
+        raise _Stop(f"unknown machine {record.get('machine')!r}", "the tables")
+    key = (machine.name, _text(record, "instance"))
+    state = _text(record, "state")
+    expected = states.get(key, machine.initial)
+    if state != expected:
+        raise _Stop(
+            f"{key[1]} is in {expected}, but the record starts from {state}",
+            f"{machine.name} lifecycle",
+        )
+    trigger = _text(record, "trigger")
+    context = _context(record)
+    row = machine.lookup(state, trigger, context)
+    if record.get("refused"):
+        if row is not None:
+            raise _Stop(
+                f"{trigger} in {state} was refused, but row {row.id} allows it", f"row {row.id}"
+            )
+        return f"{machine.name} {key[1]}: {trigger} refused in {state}"
+    if row is None:
+        allowed = machine.allowed(state, context) + machine.allowed(state, context, "session")
+        raise _Stop(
+            f"no row allows {trigger} in {state} with {context}; allowed: {allowed}",
+            f"{machine.name} table",
+        )
+    if record.get("row") != row.id:
+        raise _Stop(
+            f"the trace took row {record.get('row')}, the table gives {row.id}", f"row {row.id}"
+        )
+    replay = _Replay(_steps(record))
+    try:
+        result = walk(machine, state, trigger, context, replay)
+    except _Stop as stop:
+        raise _Stop(str(stop), stop.rule or f"row {row.id}") from None
+    except MosaicoProtocolError as exc:  # an outcome the table has no route for
+        raise _Stop(str(exc), f"row {row.id}") from None
+    if replay.i != len(replay.steps):
+        extra = replay.steps[replay.i].get("step")
+        raise _Stop(f"the trace runs {extra} after the table's last step", f"row {result.taken.id}")
+    if record.get("taken") != result.taken.id or record.get("dest") != result.taken.dest:
+        raise _Stop(
+            f"the trace ends in row {record.get('taken')} / {record.get('dest')}, "
+            f"the table in row {result.taken.id} / {result.taken.dest}",
+            f"row {result.taken.id}",
+        )
+    states[key] = result.taken.dest
+    steps = ", ".join(str(s.get("step", "?")) for s in replay.steps) or "no steps"
+    return (
+        f"{machine.name} {key[1]}: {state} --{trigger}--> {result.taken.dest} "
+        f"[{result.taken.id}] ({steps})"
+    )
