@@ -176,3 +176,12 @@ def test_update_readme_takes_no_name_or_format(tmp_path: Path) -> None:
         with pytest.raises(SystemExit, match="takes no NAME and no --format"):
             main(["diagram", "--update-readme", str(readme), *extra], io.StringIO())
     assert readme.read_text() == "text\n"
+
+
+def test_a_line_that_is_not_an_object_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "list.jsonl"
+    trace.write_text('{"machine": "session"}\n[1, 2]\n')
+    assert main(["check-trace", str(trace)], io.StringIO()) == 2
+    assert "line 2 is not a JSON object" in capsys.readouterr().err

@@ -71,9 +71,9 @@ class Tracer(JsonLines):
 
 
 def read_trace(source: Path | str | Iterable[str]) -> list[dict[str, Any]]:
-    """Records from a JSON-lines file or an iterable of lines. A line that is not JSON (a
-    trace cut off while it was written, say) raises ArgumentError (a ValueError) naming its
-    line number."""
+    """Records from a JSON-lines file or an iterable of lines. A line that is not a JSON
+    object (a trace cut off while it was written, say) raises ArgumentError (a ValueError)
+    naming its line number."""
     lines: Iterable[str] = (
         Path(source).read_text().splitlines() if isinstance(source, (str, Path)) else source
     )
@@ -82,11 +82,14 @@ def read_trace(source: Path | str | Iterable[str]) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ArgumentError(
                 f"trace line {number} is not JSON ({exc.msg}); is the trace cut short?"
             ) from None
+        if not isinstance(record, dict):
+            raise ArgumentError(f"trace line {number} is not a JSON object: {line[:80]!r}")
+        records.append(record)
     return records
 
 
