@@ -125,7 +125,7 @@ def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"no record in {args.file}: nothing was checked\n")
         return 1
     failures = 0
-    if all("machine" in r for r in records):  # an engine trace
+    if any("machine" in r for r in records):  # an engine trace (check_trace judges every record)
         if args.sequence:
             raise SystemExit(
                 "mosaico-fsm check-trace: --sequence selects sequences of a server trace; "
@@ -163,11 +163,23 @@ def _check_trace(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failures else 0
 
 
+def _usage(command: str, message: str) -> int:
+    """A refused combination of arguments: said on stderr, exit status 2 (as argparse does)."""
+    sys.stderr.write(f"mosaico-fsm {command}: error: {message}\n")
+    return 2
+
+
 @_command("simulate")
 def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     from fsm import simulate
     from transport.conformance_runs import memory_world
 
+    if args.fault and (args.faults is not None or args.workers is not None):
+        return _usage(
+            "simulate",
+            "--fault replays one run under exactly the faults given: "
+            "--faults and --workers do not apply to it",
+        )
     try:
         scenarios = simulate.select(args.scenario)
         plan = [simulate.parse_fault(text) for text in args.fault or []]
@@ -185,7 +197,11 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
             raise SystemExit(f"mosaico-fsm simulate: {exc}") from None
     else:
         result = simulate.explore(
-            scenarios, memory_world, faults=args.faults, seed=args.seed, workers=args.workers
+            scenarios,
+            memory_world,
+            faults=1 if args.faults is None else args.faults,
+            seed=args.seed,
+            workers=1 if args.workers is None else args.workers,
         )
     out.write(simulate.to_json(result) if args.report == "json" else simulate.to_text(result))
     return 1 if result.violations else 0
@@ -195,11 +211,42 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
 def _conformance(args: argparse.Namespace, out: TextIO) -> int:
     import logging
 
-    from fsm.conformance.suite import Verdict, render, run_suite
-    from transport.conformance_runs import embedded_target, measure_power, oracle
+    from fsm.conformance.suite import SuiteResult, Unreachable, Verdict, render, run_suite
+    from transport.conformance_runs import (
+        deviation_oracles,
+        embedded_target,
+        measure_power,
+        oracle,
+    )
     from transport.flight.client import FlightTransport
     from transport.server.model import ServerModel
 
+    given = {
+        "a URL": args.url,
+        "--api-key": args.api_key,
+        "--tls-root-cert": args.tls_root_cert,
+        "--profile": args.profile,
+        "--report": args.report,
+        "--out": args.out,
+    }
+    if args.self_test and any(v is not None for v in given.values()):
+        named = ", ".join(k for k, v in given.items() if v is not None)
+        return _usage(
+            "conformance",
+            f"--self-test runs its own embedded servers and prints its own table: {named} "
+            "do not apply to it",
+        )
+    if args.url is None and (args.api_key is not None or args.tls_root_cert is not None):
+        return _usage(
+            "conformance",
+            "--api-key and --tls-root-cert are for a target given by URL; "
+            "the embedded server makes its own key",
+        )
+    if args.url is not None and args.profile is not None:
+        return _usage(
+            "conformance", "--profile chooses the embedded server's behaviour: not with a URL"
+        )
+    profile = args.profile or "spec"
     logging.disable(logging.WARNING)  # the suite provokes refusals on purpose
     if args.self_test:
         return _self_test(measure_power(args.seed, args.budget), out)
@@ -207,46 +254,61 @@ def _conformance(args: argparse.Namespace, out: TextIO) -> int:
     def progress(number: int, total: int, verdict: Verdict) -> None:
         sys.stderr.write(f"[{number:>3}/{total}] {verdict.status:7} {verdict.case.id}\n")
 
-    if args.url:
-        roots = Path(args.tls_root_cert).read_bytes() if args.tls_root_cert else None
+    result: SuiteResult
+    try:
+        if args.url:
+            roots = Path(args.tls_root_cert).read_bytes() if args.tls_root_cert else None
 
-        def connect(key: str | None) -> Transport:
-            return FlightTransport(args.url, api_key=key, tls_root_certs=roots)
+            def connect(key: str | None) -> Transport:
+                return FlightTransport(args.url, api_key=key, tls_root_certs=roots)
 
-        if args.budget > 0:
-            sys.stderr.write(f"exploring for {args.budget:g} s after the cases\n")
-        result = run_suite(
-            connect,
-            target=args.url,
-            api_key=args.api_key,
-            seed=args.seed,
-            budget=args.budget,
-            oracle=oracle,
-            progress=progress,
-        )
-    else:
-        with embedded_target(ServerModel(profile=args.profile)) as target:
-            sys.stderr.write(
-                f"embedded reference server on {target.location} (profile {args.profile})\n"
-            )
             if args.budget > 0:
                 sys.stderr.write(f"exploring for {args.budget:g} s after the cases\n")
             result = run_suite(
-                target.connect,
-                target=f"{target.location} (embedded, profile {args.profile})",
-                api_key=target.api_key,
+                connect,
+                target=args.url,
+                api_key=args.api_key,
                 seed=args.seed,
                 budget=args.budget,
                 oracle=oracle,
+                deviation_oracles=deviation_oracles(),
                 progress=progress,
             )
-    report = render(result, args.report)
+        else:
+            with embedded_target(ServerModel(profile=profile)) as target:
+                sys.stderr.write(
+                    f"embedded reference server on {target.location} (profile {profile})\n"
+                )
+                if args.budget > 0:
+                    sys.stderr.write(f"exploring for {args.budget:g} s after the cases\n")
+                result = run_suite(
+                    target.connect,
+                    target=f"{target.location} (embedded, profile {profile})",
+                    api_key=target.api_key,
+                    seed=args.seed,
+                    budget=args.budget,
+                    oracle=oracle,
+                    deviation_oracles=deviation_oracles(),
+                    progress=progress,
+                )
+    except Unreachable as unreachable:
+        sys.stderr.write(f"mosaico-fsm conformance: {unreachable}; nothing was checked\n")
+        return 2
+    report = render(result, args.report or "text")
     if args.out:
         Path(args.out).write_text(report, encoding="utf-8")
         out.write(f"report written to {args.out}\n")
     else:
         out.write(report)
-    return 1 if result.failed else 0
+    if result.failed:
+        return 1
+    if result.observed_nothing:
+        sys.stderr.write(
+            "mosaico-fsm conformance: every requirement is unknown: the run observed nothing, "
+            "so it shows no conformance (exit status 3)\n"
+        )
+        return 3
+    return 0
 
 
 def _self_test(measured: Any, out: TextIO) -> int:
@@ -260,7 +322,10 @@ def _self_test(measured: Any, out: TextIO) -> int:
     detected = sum(row.detected for row in rows)
     named = sum(row.detected and row.labelled for row in rows)
     out.write(f"\ndetection: {detected}/{len(rows)} ({100 * detected / len(rows):.0f}%)")
-    out.write(f", deviations named by their id: {named}/{len(rows)}\n")
+    out.write(
+        f", named right (a deviation by its own id alone, a variant by no deviation): "
+        f"{named}/{len(rows)}\n"
+    )
     out.write(
         f"the specification's own server: {baseline.count('pass')} passed, "
         f"{baseline.count('fail')} failed, {baseline.count('unknown')} unknown\n"
@@ -330,11 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a scenario, a family of scenarios, or all (default; repeatable)",
     )
-    p.add_argument("--faults", type=int, choices=[1, 2], default=1, help="faults per run")
+    p.add_argument(
+        "--faults", type=int, choices=[1, 2], help="faults per run (default 1; not with --fault)"
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="seeds the server's identifiers and the data"
     )
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--workers", type=int, help="worker processes (default 1; not with --fault)")
     p.add_argument("--report", choices=["text", "json"], default="text")
     p.add_argument(
         "--fault",
@@ -346,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "conformance",
         help="check a Mosaico server against the spec, requirement by requirement",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status:\n"
+        "  0  every requirement that could be observed is met (some may be unknown)\n"
+        "  1  a requirement failed, or the exploration found a disagreement\n"
+        "  2  bad arguments, or the target did not answer a version request\n"
+        "  3  nothing was observed: every requirement is unknown (for example, no usable key),\n"
+        "     so the run shows no conformance",
     )
     p.add_argument(
         "url",
@@ -353,22 +427,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="grpc://host:port or grpc+tls://host:port (default: an embedded server)",
     )
     p.add_argument(
-        "--api-key", help="a key for the target (a manage key lets every requirement be observed)"
-    )
-    p.add_argument("--tls-root-cert", metavar="F", help="PEM root certificate(s) of the target")
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the exploration (same seed, same requests)"
+        "--api-key",
+        help="a key for the target given by URL (a manage key lets every requirement be observed)",
     )
     p.add_argument(
-        "--budget", type=float, default=10.0, help="seconds of model-based exploration (0: none)"
+        "--tls-root-cert", metavar="F", help="PEM root certificate(s) of the target given by URL"
     )
-    p.add_argument("--report", choices=["text", "json", "junit"], default="text")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the exploration's random draws: the same seed draws the same request "
+        "sequences as long as the target answers the same (names differ from run to run, and "
+        "how many sequences fit in --budget depends on speed)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        help="at most this many seconds of model-based exploration, shrinking included (0: none)",
+    )
+    p.add_argument("--report", choices=["text", "json", "junit"], help="default: text")
     p.add_argument("--out", metavar="FILE", help="write the report to FILE")
     p.add_argument(
         "--profile",
-        default="spec",
         choices=sorted(load_spec().profiles),
-        help="profile of the embedded server",
+        help="profile of the embedded server (default: spec; not with a URL)",
     )
     p.add_argument(
         "--self-test",

@@ -332,3 +332,36 @@ def test_check_trace_command_reads_engine_traces(tmp_path: Path) -> None:
     out = io.StringIO()
     assert main(["check-trace", str(path)], out) == 1
     assert "VIOLATION" in out.getvalue()
+
+
+# -----------------------------------------------------------------------------------------------
+# Lost replies: the server saw a success, the client took the table's route for a lost reply
+
+LOST_TOPIC = [
+    _ev("SEQUENCE_CREATE"),
+    _ev("SESSION_CREATE"),
+    _ev("TOPIC_CREATE", topic="t"),
+    _ev("GET_FLIGHT_INFO", topic="t"),  # the probe
+    _ev("TOPIC_DELETE", topic="t"),  # the orphaned topic removed again
+    _ev("SEQUENCE_NOTIFICATION_CREATE"),
+    _ev("SESSION_FINALIZE"),
+]
+
+
+def test_a_route_taken_after_a_lost_reply_is_accepted_when_one_may_be_lost() -> None:
+    assert not check_client_trace(LOST_TOPIC, SPEC, sequence="s").conforms
+    report = check_client_trace(LOST_TOPIC, SPEC, sequence="s", lost_replies=1)
+    assert report.conforms, [str(f) for f in report.findings]
+    assert any(line.startswith("reply lost: TOPIC_CREATE on s/t") for line in report.accepted)
+
+
+def test_a_lost_reply_excuses_nothing_else() -> None:
+    finalize_early = [*CLEAN[:5], CLEAN[6], CLEAN[5]]
+    assert not check_client_trace(finalize_early, SPEC, sequence="s", lost_replies=2).conforms
+    unremoved = [*LOST_TOPIC[:3], *LOST_TOPIC[5:]]
+    assert not check_client_trace(unremoved, SPEC, sequence="s", lost_replies=1).conforms, (
+        "after a lost reply a probe that found the topic leads to its removal"
+    )
+    assert check_client_trace(unremoved, SPEC, sequence="s", lost_replies=2).conforms, (
+        "unless the probe's own answer went wrong too"
+    )

@@ -18,7 +18,7 @@ from fsm.conformance.cases import CASES
 from fsm.conformance.explore import explore
 from fsm.conformance.suite import SuiteResult, render, run_suite
 from fsm.spec import load_spec
-from transport.conformance_runs import embedded_target, measure_power, oracle
+from transport.conformance_runs import deviation_oracles, embedded_target, measure_power, oracle
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
@@ -112,7 +112,12 @@ def test_the_suite_touches_only_what_it_created() -> None:
     result = _run(model)
     assert "keep_me" in model.snapshot()["sequences"]
     left = [name for name in model.snapshot()["sequences"] if name != "keep_me"]
-    assert sorted(left) == sorted(result.left_behind)
+    assert sorted(left) == sorted(item.name for item in result.left_behind)
+    assert {item.what for item in result.left_behind} == {"sequence"}
+    assert all(
+        "sequence_delete refused with failed_precondition" in item.reason
+        for item in result.left_behind
+    )
     assert all(name.startswith(result.prefix) for name in left)
     for name in left:  # only sequences whose locked sessions the spec forbids deleting
         assert any(
@@ -124,10 +129,13 @@ def test_the_suite_touches_only_what_it_created() -> None:
 
 def test_exploration_finds_and_shrinks_a_disagreement() -> None:
     target = MemoryTransport(ServerModel(profile="mosaicod-0.3"))
-    found = explore(target, oracle, prefix="x", seed=0, budget=30)
-    assert found.failure is not None
-    assert "the target answered" in found.failure or " reads " in found.failure
-    assert found.minimal_steps and any(step.startswith("state.") for step in found.minimal_steps)
+    found = explore(target, oracle, prefix="xq", seed=0, budget=30, deviations=deviation_oracles())
+    assert found.failure is not None and "the target answered" in found.failure
+    assert found.seconds < 30 and not found.cut_short
+    # Whole requests with the target's answers, names relative to the run's prefix.
+    assert found.minimal_steps and all(" -> " in step for step in found.minimal_steps)
+    assert not any("xq" in step for step in found.minimal_steps)
+    assert len(found.deviations) == 1 and found.deviations[0].startswith("MOSAICOD-")
 
 
 def test_exploration_is_clean_against_the_specification() -> None:

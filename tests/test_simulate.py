@@ -18,7 +18,7 @@ from fsm.cli import main
 from fsm.engine.session import _SessionSteps
 from fsm.engine.topic import TopicWriter
 from fsm.errors import MosaicoProtocolError
-from fsm.outcome import Outcome
+from fsm.outcome import ErrorKind, Outcome
 from fsm.simulate import (
     FAMILIES,
     SCENARIOS,
@@ -34,6 +34,7 @@ from fsm.simulate.plans import describe_plan, effects
 from fsm.spec import load_spec
 from fsm.spec.model import Step, Transition
 from transport.conformance_runs import memory_world
+from transport.server.errors import ServerError
 from transport.server.model import ServerModel
 
 SPEC = load_spec()
@@ -272,3 +273,60 @@ def test_an_engine_that_swallows_the_users_exception_is_caught(
     result = explore(select(["updater-delete-session-error"]), WORLD, faults=0)
     assert _broken(result) == {"errors-surface"}
     assert to_json(result).count('"invariant": "errors-surface"') == 1
+
+
+# -----------------------------------------------------------------------------------------------
+# A server that cannot be read leaves the invariants that read it unknown
+
+
+class _ReadsFail(ServerModel):
+    """Every read (GetFlightInfo, DoGet, the notification lists) fails with internal."""
+
+    def flight_info(self, principal: Any, descriptor_kind: str, command: bytes) -> Any:
+        raise ServerError(ErrorKind.INTERNAL, "reads are broken")
+
+    def read(self, principal: Any, ticket: bytes) -> Any:
+        raise ServerError(ErrorKind.INTERNAL, "reads are broken")
+
+    def _do_sequence_notification_list(self, op: Any, req: dict[str, Any], _: Any) -> Any:
+        raise ServerError(ErrorKind.INTERNAL, "reads are broken")
+
+
+_READING = {"finalized-kept", "report-kept", "delete-purged", "no-orphans", "client-server-agree"}
+
+
+def test_failed_reads_are_unknown_never_a_violation_or_a_crash() -> None:
+    result = explore(
+        select(["all"]), partial(memory_world, model_class=_ReadsFail), faults=0, workers=2
+    )
+    assert len(result.runs) == len(SCENARIOS)
+    assert _violations(result) == set()
+    for run in result.runs:
+        for verdict in run.verdicts:
+            if verdict.invariant in _READING and verdict.status == "unknown":
+                assert "could not be read" in verdict.message or "set up" in verdict.message
+    unknown = {v.invariant for run in result.runs for v in run.unknown}
+    assert {"finalized-kept", "report-kept", "no-orphans", "client-server-agree"} <= unknown
+    assert {run.server for run in result.runs} == {"unreadable"}
+
+
+@pytest.mark.parametrize(
+    "fault", ["TOPIC_CREATE#1:lose_reply", "STREAM_OPEN#1:lose_reply", "STREAM_OPEN#1:drop_stream"]
+)
+def test_a_route_after_a_lost_reply_is_judged_not_left_unknown(fault: str) -> None:
+    (run,) = replay(select(["writer-report-1-topic"]), [parse_fault(fault)], WORLD).runs
+    verdict = next(v for v in run.verdicts if v.invariant == "client-conformance")
+    assert verdict.status == "ok", verdict.message
+
+
+def test_a_hidden_fault_is_placed_at_its_request_in_the_servers_trace() -> None:
+    from fsm.faults import Fault, FaultEffect
+    from fsm.simulate.judge import _fault_index
+
+    events = [{"op": op} for op in ("SEQUENCE_CREATE", "SESSION_CREATE", "TOPIC_CREATE")]
+    events += [{"op": "DO_PUT_OPEN"}, {"op": "TOPIC_CREATE"}]
+    refused = Fault("TOPIC_CREATE", 1)  # refused before the server saw it
+    lost = Fault("TOPIC_CREATE", 3, FaultEffect.LOSE_REPLY)
+    assert _fault_index(events, (refused, lost), lost) == 4
+    opened = Fault("STREAM_OPEN", 1, FaultEffect.DROP_STREAM)
+    assert _fault_index(events, (opened,), opened) == 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import attrs
 
@@ -23,12 +24,34 @@ from transport.server.model import ServerModel
 from transport.server.trace import ServerTrace
 from transport.server.variants import VARIANTS
 
-__all__ = ["PowerRow", "embedded_target", "measure_power", "memory_world", "oracle"]
+__all__ = [
+    "PowerRow",
+    "deviation_oracles",
+    "embedded_target",
+    "measure_power",
+    "memory_world",
+    "oracle",
+]
 
 
 def oracle() -> Transport:
     """A transport to a fresh reference model of the specification (the exploration's oracle)."""
     return MemoryTransport(ServerModel(profile="spec"))
+
+
+def deviation_oracles() -> dict[str, Callable[[], Transport]]:
+    """Per recorded server deviation, a factory of fresh models that emulate it alone (they
+    name the deviation an exploration's disagreement matches)."""
+    spec = load_spec()
+    return {
+        did: partial(_deviant, did)
+        for did, deviation in spec.deviations.items()
+        if deviation.who == "mosaicod-0.3"
+    }
+
+
+def _deviant(did: str) -> Transport:
+    return MemoryTransport(ServerModel(deviations=[did]))
 
 
 def memory_world(
@@ -74,7 +97,7 @@ class PowerRow:
     kind: str  # "deviation" or "variant"
     mistake: str
     caught_by: tuple[str, ...]
-    labelled: bool  # a deviation caught under its own id
+    labelled: bool  # named right: a deviation by its own id alone, a variant by no deviation
 
     @property
     def detected(self) -> bool:
@@ -90,6 +113,7 @@ def _run(model: ServerModel, seed: int, budget: float) -> SuiteResult:
             seed=seed,
             budget=budget,
             oracle=oracle if budget > 0 else None,
+            deviation_oracles=deviation_oracles(),
         )
 
 
@@ -103,12 +127,28 @@ def measure_power(seed: int = 0, budget: float = 0.0) -> tuple[SuiteResult, list
         if deviation.who != "mosaicod-0.3":
             continue
         result = _run(ServerModel(deviations=[did]), seed, budget)
-        failing = tuple(result.failing_ids())
-        labelled = any(did in v.deviations for v in result.verdicts if v.status == "fail")
-        rows.append(PowerRow(did, "deviation", deviation.summary, failing, labelled))
+        labels = _labels(result)
+        labelled = did in labels and labels <= {did}
+        rows.append(
+            PowerRow(did, "deviation", deviation.summary, tuple(result.failing_ids()), labelled)
+        )
     for variant in VARIANTS:
         result = _run(variant.make(profile="spec"), seed, budget)
         rows.append(
-            PowerRow(variant.name, "variant", variant.mistake, tuple(result.failing_ids()), True)
+            PowerRow(
+                variant.name,
+                "variant",
+                variant.mistake,
+                tuple(result.failing_ids()),
+                not _labels(result),
+            )
         )
     return baseline, rows
+
+
+def _labels(result: SuiteResult) -> set[str]:
+    """Every deviation id the result's failures were labelled with."""
+    labels = {d for v in result.verdicts if v.status == "fail" for d in v.deviations}
+    if result.exploration is not None:
+        labels |= set(result.exploration.deviations)
+    return labels

@@ -2,18 +2,19 @@
 
 Each case runs a few requests against the target and fails (`Fail`) when the target does
 not meet the requirement, or ends `Unknown` when it cannot be observed. A case that a
-recorded server deviation contradicts names it in `deviations`, so a failure matching it is
-labelled with the deviation's id.
+recorded server deviation contradicts names it in `deviations`, with the check the deviation
+makes fail: a failure of that check (and only of that one) is labelled with the deviation's id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 import pyarrow as pa
 
 from fsm.conformance.context import Context, Fail, Unknown
+from fsm.conformance.requests import topic_body
 from fsm.enums import APIKeyPermissionEnum, FlightAction
 from fsm.outcome import ErrorKind
 from fsm.transport import Descriptor, TopicData
@@ -30,18 +31,26 @@ class Case:
     requirement: str
     source: str
     run: Callable[[Context], None]
-    deviations: tuple[str, ...] = ()
-    group: str = ""
+    deviations: Mapping[str, str] = attrs.field(factory=dict)
+    """Recorded deviations that contradict the requirement, each with the check it fails."""
+
+    @property
+    def group(self) -> str:
+        return self.id.split("-", 1)[0]
+
+    def labels(self, failure: Fail) -> tuple[str, ...]:
+        """The deviations a failure matches: those whose check is the one that failed."""
+        return tuple(d for d, check in self.deviations.items() if check == failure.check)
 
 
 CASES: list[Case] = []
 
 
 def case(
-    id: str, requirement: str, source: str, deviations: tuple[str, ...] = ()
+    id: str, requirement: str, source: str, deviations: Mapping[str, str] | None = None
 ) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
     def register(fn: Callable[[Context], None]) -> Callable[[Context], None]:
-        CASES.append(Case(id, requirement, source, fn, deviations, id.split("-", 1)[0]))
+        CASES.append(Case(id, requirement, source, fn, dict(deviations or {})))
         return fn
 
     return register
@@ -215,7 +224,7 @@ def _seq_delete_missing(ctx: Context) -> None:
     "SEQ-DELETE-LOCKED",
     "A sequence holding a finalized, locked session cannot be deleted (failed_precondition); nothing is removed.",
     "seed SessionStatus.Finalized",
-    ("MOSAICOD-DELETE-LOCKED-SEQUENCE",),
+    {"MOSAICOD-DELETE-LOCKED-SEQUENCE": "delete-refused"},
 )
 def _seq_delete_locked(ctx: Context) -> None:
     seq, _, _ = finalized(ctx, "lockseq")
@@ -223,6 +232,7 @@ def _seq_delete_locked(ctx: Context) -> None:
         ctx.act(A.SEQUENCE_DELETE, {"locator": seq}),
         E.FAILED_PRECONDITION,
         "sequence_delete of a locked sequence",
+        "delete-refused",
     )
     ctx.check(ctx.exists(seq), "the refused delete removed the sequence")
 
@@ -312,7 +322,7 @@ def _ses_finalize(ctx: Context) -> None:
     "SES-FINALIZE-ONCE",
     "A finalized session cannot be finalized again (failed_precondition).",
     "PROTOCOL.md §5.3 (later builds)",
-    ("MOSAICOD-REFINALIZE",),
+    {"MOSAICOD-REFINALIZE": "refinalize-refused"},
 )
 def _ses_once(ctx: Context) -> None:
     _, ses, _ = finalized(ctx, "once")
@@ -320,6 +330,7 @@ def _ses_once(ctx: Context) -> None:
         ctx.act(A.SESSION_FINALIZE, {"session_uuid": ses}),
         E.FAILED_PRECONDITION,
         "a second finalize",
+        "refinalize-refused",
     )
 
 
@@ -346,7 +357,7 @@ def _ses_bad_uuid(ctx: Context) -> None:
     "A session finalized after an error was reported on its sequence is completed but left unlocked, "
     "and can be deleted.",
     "seed SessionLevelErrorPolicy.Report, 'Lock Status'",
-    ("MOSAICOD-REPORT-LOCKS", "MOSAICOD-NOTIFY-NEEDS-WRITE"),
+    {"MOSAICOD-REPORT-LOCKS": "left-unlocked"},
 )
 def _ses_report(ctx: Context) -> None:
     seq, ses, _, _ = locked_topic(ctx, "rep")
@@ -363,7 +374,9 @@ def _ses_report(ctx: Context) -> None:
         session is not None and session.completed_at_ns is not None, "the session is not completed"
     )
     ctx.check(
-        session is not None and not session.locked, "the session was locked after an error report"
+        session is not None and not session.locked,
+        "the session was locked after an error report",
+        "left-unlocked",
     )
     ctx.ok(
         ctx.act(A.SESSION_DELETE, {"session_uuid": ses}), "session_delete of the reported session"
@@ -391,7 +404,7 @@ def _ses_delete(ctx: Context) -> None:
     "SES-DELETE-LOCKED",
     "A finalized, locked session cannot be deleted (failed_precondition).",
     "seed SessionStatus.Finalized",
-    ("MOSAICOD-DELETE-LOCKED-SESSION",),
+    {"MOSAICOD-DELETE-LOCKED-SESSION": "delete-refused"},
 )
 def _ses_delete_locked(ctx: Context) -> None:
     seq, ses, _ = finalized(ctx, "slock")
@@ -399,6 +412,7 @@ def _ses_delete_locked(ctx: Context) -> None:
         ctx.act(A.SESSION_DELETE, {"session_uuid": ses}),
         E.FAILED_PRECONDITION,
         "session_delete of a locked session",
+        "delete-refused",
     )
     ctx.check(
         ctx.sequence_info(seq).session(ses) is not None, "the refused delete removed the session"
@@ -440,13 +454,7 @@ def _top_exists(ctx: Context) -> None:
     ses = ctx.session(seq)
     loc, _ = ctx.topic(ses, seq)
     ses2 = ctx.session(seq)
-    body = {
-        "session_uuid": ses2,
-        "locator": loc,
-        "serialization_format": "default",
-        "ontology_tag": "x",
-        "user_metadata": {},
-    }
+    body = topic_body(ses2, loc)
     ctx.refused(
         ctx.act(A.TOPIC_CREATE, body), E.ALREADY_EXISTS, "a second topic with the same locator"
     )
@@ -461,13 +469,7 @@ def _top_outside(ctx: Context) -> None:
     seq = ctx.sequence("own")
     other = ctx.sequence("other")
     ses = ctx.session(seq)
-    body = {
-        "session_uuid": ses,
-        "locator": f"{other}/t",
-        "serialization_format": "default",
-        "ontology_tag": "x",
-        "user_metadata": {},
-    }
+    body = topic_body(ses, f"{other}/t")
     ctx.refused(ctx.act(A.TOPIC_CREATE, body), E.PERMISSION_DENIED, "a topic in another sequence")
 
 
@@ -478,13 +480,7 @@ def _top_outside(ctx: Context) -> None:
 )
 def _top_finalized(ctx: Context) -> None:
     seq, ses, _ = finalized(ctx, "tfin")
-    body = {
-        "session_uuid": ses,
-        "locator": f"{seq}/late",
-        "serialization_format": "default",
-        "ontology_tag": "x",
-        "user_metadata": {},
-    }
+    body = topic_body(ses, f"{seq}/late")
     ctx.refused(
         ctx.act(A.TOPIC_CREATE, body), E.FAILED_PRECONDITION, "topic_create in a finalized session"
     )
@@ -498,13 +494,7 @@ def _top_finalized(ctx: Context) -> None:
 def _top_format(ctx: Context) -> None:
     seq = ctx.sequence("fmt")
     ses = ctx.session(seq)
-    body = {
-        "session_uuid": ses,
-        "locator": f"{seq}/t",
-        "serialization_format": "jpeg",
-        "ontology_tag": "x",
-        "user_metadata": {},
-    }
+    body = topic_body(ses, f"{seq}/t", "jpeg")
     ctx.refused(
         ctx.act(A.TOPIC_CREATE, body), E.INVALID_ARGUMENT, "topic_create with an unknown format"
     )
@@ -517,15 +507,22 @@ def _top_format(ctx: Context) -> None:
 )
 def _top_delete(ctx: Context) -> None:
     seq, _, loc, _ = locked_topic(ctx, "tdel")
+    ticket = ctx.topic_info(loc).ticket
     ctx.ok(ctx.act(A.TOPIC_DELETE, {"locator": loc}), "topic_delete")
     ctx.check(ctx.sequence_info(seq).topics == (), "the topic is still listed")
+    ctx.refused(
+        ctx.transport.flight_info(Descriptor.for_resource(loc)),
+        E.NOT_FOUND,
+        "GetFlightInfo of the deleted topic",
+    )
+    ctx.refused(ctx.transport.read(ticket), E.NOT_FOUND, "DoGet of the deleted topic's data")
 
 
 @case(
     "TOP-DELETE-LOCKED",
     "A topic of a finalized, locked session cannot be deleted (failed_precondition).",
     "seed SessionStatus.Finalized",
-    ("MOSAICOD-DELETE-LOCKED-TOPIC",),
+    {"MOSAICOD-DELETE-LOCKED-TOPIC": "delete-refused"},
 )
 def _top_delete_locked(ctx: Context) -> None:
     seq, _, loc = finalized(ctx, "tlock")
@@ -533,6 +530,7 @@ def _top_delete_locked(ctx: Context) -> None:
         ctx.act(A.TOPIC_DELETE, {"locator": loc}),
         E.FAILED_PRECONDITION,
         "topic_delete in a locked session",
+        "delete-refused",
     )
     ctx.check(len(ctx.sequence_info(seq).topics) == 1, "the refused delete removed the topic")
 
@@ -543,7 +541,7 @@ def _top_delete_locked(ctx: Context) -> None:
 
 @case(
     "PUT-LOCKS",
-    "A clean end of stream locks the topic and records its chunks, bytes and time range.",
+    "A clean end of stream locks the topic and records its chunks, a byte count and its time range.",
     "PROTOCOL.md §3.1, §6.2, §7.1",
 )
 def _put_locks(ctx: Context) -> None:
@@ -560,6 +558,9 @@ def _put_locks(ctx: Context) -> None:
     )
     info = topic.info
     ctx.check(info is not None and info.chunks_number == 2, f"data info: {info}")
+    # PROTOCOL.md does not say how the bytes are counted (in memory, or as stored): only that
+    # some are recorded for the data written.
+    ctx.check(info is not None and info.total_bytes > 0, f"no bytes recorded: {info}")
     ctx.check(info is not None and (info.start_ns, info.end_ns) == (10, 14), f"time range: {info}")
 
 
@@ -567,7 +568,7 @@ def _put_locks(ctx: Context) -> None:
     "PUT-LOCKED",
     "A DoPut to a locked topic is refused (failed_precondition) before any of its data is stored.",
     "PROTOCOL.md §3.2 (spec: refused before storing)",
-    ("MOSAICOD-LOCKED-TOPIC-LATE",),
+    {"MOSAICOD-LOCKED-TOPIC-LATE": "nothing-stored"},
 )
 def _put_locked(ctx: Context) -> None:
     _, _, loc, uuid = locked_topic(ctx, "plock", rows=3)
@@ -577,7 +578,9 @@ def _put_locked(ctx: Context) -> None:
         "a DoPut to a locked topic",
     )
     rows = ctx.read(ctx.topic_info(loc).ticket, loc).table().num_rows
-    ctx.check(rows == 3, f"the refused stream stored data: {rows} rows instead of 3")
+    ctx.check(
+        rows == 3, f"the refused stream stored data: {rows} rows instead of 3", "nothing-stored"
+    )
 
 
 @case(
@@ -734,15 +737,18 @@ def _get_range(ctx: Context) -> None:
     "Reading a topic that never received a stream is refused as a client mistake (failed_precondition), "
     "not an internal error.",
     "DESIGN.md §3 (never INTERNAL for a client mistake)",
-    ("MOSAICOD-DOGET-EMPTY-INTERNAL",),
+    {"MOSAICOD-DOGET-EMPTY-INTERNAL": "client-mistake"},
 )
 def _get_no_data(ctx: Context) -> None:
     seq = ctx.sequence("gnone")
     ses = ctx.session(seq)
     loc, _ = ctx.topic(ses, seq)
-    outcome = ctx.transport.read(ctx.topic_info(loc).ticket)
-    ctx.log(f"DoGet {loc} -> {outcome.kind.value if outcome.kind else outcome.status.value}")
-    ctx.refused(outcome, E.FAILED_PRECONDITION, "DoGet of a topic without data")
+    ctx.refused(
+        ctx.transport.read(ctx.topic_info(loc).ticket),
+        E.FAILED_PRECONDITION,
+        "DoGet of a topic without data",
+        "client-mistake",
+    )
 
 
 @case(
@@ -933,10 +939,13 @@ def _qry_unsupported(ctx: Context) -> None:
     "PROTOCOL.md §2.1, §5.12",
 )
 def _key_lifecycle(ctx: Context) -> None:
+    ctx.authenticating()
     reader = ctx.key_transport(APIKeyPermissionEnum.Read)
     ctx.ok(reader.list_sequences(), "ListFlights with a read key")
     listed = ctx.act(A.API_KEY_CREATE, {"permissions": "read", "description": "to revoke"})
     token = ctx.ok(listed, "api_key_create")["api_key_token"]
+    revoked = ctx.connect(str(token), "[key to revoke] ")
+    ctx.ok(revoked.list_sequences(), "ListFlights with the new key")
     parts = str(token).split("_")
     ctx.check(
         len(parts) == 3 and parts[0] == "msco" and len(parts[1]) == 32 and len(parts[2]) == 8,
@@ -953,6 +962,7 @@ def _key_lifecycle(ctx: Context) -> None:
         E.NOT_FOUND,
         "status of a revoked key",
     )
+    ctx.refused(revoked.list_sequences(), E.PERMISSION_DENIED, "ListFlights with a revoked key")
 
 
 @case(
@@ -961,8 +971,7 @@ def _key_lifecycle(ctx: Context) -> None:
     "PROTOCOL.md §2.2",
 )
 def _auth_missing(ctx: Context) -> None:
-    if ctx.api_key is None:
-        raise Unknown("the target was given no key: authentication may be off")
+    ctx.authenticating(without="no key")
     ctx.refused(ctx.anonymous().list_sequences(), E.UNAUTHENTICATED, "ListFlights without a key")
 
 
@@ -972,24 +981,26 @@ def _auth_missing(ctx: Context) -> None:
     "PROTOCOL.md §2.2",
 )
 def _auth_bad(ctx: Context) -> None:
-    if ctx.api_key is None:
-        raise Unknown("the target was given no key: authentication may be off")
-    parts = ctx.api_key.split("_")
-    forged = f"msco_{'a1' * 16}_{parts[-1][::-1]}"
-    transport = ctx._connect(forged)
+    ctx.authenticating(without="unknown key")
+    transport = ctx.connect(ctx.unknown_key(), "[unknown key] ")
     ctx.refused(transport.list_sequences(), E.PERMISSION_DENIED, "ListFlights with an unknown key")
-    transport.close()
 
 
 @case(
     "AUTH-EXPIRED",
     "A key past its expiry time is refused (permission_denied).",
     "PROTOCOL.md §2.2 (spec: expiry enforced)",
-    ("MOSAICOD-NO-KEY-EXPIRY",),
+    {"MOSAICOD-NO-KEY-EXPIRY": "expired-refused"},
 )
 def _auth_expired(ctx: Context) -> None:
+    ctx.authenticating()
     expired = ctx.key_transport(APIKeyPermissionEnum.Write, expires_at_ns=1)
-    ctx.refused(expired.list_sequences(), E.PERMISSION_DENIED, "ListFlights with an expired key")
+    ctx.refused(
+        expired.list_sequences(),
+        E.PERMISSION_DENIED,
+        "ListFlights with an expired key",
+        "expired-refused",
+    )
 
 
 @case(
@@ -998,9 +1009,14 @@ def _auth_expired(ctx: Context) -> None:
     "seed APIKeyPermissionEnum.Read",
 )
 def _perm_read(ctx: Context) -> None:
+    ctx.authenticating()
     seq, _, loc, _ = locked_topic(ctx, "pread")
     reader = ctx.key_transport(APIKeyPermissionEnum.Read)
-    ctx.ok(reader.flight_info(Descriptor.for_resource(loc)), "GetFlightInfo with a read key")
+    info = ctx.ok(reader.flight_info(Descriptor.for_resource(loc)), "GetFlightInfo with a read key")
+    rows = ctx.read(info.ticket, f"{loc} with a read key", via=reader).table().num_rows
+    ctx.check(rows == 3, f"a read key read {rows} of 3 rows")
+    names = ctx.ok(reader.list_sequences(), "ListFlights with a read key")
+    ctx.check(seq in names, "ListFlights with a read key does not list the sequence")
     ctx.refused(
         ctx.act(A.SEQUENCE_CREATE, {"locator": ctx.name("r"), "user_metadata": {}}, via=reader),
         E.PERMISSION_DENIED,
@@ -1017,14 +1033,17 @@ def _perm_read(ctx: Context) -> None:
     "PERM-REPORT-READ",
     "Reporting an error (a notification) needs only the read permission.",
     "seed SessionLevelErrorPolicy.Report, 'Note'",
-    ("MOSAICOD-NOTIFY-NEEDS-WRITE",),
+    {"MOSAICOD-NOTIFY-NEEDS-WRITE": "read-key-notifies"},
 )
 def _perm_report(ctx: Context) -> None:
+    ctx.authenticating()
     seq = ctx.sequence("pnote")
     reader = ctx.key_transport(APIKeyPermissionEnum.Read)
     body = {"locator": seq, "notification_type": "error", "msg": "reported by a read key"}
     ctx.ok(
-        ctx.act(A.SEQUENCE_NOTIFICATION_CREATE, body, via=reader), "a notification with a read key"
+        ctx.act(A.SEQUENCE_NOTIFICATION_CREATE, body, via=reader),
+        "a notification with a read key",
+        "read-key-notifies",
     )
 
 
@@ -1034,13 +1053,13 @@ def _perm_report(ctx: Context) -> None:
     "seed APIKeyPermissionEnum.Write",
 )
 def _perm_write(ctx: Context) -> None:
+    ctx.authenticating()
     writer = ctx.key_transport(APIKeyPermissionEnum.Write)
     name = ctx.name("pw")
     ctx.ok(
         ctx.act(A.SEQUENCE_CREATE, {"locator": name, "user_metadata": {}}, via=writer),
         "sequence_create with a write key",
     )
-    ctx.created.append(name)
     ctx.refused(
         ctx.act(A.SEQUENCE_DELETE, {"locator": name}, via=writer),
         E.PERMISSION_DENIED,
@@ -1055,6 +1074,7 @@ def _perm_write(ctx: Context) -> None:
     "seed APIKeyPermissionEnum.Delete",
 )
 def _perm_delete(ctx: Context) -> None:
+    ctx.authenticating()
     deleter = ctx.key_transport(APIKeyPermissionEnum.Delete)
     seq = ctx.sequence("pdel")
     ctx.ok(
@@ -1097,8 +1117,6 @@ def _engine_run(
 
     try:
         with writer as session:
-            if not update_of:
-                ctx.created.append(name)
             topic = session.topic_create(
                 f"t{len(ctx.steps)}", schema=DEFAULT, ontology_tag="conformance"
             )
@@ -1131,14 +1149,16 @@ def _pol_finalized(ctx: Context) -> None:
     "POL-REPORT",
     "Under Report, a failed session keeps its records, carries an error notification, and is left unlocked.",
     "seed SessionLevelErrorPolicy.Report",
-    ("MOSAICOD-REPORT-LOCKS", "MOSAICOD-NOTIFY-NEEDS-WRITE"),
+    {"MOSAICOD-REPORT-LOCKS": "left-unlocked"},
 )
 def _pol_report(ctx: Context) -> None:
     seq, ses = _engine_run(ctx, "Report", fail=True)
     info = ctx.sequence_info(seq)
     session = info.session(ses)
     ctx.check(
-        session is not None and not session.locked, f"the reported session is locked: {session}"
+        session is not None and not session.locked,
+        f"the reported session is locked: {session}",
+        "left-unlocked",
     )
     notes = ctx.ok(ctx.act(A.SEQUENCE_NOTIFICATION_LIST, {"locator": seq}), "notification list")[
         "notifications"

@@ -12,6 +12,13 @@ compared with the recorded client deviations (`specs/deviations.toml`, who = sdk
 match is reported by its id and the search goes on; anything else is the first violation,
 reported with the rows the table allowed there.
 
+A server trace cannot show a reply the client lost (the server applied the request; the
+client saw an unknown outcome and took the table's route for it). With `lost_replies` > 0
+the checker may make that many assumptions, where no other explanation accepts the trace:
+a lost reply, at a request whose step routes an unknown outcome, whose probe found what the
+server did or nothing conclusive (one assumption), or the opposite of what the server did
+(two: the probe's own answer went wrong too). Each lost reply is listed in `accepted`.
+
 Requests are ordered as the server saw them, with two allowances that the protocol forces:
 a DoPut stream's own events (its opening, its batches, a cancellation) travel on their own
 connection and may reach the server in any order relative to other requests, so they are
@@ -143,6 +150,9 @@ class _Run:
     last_op: str | None = None
     sessions: list[list[str]] = attrs.field(factory=list)
     order: _Order = attrs.field(default=None)
+    lost: dict[int, ProbeVerdict] = attrs.field(factory=dict)  # replies assumed lost
+    lost_left: int = 0  # how many more may be assumed
+    candidates: list[int] = attrs.field(factory=list)  # requests a lost reply could explain
 
     def __attrs_post_init__(self) -> None:
         if self.order is None:
@@ -165,6 +175,9 @@ class _Run:
             self.last_op,
             [list(x) for x in self.sessions],
             self.order,
+            dict(self.lost),
+            self.lost_left,
+            list(self.candidates),
         )
 
     # -- reading the trace ------------------------------------------------------------------
@@ -230,19 +243,39 @@ class _Matcher:
         self.deviations = deviations
         self.topic = topic  # the topic of a topic walk, or of a topic being created
         self.window_end: int | None = None  # for topic walks of a fan-out
+        self._probed: ProbeVerdict | None = None
 
     def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
-        return ProbeVerdict.UNRESOLVED  # server traces have no lost replies to settle
+        """What the client's probe found of a reply assumed lost (server traces show no
+        probe verdicts: without that assumption there is nothing to settle)."""
+        return self._probed or ProbeVerdict.UNRESOLVED
+
+    def _taken(self, index: int, step: Step) -> Outcome:
+        """Explain `step` by request `index`: its outcome, or unknown when its reply is
+        assumed lost."""
+        run = self.run
+        outcome = run.take(index)
+        if step.unknown is not None and index not in run.candidates:
+            run.candidates.append(index)
+        verdict = run.lost.get(index)
+        if verdict is None:
+            return outcome
+        self._probed = verdict
+        run.accepted.append(
+            f"reply lost: {run.describe(index)}, the client's probe found {verdict.value}"
+        )
+        return Outcome.unknown(f"the reply to {run.describe(index)} was lost")
 
     def perform(self, step: Step, row: Transition) -> Outcome:
         run = self.run
+        self._probed = None
         if step.topics is not None:
             return self._fan_out(step.topics, row)
         op = step.do or ""
         if op == "STREAM_WRITE":
             return Outcome.ok()  # batches are matched by topic, see module docstring
         if op == "STREAM_OPEN":
-            return self._stream_open()
+            return self._stream_open(step)
         if op == "STREAM_ABORT":
             return self._stream_abort(row)
         if op == "STREAM_CLOSE" and self.topic is not None:
@@ -253,7 +286,7 @@ class _Matcher:
                 if failed is not None:
                     return failed  # the stream died earlier: the close fails on the client
                 return self._missing(op, index, row)
-            return run.take(index)
+            return self._taken(index, step)
         wire = WIRE_NAME.get(op, op)
         index = (
             self._next_for_topic()
@@ -268,7 +301,7 @@ class _Matcher:
             or not self._same_topic(index, wire)
         ):
             return self._missing(op, index, row)
-        return run.take(index)
+        return self._taken(index, step)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -302,7 +335,7 @@ class _Matcher:
                 return i  # outside a fan-out, requests keep their order
         return None
 
-    def _stream_open(self) -> Outcome:
+    def _stream_open(self, step: Step) -> Outcome:
         run = self.run
         for i, event in enumerate(run.events):
             if (
@@ -310,7 +343,7 @@ class _Matcher:
                 and event.get("op") == "DO_PUT_OPEN"
                 and event.get("topic") == self.topic
             ):
-                return run.take(i)
+                return self._taken(i, step)
         return Outcome.ok()  # the open may not have reached the server yet; its data will tell
 
     def _stream_abort(self, row: Transition) -> Outcome:
@@ -533,19 +566,23 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
             return _search(fork, spec, deviations, depth + 1)
     best: _Run | None = None
     deepest: _Mismatch | None = None
-    for trigger, topic, topic_policy in _moves(run, spec):
-        fork = run.fork()
-        try:
-            _apply(fork, spec, deviations, trigger, topic, topic_policy)
-        except _Mismatch as mismatch:
-            if deepest is None or mismatch.index > deepest.index:
+    for move in _moves(run, spec):
+        tries = [_try(run, spec, deviations, move, depth)]
+        done, _, candidates = tries[0]
+        if (done is None or not done.violation_free()) and run.lost_left > 0:
+            # No explanation with every reply received: perhaps the client lost one.
+            tries += [
+                _try(run, spec, deviations, move, depth, (index, verdict), cost)
+                for index in candidates
+                if index not in run.lost
+                for verdict, cost in _probe_verdicts(run.events[index])
+                if cost <= run.lost_left
+            ]
+        for done, mismatch, _ in tries:
+            if mismatch is not None and (deepest is None or mismatch.index > deepest.index):
                 deepest = mismatch
-            continue
-        if fork.consumed == run.consumed and fork.session == run.session:
-            continue  # made no progress
-        done = _search(fork, spec, deviations, depth + 1)
-        if best is None or _better(done, best):
-            best = done
+            if done is not None and (best is None or _better(done, best)):
+                best = done
     if best is not None and best.violation_free():
         return best
     failed = run.fork()
@@ -569,6 +606,46 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
     if best is not None and _better(best, failed):
         return best
     return failed
+
+
+def _try(
+    run: _Run,
+    spec: Spec,
+    deviations: Sequence[Deviation],
+    move: tuple[str, str | None, str | None],
+    depth: int,
+    lost: tuple[int, ProbeVerdict] | None = None,
+    cost: int = 1,
+) -> tuple[_Run | None, _Mismatch | None, list[int]]:
+    """Fire `move` on a fork of `run` (with the reply of one more request assumed lost, at
+    `cost` assumptions) and search on: the best explanation (None when the move mismatched
+    or made no progress), the mismatch, and the requests of the move a lost reply could
+    explain."""
+    fork = run.fork()
+    fork.candidates = []
+    if lost is not None:
+        fork.lost[lost[0]] = lost[1]
+        fork.lost_left -= cost
+    trigger, topic, topic_policy = move
+    try:
+        _apply(fork, spec, deviations, trigger, topic, topic_policy)
+    except _Mismatch as mismatch:
+        return None, mismatch, fork.candidates
+    if fork.consumed == run.consumed and fork.session == run.session:
+        return None, None, fork.candidates  # made no progress
+    candidates = fork.candidates
+    return _search(fork, spec, deviations, depth + 1), None, candidates
+
+
+def _probe_verdicts(event: Mapping[str, Any]) -> tuple[tuple[ProbeVerdict, int], ...]:
+    """What the probe after a lost reply may have found, with how many assumptions each
+    takes: what the server did, or nothing conclusive (the lost reply alone); the opposite
+    only when the probe's own answer went wrong too (a second assumption)."""
+    applied = str(event.get("outcome", "ok")) == "ok"
+    right, wrong = ProbeVerdict.APPLIED, ProbeVerdict.NOT_APPLIED
+    if not applied:
+        right, wrong = wrong, right
+    return (right, 1), (ProbeVerdict.UNRESOLVED, 1), (wrong, 2)
 
 
 def _next_session(
@@ -600,7 +677,9 @@ def _better(a: _Run, b: _Run) -> bool:
         return a_bad < b_bad
     if len(a.consumed) != len(b.consumed):
         return len(a.consumed) > len(b.consumed)
-    return len(a.findings) < len(b.findings)
+    if len(a.findings) != len(b.findings):
+        return len(a.findings) < len(b.findings)
+    return len(a.lost) < len(b.lost)
 
 
 def _data_checks(run: _Run, spec: Spec, deviations: Sequence[Deviation]) -> None:
@@ -730,8 +809,10 @@ def check_client_trace(
     *,
     sequence: str = "",
     client: str = "sdk-0.3.2",
+    lost_replies: int = 0,
 ) -> ClientReport:
-    """Check one sequence's server-side trace (in the order the server saw it)."""
+    """Check one sequence's server-side trace (in the order the server saw it), making at
+    most `lost_replies` assumptions of lost replies where nothing else explains it."""
     deviations = [d for d in spec.deviations.values() if d.who == client]
     events = list(events)
     first = next(
@@ -744,6 +825,7 @@ def check_client_trace(
         None,
     )
     empty = _Run(events, set(), spec.session.initial, "writer", "Report", {}, [], [], [])
+    empty.lost_left = lost_replies
     if first is None:
         done = _search(empty, spec, deviations)
     else:

@@ -1,5 +1,10 @@
 """What a conformance case works with: a target server reached through any transport,
-names under a unique prefix, and a log of every step (the steps that reproduce a failure)."""
+names under a unique prefix, and a log of every request (the steps that reproduce a failure).
+
+Every transport a case gets from its `Context` (the main one, one per key it creates, one
+without a key) writes each request and its answer to the case's `steps`, and notes the
+fingerprint of every API key it saw created, so the suite can revoke them at the end.
+"""
 
 from __future__ import annotations
 
@@ -9,63 +14,217 @@ from typing import Any
 
 import pyarrow as pa
 
+from fsm.conformance.requests import outcome_text, put_batches, short, topic_body
 from fsm.enums import APIKeyPermissionEnum, FlightAction
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
-from fsm.transport import Descriptor, SequenceInfo, TopicData, TopicInfo, TopicStream, Transport
+from fsm.transport import (
+    Descriptor,
+    SequenceInfo,
+    TopicData,
+    TopicInfo,
+    TopicStream,
+    Transport,
+    encode_body,
+)
 
 __all__ = ["Context", "Fail", "TransportFactory", "Unknown"]
 
 TransportFactory = Callable[[str | None], Transport]
 """Opens a transport to the target with an API key (None: no key)."""
 
+_KEY_CREATE = FlightAction.API_KEY_CREATE.value
+
 
 class Fail(Exception):
-    """The target does not meet the requirement."""
+    """The target does not meet the requirement. `check` names the check that failed, when
+    the case named it (a recorded deviation labels only the failure of its own check)."""
+
+    def __init__(self, message: str, check: str | None = None) -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class Unknown(Exception):
     """The outcome could not be observed (for example, no key able to make the request)."""
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str, separators=(",", ":"))
-    return text if len(text) <= 160 else text[:157] + "..."
+_RANGE = ("timestamp_ns_start", "timestamp_ns_end")
 
 
-def _outcome_text(outcome: Outcome) -> str:
-    if outcome.status is OutcomeStatus.OK:
-        return "ok"
-    if outcome.status is OutcomeStatus.UNKNOWN:
-        return f"unknown ({outcome.detail[:80]})"
-    return outcome.kind.value if outcome.kind else "failed"
+def _descriptor_text(descriptor: Descriptor) -> tuple[str, str]:
+    """A descriptor in a log line, whole and as a short name (its locator, when it has one)."""
+    if descriptor.kind == "path":
+        text = "path " + "/".join(descriptor.path)
+        return text, text
+    try:
+        payload = json.loads(descriptor.command)
+    except ValueError:
+        text = repr(descriptor.command[:80])
+        return text, text
+    if not isinstance(payload, dict) or not isinstance(payload.get("resource_locator"), str):
+        return short(payload), short(payload)
+    locator = payload["resource_locator"]
+    rest = {k: v for k, v in payload.items() if k != "resource_locator" and k not in _RANGE}
+    text = locator
+    if any(k in payload for k in _RANGE):
+        text += f" [{payload.get(_RANGE[0])}, {payload.get(_RANGE[1])})"
+    if rest:
+        text += " " + " ".join(f"{k}={v}" for k, v in rest.items())
+    return text, locator
+
+
+def _ticket_text(ticket: bytes) -> str:
+    try:
+        return ticket.decode("utf-8")[:120]
+    except UnicodeDecodeError:
+        return repr(ticket[:80])
+
+
+class _Log:
+    """The steps of one case and the keys its requests created."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.keys: list[str] = []
+
+    def note(self, who: str, request: str, outcome: Outcome) -> None:
+        self.steps.append(f"{who}{request} -> {outcome_text(outcome, detail=True)}")
+
+    def key_created(self, action_type: str, outcome: Outcome) -> None:
+        if action_type != _KEY_CREATE or not outcome.is_ok:
+            return
+        token = (
+            (outcome.value or {}).get("api_key_token") if isinstance(outcome.value, dict) else None
+        )
+        if isinstance(token, str) and "_" in token:
+            self.keys.append(token.rsplit("_", 1)[1])
+
+
+class _LoggedStream:
+    def __init__(self, inner: TopicStream, log: _Log, who: str, what: str) -> None:
+        self._inner = inner
+        self._log = log
+        self._who = who
+        self._what = what
+
+    @property
+    def failure(self) -> Outcome | None:
+        return self._inner.failure
+
+    def write(self, batch: pa.RecordBatch) -> Outcome:
+        outcome = self._inner.write(batch)
+        self._log.note(self._who, f"DoPut {self._what} write {batch.num_rows} row(s)", outcome)
+        return outcome
+
+    def close(self) -> Outcome:
+        outcome = self._inner.close()
+        self._log.note(self._who, f"DoPut {self._what} close", outcome)
+        return outcome
+
+    def abort(self) -> Outcome:
+        outcome = self._inner.abort()
+        self._log.note(self._who, f"DoPut {self._what} abort", outcome)
+        return outcome
+
+
+class _LoggedTransport:
+    """A transport that logs every request it passes on (`who` tells which key sent it)."""
+
+    def __init__(self, inner: Transport, log: _Log, who: str) -> None:
+        self._inner = inner
+        self._log = log
+        self._who = who
+
+    def action_raw(self, action_type: str, body: bytes) -> Outcome:
+        outcome = self._inner.action_raw(action_type, body)
+        self._log.note(self._who, f"DoAction {action_type} {body[:120]!r}", outcome)
+        self._log.key_created(action_type, outcome)
+        return outcome
+
+    def action(self, action: FlightAction, body: Mapping[str, Any]) -> Outcome:
+        outcome = self._inner.action(action, body)
+        self._log.note(self._who, f"DoAction {action.value} {short(body)}", outcome)
+        self._log.key_created(action.value, outcome)
+        return outcome
+
+    def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
+        text, name = _descriptor_text(descriptor)
+        outcome = self._inner.open_stream(descriptor, schema)
+        self._log.note(self._who, f"DoPut {text} open", outcome)
+        if outcome.is_ok:
+            return Outcome.ok(_LoggedStream(outcome.value, self._log, self._who, name))
+        return outcome
+
+    def flight_info(self, descriptor: Descriptor) -> Outcome:
+        outcome = self._inner.flight_info(descriptor)
+        self._log.note(self._who, f"GetFlightInfo {_descriptor_text(descriptor)[0]}", outcome)
+        return outcome
+
+    def read(self, ticket: bytes) -> Outcome:
+        outcome = self._inner.read(ticket)
+        self._log.note(self._who, f"DoGet {_ticket_text(ticket)}", outcome)
+        return outcome
+
+    def list_sequences(self, criteria: bytes = b"") -> Outcome:
+        outcome = self._inner.list_sequences(criteria)
+        self._log.note(self._who, f"ListFlights {criteria!r}", outcome)
+        return outcome
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class Context:
-    """Helpers for one case. Every request goes through `transport` (or a key's transport)
-    and is logged in `steps`."""
+    """Helpers for one case. Every request goes through a transport this context handed
+    out (`transport`, `connect`, `key_transport`, `anonymous`) and is logged in `steps`."""
 
     def __init__(self, connect: TransportFactory, api_key: str | None, prefix: str) -> None:
         self._connect = connect
+        self._log = _Log()
+        self._opened: list[Transport] = []
+        self._counter = 0
         self.api_key = api_key
         self.prefix = prefix
-        self.transport = connect(api_key)
-        self.steps: list[str] = []
-        self.created: list[str] = []
-        self._opened: list[Transport] = [self.transport]
-        self._counter = 0
+        self.transport = self.connect(api_key, "")
+
+    @property
+    def steps(self) -> list[str]:
+        return self._log.steps
+
+    @property
+    def keys(self) -> list[str]:
+        """Fingerprints of the API keys created through this context's transports."""
+        return self._log.keys
 
     def close(self) -> None:
         for transport in self._opened:
             transport.close()
 
-    # -- names and logging ------------------------------------------------------------------
+    # -- names, logging and transports -------------------------------------------------------
 
     def name(self, tag: str) -> str:
         self._counter += 1
         return f"{self.prefix}_{tag}_{self._counter}"
 
     def log(self, line: str) -> None:
+        """A line of narrative between requests (requests log themselves)."""
         self.steps.append(line)
+
+    def connect(self, api_key: str | None, who: str | None = None) -> Transport:
+        """A logged transport to the target with `api_key`; `who` prefixes its log lines."""
+        if who is None:
+            who = "[no key] " if api_key is None else "[another key] "
+        transport = _LoggedTransport(self._connect(api_key), self._log, who)
+        self._opened.append(transport)
+        return transport
+
+    def anonymous(self) -> Transport:
+        return self.connect(None)
+
+    def unknown_key(self) -> str:
+        """A well-formed token of no key the target issued."""
+        tail = self.api_key.rsplit("_", 1)[-1][::-1] if self.api_key else "0a0a0a0a"
+        return f"msco_{'a1' * 16}_{tail}"
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -74,37 +233,34 @@ class Context:
     ) -> Outcome:
         transport = via or self.transport
         if isinstance(action, FlightAction):
-            outcome = transport.action(action, body)
-            wire = action.value
-        else:
-            outcome = transport.action_raw(action, json.dumps(body).encode())
-            wire = action
-        self.log(f"DoAction {wire} {_short(body)} -> {_outcome_text(outcome)}")
-        return outcome
+            return transport.action(action, body)
+        return transport.action_raw(action, encode_body(body))
 
     def raw(self, action_type: str, body: bytes) -> Outcome:
-        outcome = self.transport.action_raw(action_type, body)
-        self.log(f"DoAction {action_type} {body[:80]!r} -> {_outcome_text(outcome)}")
-        return outcome
+        return self.transport.action_raw(action_type, body)
 
-    def ok(self, outcome: Outcome, what: str) -> Any:
+    def ok(self, outcome: Outcome, what: str, check: str | None = None) -> Any:
         if outcome.status is OutcomeStatus.UNKNOWN:
             raise Unknown(f"{what}: the reply was lost ({outcome.detail[:120]})")
         if outcome.status is not OutcomeStatus.OK:
-            raise Fail(f"{what} was refused with {_outcome_text(outcome)}: {outcome.detail[:200]}")
+            raise Fail(
+                f"{what} was refused with {outcome_text(outcome)}: {outcome.detail[:200]}", check
+            )
         return outcome.value
 
-    def refused(self, outcome: Outcome, kind: ErrorKind, what: str) -> None:
+    def refused(
+        self, outcome: Outcome, kind: ErrorKind, what: str, check: str | None = None
+    ) -> None:
         if outcome.status is OutcomeStatus.UNKNOWN:
             raise Unknown(f"{what}: the reply was lost")
         if outcome.status is OutcomeStatus.OK:
-            raise Fail(f"{what} was accepted; it must be refused with {kind.value}")
+            raise Fail(f"{what} was accepted; it must be refused with {kind.value}", check)
         if outcome.kind is not kind:
-            raise Fail(f"{what} was refused with {_outcome_text(outcome)}, not {kind.value}")
+            raise Fail(f"{what} was refused with {outcome_text(outcome)}, not {kind.value}", check)
 
-    def check(self, condition: bool, message: str) -> None:
+    def check(self, condition: bool, message: str, check: str | None = None) -> None:
         if not condition:
-            raise Fail(message)
+            raise Fail(message, check)
 
     # -- building blocks ---------------------------------------------------------------------
 
@@ -117,7 +273,6 @@ class Context:
             ),
             "sequence_create",
         )
-        self.created.append(name)
         return name
 
     def session(self, sequence: str) -> str:
@@ -137,13 +292,7 @@ class Context:
         metadata: Mapping[str, Any] | None = None,
     ) -> tuple[str, str]:
         locator = f"{sequence}/{path}"
-        body = {
-            "session_uuid": session,
-            "locator": locator,
-            "serialization_format": fmt,
-            "ontology_tag": "conformance",
-            "user_metadata": dict(metadata or {}),
-        }
+        body = topic_body(session, locator, fmt, metadata=metadata)
         value = self.ok(self.act(FlightAction.TOPIC_CREATE, body), "topic_create")
         if not isinstance(value, dict) or not isinstance(value.get("uuid"), str):
             raise Fail(f"topic_create answered {value!r}, not {{'uuid': ...}}")
@@ -159,29 +308,12 @@ class Context:
         end: str = "close",
         descriptor: Descriptor | None = None,
     ) -> Outcome:
-        """A DoPut: open, write every batch, then end it cleanly ("close") or "abort". The
-        outcome is the first failure, or the server's verdict at the end."""
+        """A DoPut (see `put_batches`) of `batches` to the topic."""
         descriptor = descriptor or Descriptor.for_topic(locator, topic_uuid)
-        opened = self.transport.open_stream(descriptor, schema)
-        if not opened.is_ok:
-            self.log(f"DoPut {locator} open -> {_outcome_text(opened)}")
-            return opened
-        stream: TopicStream = opened.value
-        count = 0
-        for batch in batches:
-            written = stream.write(batch)
-            count += 1
-            if not written.is_ok:
-                self.log(f"DoPut {locator} batch {count} -> {_outcome_text(written)}")
-                stream.abort()
-                return written
-        final = stream.abort() if end == "abort" else stream.close()
-        self.log(f"DoPut {locator} {count} batch(es), {end} -> {_outcome_text(final)}")
-        return final
+        return put_batches(self.transport, descriptor, schema, batches, end)
 
     def sequence_info(self, sequence: str) -> SequenceInfo:
         outcome = self.transport.flight_info(Descriptor.for_resource(sequence))
-        self.log(f"GetFlightInfo {sequence} -> {_outcome_text(outcome)}")
         value = self.ok(outcome, f"GetFlightInfo {sequence}")
         if not isinstance(value, SequenceInfo):
             raise Fail(f"GetFlightInfo {sequence} did not describe a sequence")
@@ -191,35 +323,32 @@ class Context:
         self, locator: str, start: int | None = None, end: int | None = None
     ) -> TopicInfo:
         outcome = self.transport.flight_info(Descriptor.for_resource(locator, start, end))
-        self.log(f"GetFlightInfo {locator} -> {_outcome_text(outcome)}")
         value = self.ok(outcome, f"GetFlightInfo {locator}")
         if not isinstance(value, TopicInfo):
             raise Fail(f"GetFlightInfo {locator} did not describe a topic")
         return value
 
-    def read(self, ticket: bytes, what: str) -> TopicData:
-        outcome = self.transport.read(ticket)
-        self.log(f"DoGet {what} -> {_outcome_text(outcome)}")
-        value = self.ok(outcome, f"DoGet {what}")
-        assert isinstance(value, TopicData)
+    def read(self, ticket: bytes, what: str, via: Transport | None = None) -> TopicData:
+        value = self.ok((via or self.transport).read(ticket), f"DoGet {what}")
+        if not isinstance(value, TopicData):
+            raise Fail(f"DoGet {what} answered no data")
         return value
 
     def exists(self, sequence: str) -> bool:
         outcome = self.transport.flight_info(Descriptor.for_resource(sequence))
-        self.log(f"GetFlightInfo {sequence} -> {_outcome_text(outcome)}")
         if outcome.is_ok:
             return True
         if outcome.kind is ErrorKind.NOT_FOUND:
             return False
-        raise Unknown(f"could not tell whether {sequence} exists ({_outcome_text(outcome)})")
+        raise Unknown(f"could not tell whether {sequence} exists ({outcome_text(outcome)})")
 
-    # -- keys -------------------------------------------------------------------------------
+    # -- keys and authentication ----------------------------------------------------------------
 
     def key_transport(
         self, permission: APIKeyPermissionEnum, *, expires_at_ns: int | None = None
     ) -> Transport:
         """A transport with a new key of `permission` (needs a manage key on an authenticating
-        target; Unknown otherwise)."""
+        target; Unknown otherwise). The key is revoked when the suite ends."""
         if self.api_key is None:
             raise Unknown("the target was given no API key to create keys with")
         body: dict[str, Any] = {
@@ -232,11 +361,37 @@ class Context:
         if outcome.kind is ErrorKind.PERMISSION_DENIED:
             raise Unknown("the given API key cannot create keys (it is not a manage key)")
         token = self.ok(outcome, "api_key_create").get("api_key_token")
-        transport = self._connect(str(token))
-        self._opened.append(transport)
-        return transport
+        expired = " expired" if expires_at_ns is not None else ""
+        return self.connect(str(token), f"[{permission.value}{expired} key] ")
 
-    def anonymous(self) -> Transport:
-        transport = self._connect(None)
-        self._opened.append(transport)
-        return transport
+    def authenticating(self, *, without: str = "") -> None:
+        """Go on only when the target is seen to authenticate: a request without a key, or
+        with an unknown key, is refused, or a read key is refused a delete. `without`
+        ("no key" or "unknown key") leaves out the evidence a case itself is about.
+        Unknown when none of them shows it (authentication may be off)."""
+        refusals = (ErrorKind.UNAUTHENTICATED, ErrorKind.PERMISSION_DENIED)
+        probes: list[Callable[[], Outcome]] = []
+        if without != "no key":
+            probes.append(lambda: self.anonymous().list_sequences())
+        if without != "unknown key":
+            probes.append(
+                lambda: self.connect(self.unknown_key(), "[unknown key] ").list_sequences()
+            )
+        for probe in probes:
+            outcome = probe()
+            if outcome.status is OutcomeStatus.FAILED and outcome.kind in refusals:
+                return
+        if self.api_key is not None:
+            try:
+                reader = self.key_transport(APIKeyPermissionEnum.Read)
+            except (Unknown, Fail):
+                pass
+            else:
+                ghost = {"locator": self.name("ghost")}
+                outcome = self.act(FlightAction.SEQUENCE_DELETE, ghost, via=reader)
+                if outcome.kind is ErrorKind.PERMISSION_DENIED:
+                    return
+        raise Unknown(
+            "the target was not seen to authenticate (it accepted requests a key-checking "
+            "server refuses): authentication may be off"
+        )

@@ -1,9 +1,11 @@
 """Running the conformance suite against a target, and reporting it (text, JSON, JUnit).
 
+Before the cases run, the target must answer a `version` request (`Unreachable` otherwise).
 Every case runs under a unique name prefix and only touches what it creates; at the end the
-suite deletes the sequences it made (a sequence holding a locked session cannot be deleted
-under the spec: those are listed as left behind). A failure names the requirement, the steps
-that reproduce it, the seed, and the recorded deviation it matches, if any.
+suite deletes the sequences under its prefix and revokes the API keys it created, and lists
+what it could not remove, each with the target's reason (a sequence holding a locked session
+cannot be deleted under the spec). A failure names the requirement, the steps that reproduce
+it, the seed, and the recorded deviation it matches, if any.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -20,11 +22,18 @@ import attrs
 from fsm.conformance.cases import CASES, Case
 from fsm.conformance.context import Context, Fail, TransportFactory, Unknown
 from fsm.conformance.explore import Exploration, explore
+from fsm.conformance.requests import outcome_text
 from fsm.enums import FlightAction
+from fsm.errors import OutcomeUnknown
+from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.spec import Spec, load_spec
 from fsm.transport import Transport
 
-__all__ = ["SuiteResult", "Verdict", "render", "run_suite"]
+__all__ = ["LeftBehind", "SuiteResult", "Unreachable", "Verdict", "render", "run_suite"]
+
+
+class Unreachable(Exception):
+    """The target did not answer a `version` request: nothing could be checked."""
 
 
 @attrs.frozen
@@ -50,13 +59,29 @@ class Verdict:
 
 
 @attrs.frozen
+class LeftBehind:
+    """Something the suite made and could not remove: a sequence, an API key (by its
+    fingerprint), or every sequence under the prefix when they could not be listed."""
+
+    what: str
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.name}: {self.reason}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"what": self.what, "name": self.name, "reason": self.reason}
+
+
+@attrs.frozen
 class SuiteResult:
     target: str
     seed: int
     prefix: str
     verdicts: tuple[Verdict, ...]
     exploration: Exploration | None
-    left_behind: tuple[str, ...]
+    left_behind: tuple[LeftBehind, ...]
     seconds: float
 
     def count(self, status: str) -> int:
@@ -64,9 +89,12 @@ class SuiteResult:
 
     @property
     def failed(self) -> bool:
-        return self.count("fail") > 0 or (
-            self.exploration is not None and self.exploration.failure is not None
-        )
+        return bool(self.failing_ids())
+
+    @property
+    def observed_nothing(self) -> bool:
+        """Every requirement ended unknown: the run showed neither conformance nor its lack."""
+        return bool(self.verdicts) and self.count("unknown") == len(self.verdicts)
 
     def failing_ids(self) -> list[str]:
         ids = [v.case.id for v in self.verdicts if v.status == "fail"]
@@ -83,26 +111,31 @@ def run_suite(
     seed: int = 0,
     budget: float = 0.0,
     oracle: Callable[[], Transport] | None = None,
+    deviation_oracles: Mapping[str, Callable[[], Transport]] | None = None,
     cases: Sequence[Case] = CASES,
     progress: Callable[[int, int, Verdict], None] | None = None,
     spec: Spec | None = None,
 ) -> SuiteResult:
-    """Run every case against the target, then explore for `budget` seconds (when an oracle,
-    a transport to a fresh reference model, is given)."""
+    """Run every case against the target, then explore for at most `budget` seconds (when an
+    oracle, a transport to a fresh reference model, is given; `deviation_oracles` name a
+    disagreement that one of them reproduces). Unreachable when the target does not answer."""
     spec = spec or load_spec()
     started = time.monotonic()
+    _reach(connect, api_key, target)
     prefix = f"mfsm{seed}x{secrets.token_hex(3)}"
     verdicts: list[Verdict] = []
-    created: list[str] = []
+    keys: list[str] = []
     for number, case in enumerate(cases, 1):
         ctx = Context(connect, api_key, f"{prefix}_{number}")
         t0 = time.monotonic()
         status, message = "pass", ""
+        labels: tuple[str, ...] = ()
         try:
             case.run(ctx)
         except Fail as failure:
             status, message = "fail", str(failure)
-        except Unknown as unknown:
+            labels = tuple(d for d in case.labels(failure) if d in spec.deviations)
+        except (Unknown, OutcomeUnknown) as unknown:
             status, message = "unknown", str(unknown)
         except Exception as error:  # a crash while checking is a failure of the target's answers
             status, message = (
@@ -110,11 +143,8 @@ def run_suite(
                 f"the check could not complete: {type(error).__name__}: {error}",
             )
         finally:
-            created.extend(ctx.created)
+            keys.extend(ctx.keys)
             ctx.close()
-        labels = (
-            tuple(d for d in case.deviations if d in spec.deviations) if status == "fail" else ()
-        )
         verdict = Verdict(case, status, message, tuple(ctx.steps), labels, time.monotonic() - t0)
         verdicts.append(verdict)
         if progress is not None:
@@ -123,30 +153,80 @@ def run_suite(
     if oracle is not None and budget > 0:
         transport = connect(api_key)
         try:
-            exploration = explore(transport, oracle, prefix=f"{prefix}e", seed=seed, budget=budget)
+            exploration = explore(
+                transport,
+                oracle,
+                prefix=f"{prefix}e",
+                seed=seed,
+                budget=budget,
+                deviations=deviation_oracles,
+            )
         finally:
             transport.close()
-    left = _clean_up(connect, api_key, prefix, created)
+    left = _clean_up(connect, api_key, prefix, keys)
     return SuiteResult(
         target, seed, prefix, tuple(verdicts), exploration, left, time.monotonic() - started
     )
 
 
+def _reach(connect: TransportFactory, api_key: str | None, target: str) -> None:
+    """Unreachable unless the target answers `version` (a refusal is an answer too)."""
+    try:
+        transport = connect(api_key)
+    except Exception as error:
+        raise Unreachable(f"cannot connect to {target}: {error}") from error
+    try:
+        outcome = transport.action(FlightAction.VERSION, {})
+    finally:
+        transport.close()
+    if outcome.status is OutcomeStatus.UNKNOWN:
+        raise Unreachable(f"{target} does not answer: {outcome.detail[:200]}")
+
+
+def _undone(outcome: Outcome, request: str) -> str | None:
+    """Why a clean-up request did not remove its resource (None: removed, or already gone)."""
+    if outcome.status is OutcomeStatus.UNKNOWN:
+        return f"the reply to {request} was lost ({outcome.detail[:120]})"
+    if outcome.is_ok or outcome.kind is ErrorKind.NOT_FOUND:
+        return None
+    kind = outcome_text(outcome)
+    detail = outcome.detail.removeprefix(f"{kind}: ")
+    return f"{request} refused with {kind}: {detail[:160]}"
+
+
 def _clean_up(
-    connect: TransportFactory, api_key: str | None, prefix: str, created: list[str]
-) -> tuple[str, ...]:
-    """Delete every sequence the suite created (its prefix: nothing else is touched)."""
+    connect: TransportFactory, api_key: str | None, prefix: str, keys: Sequence[str]
+) -> tuple[LeftBehind, ...]:
+    """Delete every sequence under the suite's prefix (nothing else is touched) and revoke
+    every key the suite created; what remains, with the reason."""
+    left: list[LeftBehind] = []
     transport = connect(api_key)
     try:
         listed = transport.list_sequences()
-        names = set(created)
         if listed.is_ok:
-            names |= {n for n in listed.value if str(n).startswith(prefix)}
-        left = []
-        for name in sorted(names):
+            names = sorted(n for n in listed.value if str(n).startswith(prefix))
+        else:
+            names = []
+            left.append(
+                LeftBehind(
+                    "sequences",
+                    f"{prefix}*",
+                    f"ListFlights {outcome_text(listed, detail=True)}: the suite's sequences "
+                    "could not be found, so none was deleted",
+                )
+            )
+        for name in names:
             outcome = transport.action(FlightAction.SEQUENCE_DELETE, {"locator": name})
-            if not outcome.is_ok and outcome.kind is not None and outcome.kind.value != "not_found":
-                left.append(name)
+            reason = _undone(outcome, "sequence_delete")
+            if reason is not None:
+                left.append(LeftBehind("sequence", name, reason))
+        for fingerprint in dict.fromkeys(keys):
+            outcome = transport.action(
+                FlightAction.API_KEY_REVOKE, {"api_key_fingerprint": fingerprint}
+            )
+            reason = _undone(outcome, "api_key_revoke")
+            if reason is not None:
+                left.append(LeftBehind("API key", fingerprint, reason))
         return tuple(left)
     finally:
         transport.close()
@@ -171,7 +251,7 @@ def _as_json(result: SuiteResult) -> dict[str, Any]:
         "prefix": result.prefix,
         "summary": {s: result.count(s) for s in ("pass", "fail", "unknown")},
         "cases": [v.to_json() for v in result.verdicts],
-        "left_behind": list(result.left_behind),
+        "left_behind": [item.to_json() for item in result.left_behind],
         "seconds": round(result.seconds, 3),
     }
     if result.exploration is not None:
@@ -183,6 +263,8 @@ def _as_json(result: SuiteResult) -> dict[str, Any]:
             "seed": e.seed,
             "failure": e.failure,
             "minimal_steps": list(e.minimal_steps),
+            "deviations": list(e.deviations),
+            "shrinking_cut_short": e.cut_short,
         }
     return out
 
@@ -213,6 +295,14 @@ def _as_text(result: SuiteResult) -> str:
         )
         if e.failure:
             lines.append(f"{'':9}{e.failure}")
+            if e.deviations:
+                lines.append(f"{'':9}matches the recorded deviation {' or '.join(e.deviations)}")
+            shrunk = (
+                "shrinking was stopped at the budget, so they may not be the fewest"
+                if e.cut_short
+                else "shrunk"
+            )
+            lines.append(f"{'':9}steps ({shrunk}), reproduce with --seed {e.seed}:")
             lines += [f"{'':11}{step}" for step in e.minimal_steps]
     lines.append("")
     lines.append(
@@ -220,10 +310,8 @@ def _as_text(result: SuiteResult) -> str:
         f"of {len(result.verdicts)} requirements in {result.seconds:.1f} s"
     )
     if result.left_behind:
-        lines.append(
-            f"left behind: {len(result.left_behind)} sequence(s) the target refused to delete "
-            f"(locked sessions cannot be deleted under the spec): {', '.join(result.left_behind[:5])}"
-        )
+        lines.append(f"left behind: {len(result.left_behind)} item(s) the suite could not remove:")
+        lines += [f"{'':2}{item}" for item in result.left_behind]
     return "\n".join(lines) + "\n"
 
 
@@ -262,5 +350,8 @@ def _as_junit(result: SuiteResult) -> str:
             suite, "testcase", classname="EXPLORE", name="EXPLORE", time=f"{e.seconds:.3f}"
         )
         if e.failure:
-            ET.SubElement(case, "failure", message=e.failure).text = "\n".join(e.minimal_steps)
+            labels = f"matches {' or '.join(e.deviations)}\n" if e.deviations else ""
+            ET.SubElement(case, "failure", message=e.failure).text = labels + "\n".join(
+                e.minimal_steps
+            )
     return ET.tostring(suite, encoding="unicode") + "\n"

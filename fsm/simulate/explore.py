@@ -43,7 +43,13 @@ class Exploration:
 
     @property
     def violations(self) -> int:
+        """Runs with at least one violated invariant."""
         return sum(1 for r in self.runs if r.violations)
+
+    @property
+    def unknown(self) -> int:
+        """Runs with an unknown verdict and no violation."""
+        return sum(1 for r in self.runs if r.unknown and not r.violations)
 
 
 @contextmanager

@@ -8,13 +8,15 @@ Jepsen does. The checks of traces and of what the user saw are never relaxed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from fsm.errors import ActionFailed
 from fsm.simulate.facts import NA, OK, UNKNOWN, VIOLATED, Facts, Verdict
 from fsm.simulate.judge import Judge
 from fsm.simulate.scenarios import SEQUENCE, Boom
-from fsm.simulate.view import ServerView
+from fsm.simulate.view import ServerView, SimulationError
 
 __all__ = ["INVARIANTS", "check_run", "describe", "describe_server"]
 
@@ -164,16 +166,29 @@ def _agree(facts: Facts, view: ServerView) -> Verdict:
     return Verdict(name, OK)
 
 
+_READING: dict[str, Callable[[Facts, ServerView], Verdict]] = {
+    "finalized-kept": _finalized_kept,
+    "report-kept": _report_kept,
+    "delete-purged": _delete_purged,
+    "no-orphans": _no_orphans,
+    "client-server-agree": _agree,
+}
+"""The invariants that read the server (unknown when a read fails)."""
+
+
+def _read_and_check(name: str, facts: Facts, view: ServerView) -> Verdict:
+    try:
+        return _READING[name](facts, view)
+    except SimulationError as error:
+        return Verdict(name, UNKNOWN, f"the server could not be read: {error}")
+
+
 def check_run(facts: Facts, view: ServerView, judge: Judge) -> tuple[Verdict, ...]:
     """Every invariant's verdict for one run, in the order of `INVARIANTS`."""
     verdicts = [
         _terminal(facts),
         _errors_surface(facts),
-        _finalized_kept(facts, view),
-        _report_kept(facts, view),
-        _delete_purged(facts, view),
-        _no_orphans(facts, view),
-        _agree(facts, view),
+        *(_read_and_check(name, facts, view) for name in _READING),
         judge.engine_trace(facts),
         judge.conformance(facts),
     ]
@@ -204,6 +219,13 @@ def describe(raised: BaseException | None) -> str:
 
 def describe_server(facts: Facts, view: ServerView) -> str:
     """The server's side of a run in a few words, e.g. `locked 2/2 topics`."""
+    try:
+        return _server_text(facts, view)
+    except SimulationError:
+        return "unreadable"
+
+
+def _server_text(facts: Facts, view: ServerView) -> str:
     sequence = view.sequence()
     if sequence is None:
         return "seq gone" if facts.scenario.role == "writer" else "sequence missing"

@@ -2,16 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fsm.conformance.clients import check_client_trace
+from fsm.conformance.clients import WIRE_NAME, check_client_trace
 from fsm.engine.trace import check_trace
-from fsm.faults import FaultEffect
+from fsm.faults import Fault, FaultEffect
 from fsm.simulate.facts import OK, UNKNOWN, VIOLATED, Facts, Verdict
 from fsm.simulate.scenarios import SEQUENCE
 from fsm.spec.model import Spec
 
 __all__ = ["Judge"]
+
+
+_WIRE = {**WIRE_NAME, "STREAM_OPEN": "DO_PUT_OPEN", "STREAM_WRITE": "DO_PUT_WRITE"}
+
+
+_PROBE_READS = frozenset(
+    {"GET_FLIGHT_INFO", "SEQUENCE_NOTIFICATION_LIST", "TOPIC_NOTIFICATION_LIST"}
+)
+
+
+def _lost_replies(facts: Facts) -> int:
+    """How many lost-reply assumptions the checker may make: one per reply the client may
+    have lost (the server applied the request, the client saw no answer), and, when there
+    is one, one per failed read a probe after it may have made."""
+    lost = sum(
+        1
+        for f in facts.fired
+        if f.effect is FaultEffect.LOSE_REPLY
+        or (f.operation == "STREAM_OPEN" and f.effect is not FaultEffect.FAIL)
+    )
+    if not lost:
+        return 0
+    return lost + sum(1 for f in facts.fired if f.operation in _PROBE_READS)
+
+
+def _fault_index(events: Sequence[Mapping[str, Any]], fired: Sequence[Fault], fault: Fault) -> int:
+    """Where a fault that reached the server shows in its trace: the event of the faulted
+    call (calls refused before reaching the server are not counted); 0 when not found."""
+    wire = _WIRE.get(fault.operation, fault.operation)
+    earlier = sum(
+        1
+        for f in fired
+        if f.operation == fault.operation and f.nth < fault.nth and f.effect is FaultEffect.FAIL
+    )
+    nth = fault.nth - earlier
+    seen = 0
+    for i, event in enumerate(events):
+        if event.get("op") == wire and event.get("source", "server") == "server":
+            seen += 1
+            if seen == nth:
+                return i
+    return 0
 
 
 def _hidden_from_server(facts: Facts) -> list[str]:
@@ -32,6 +75,11 @@ def _hidden_from_server(facts: Facts) -> list[str]:
         if step.get("outcome") == "unknown" and step.get("route") not in ("next", "continue")
     ]
     return hidden
+
+
+def _hides(fault: Fault) -> bool:
+    """A fault whose effect on the client the server's trace may not show."""
+    return fault.effect is not FaultEffect.FAIL
 
 
 def _kind_blind(spec: Spec) -> bool:
@@ -65,21 +113,37 @@ class Judge:
         return Verdict("engine-trace", OK)
 
     def conformance(self, facts: Facts) -> Verdict:
+        """The server's trace against the tables. The checker may assume as many lost
+        replies as the run's faults could hide; a finding that remains at or after the
+        first fault the server's trace cannot show is unknown, one before it a violation."""
         name = "client-conformance"
         events = [e for e in facts.events if e.get("sequence") == SEQUENCE]
-        key = tuple(
-            (e.get("op"), self._outcome(e.get("outcome")), e.get("topic"), e.get("rows"))
-            + ((e.get("source"),) if "source" in e else ())
-            for e in events
+        lost = _lost_replies(facts)
+        key = (
+            lost,
+            *(
+                (e.get("op"), self._outcome(e.get("outcome")), e.get("topic"), e.get("rows"))
+                + ((e.get("source"),) if "source" in e else ())
+                for e in events
+            ),
         )
         if key in self._accepted:
             return Verdict(name, OK)
-        report = check_client_trace(events, self.spec, sequence=SEQUENCE, client="mosaico-fsm")
+        report = check_client_trace(
+            events, self.spec, sequence=SEQUENCE, client="mosaico-fsm", lost_replies=lost
+        )
         if not report.findings:
             self._accepted.add(key)
             return Verdict(name, OK)
         hidden = _hidden_from_server(facts)
         if hidden:
+            start = min(
+                (_fault_index(events, facts.fired, f) for f in facts.fired if _hides(f)),
+                default=0,
+            )
+            before = [f for f in report.findings if 0 <= f.index < start]
+            if before:
+                return Verdict(name, VIOLATED, str(before[0]))
             return Verdict(
                 name,
                 UNKNOWN,

@@ -83,7 +83,7 @@ def to_json(exploration: Exploration) -> str:
         "scenarios": list(exploration.scenarios),
         "runs": len(exploration.runs),
         "violating_runs": exploration.violations,
-        "unknown_runs": sum(1 for r in exploration.runs if r.unknown and not r.violations),
+        "unknown_runs": exploration.unknown,
         "invariants": INVARIANTS,
         "families": _matrices(exploration),
         "violations": [f for f in findings if f["verdict"] == "violated"],
@@ -145,7 +145,7 @@ def to_text(exploration: Exploration, *, full_matrix: bool | None = None) -> str
         f"{runs} runs of {len(exploration.scenarios)} scenarios "
         f"(up to {exploration.faults} fault(s), seed {exploration.seed}): "
         f"{exploration.violations} with violations, "
-        f"{sum(1 for r in exploration.runs if r.unknown and not r.violations)} unknown"
+        f"{exploration.unknown} unknown"
     )
     if exploration.replay:
         for run in exploration.runs:

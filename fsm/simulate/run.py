@@ -6,12 +6,12 @@ import attrs
 
 from fsm.engine import BatchPolicy, Client, Machines, Tracer
 from fsm.faults import Fault, FaultPlan
-from fsm.simulate.facts import Facts, Verdict
-from fsm.simulate.invariants import check_run, describe, describe_server
+from fsm.simulate.facts import UNKNOWN, Facts, Verdict
+from fsm.simulate.invariants import INVARIANTS, check_run, describe, describe_server
 from fsm.simulate.judge import Judge
 from fsm.simulate.scenarios import SCHEMA, SEQUENCE, Actor, Scenario
-from fsm.simulate.view import ServerView
-from fsm.simulate.world import CallLog, WorldFactory
+from fsm.simulate.view import ServerView, SimulationError
+from fsm.simulate.world import CallLog, World, WorldFactory
 from fsm.transport import Descriptor, SequenceInfo, Transport
 
 __all__ = ["BATCHES", "RunResult", "run_scenario"]
@@ -55,7 +55,8 @@ def _prepare_updater(transport: Transport, machines: Machines) -> frozenset[str]
             {"timestamp_ns": 0, "x": 0.0}
         )
     info = transport.flight_info(Descriptor.for_resource(SEQUENCE))
-    assert isinstance(info.value, SequenceInfo)
+    if not info.is_ok or not isinstance(info.value, SequenceInfo):
+        raise SimulationError(f"reading the prepared sequence failed: {info.detail}")
     return frozenset(s.uuid for s in info.value.sessions)
 
 
@@ -67,15 +68,50 @@ def run_scenario(
     machines: Machines,
     judge: Judge,
 ) -> RunResult:
-    """Run `scenario` with `faults` on a fresh world and check every invariant."""
+    """Run `scenario` with `faults` on a fresh world and check every invariant (a read of
+    the server that fails leaves the invariants that needed it unknown)."""
     schedule = CallLog(FaultPlan(faults, seed=seed))
     world = make_world(schedule, seed)
-    setup: frozenset[str] = frozenset()
-    if scenario.role == "updater":
-        setup = _prepare_updater(world.checker, machines)
+    client: Client | None = None
+    try:
+        setup: frozenset[str] = frozenset()
+        if scenario.role == "updater":
+            try:
+                setup = _prepare_updater(world.checker, machines)
+            except SimulationError as error:
+                return _not_set_up(scenario, faults, str(error))
+        tracer = Tracer()
+        client = Client(world.transport, tracer=tracer, batch_policy=BATCHES, machines=machines)
+        return _run(scenario, faults, seed, world, client, tracer, schedule, setup, judge)
+    finally:
+        if client is not None:
+            client.close()
+        else:
+            world.transport.close()
+        world.checker.close()
+
+
+def _not_set_up(scenario: Scenario, faults: tuple[Fault, ...], why: str) -> RunResult:
+    """A run whose preparation could not be read back: nothing about it can be judged."""
+    verdicts = tuple(
+        Verdict(name, UNKNOWN, f"the run could not be set up: {why}") for name in INVARIANTS
+    )
+    return RunResult(scenario.name, faults, (), "Null", "unreadable", "-", verdicts, ())
+
+
+def _run(
+    scenario: Scenario,
+    faults: tuple[Fault, ...],
+    seed: int,
+    world: World,
+    client: Client,
+    tracer: Tracer,
+    schedule: CallLog,
+    setup: frozenset[str],
+    judge: Judge,
+) -> RunResult:
+    """The scenario's body on `client`, then the verdicts."""
     skip = len(world.server_events())
-    tracer = Tracer()
-    client = Client(world.transport, tracer=tracer, batch_policy=BATCHES, machines=machines)
     actor = Actor(client, scenario, seed)
     raised: BaseException | None = None
     try:
@@ -98,17 +134,13 @@ def run_scenario(
         fired=tuple(schedule.fired),
     )
     view = ServerView(world.checker)
-    verdicts = check_run(facts, view, judge)
-    result = RunResult(
+    return RunResult(
         scenario=scenario.name,
         faults=faults,
         fired=facts.fired,
         client=facts.status,
         server=describe_server(facts, view),
         raised=describe(raised),
-        verdicts=verdicts,
+        verdicts=check_run(facts, view, judge),
         calls=tuple(schedule.calls),
     )
-    client.close()
-    world.checker.close()
-    return result

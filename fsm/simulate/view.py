@@ -1,4 +1,7 @@
-"""The server as the invariants see it: read through a transport without faults."""
+"""The server as the invariants see it: read through a transport without faults.
+
+A read the server refuses (other than a `not_found`, which answers the question) raises
+`SimulationError`: the invariants that needed it are then unknown, never violated."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ __all__ = ["ServerView", "SimulationError"]
 
 
 class SimulationError(Exception):
-    """The fault-free checker could not read the server: the run cannot be judged."""
+    """The fault-free checker could not read the server: what needed the read cannot be
+    judged."""
 
 
 class ServerView:
@@ -43,13 +47,17 @@ class ServerView:
         return sequence.topic(locator) if sequence is not None else None
 
     def records(self, locator: str) -> list[Row]:
-        """The records a topic holds (none when it never received a stream)."""
+        """The records a topic holds (none when it is gone or never received a stream)."""
         info = self._transport.flight_info(Descriptor.for_resource(locator))
+        if not info.is_ok and info.kind is ErrorKind.NOT_FOUND:
+            return []
         if not info.is_ok or not isinstance(info.value, TopicInfo):
-            return []
+            raise SimulationError(f"reading topic {locator} failed: {info.detail}")
         data = self._transport.read(info.value.ticket)
+        if not data.is_ok and data.kind in (ErrorKind.NOT_FOUND, ErrorKind.FAILED_PRECONDITION):
+            return []  # gone meanwhile, or it never received a stream: it holds no data
         if not data.is_ok or not isinstance(data.value, TopicData):
-            return []
+            raise SimulationError(f"reading the records of {locator} failed: {data.detail}")
         table = data.value.table()
         return list(
             zip(
@@ -65,7 +73,12 @@ class ServerView:
             outcome = self._transport.action(
                 FlightAction.SEQUENCE_NOTIFICATION_LIST, {"locator": SEQUENCE}
             )
-            notes = (outcome.value or {}).get("notifications", []) if outcome.is_ok else []
+            if outcome.is_ok:
+                notes = (outcome.value or {}).get("notifications", [])
+            elif outcome.kind is ErrorKind.NOT_FOUND:
+                notes = []  # the sequence is gone, and its notifications with it
+            else:
+                raise SimulationError(f"reading the notifications failed: {outcome.detail}")
             self._notified = any(n.get("notification_type") == "error" for n in notes)
         return self._notified
 

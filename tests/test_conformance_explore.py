@@ -1,0 +1,140 @@
+"""The exploration keeps to its time budget, shrinking included; it compares the contents of
+notifications; and it reports whole requests, under names relative to the run's prefix, with
+the deviation that explains a disagreement."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from fsm import FlightAction
+from fsm.cli import main
+from fsm.conformance.explore import explore
+from fsm.outcome import Outcome
+from fsm.transport import Transport
+from transport.conformance_runs import deviation_oracles, oracle
+from transport.memory import MemoryTransport
+from transport.server.auth import Principal
+from transport.server.model import ServerModel, _Notification
+
+
+@pytest.fixture(autouse=True)
+def quiet() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    yield
+    logging.disable(logging.NOTSET)
+
+
+class _SequenceNotesAreAllErrors(ServerModel):
+    """Stores every sequence notification as an error."""
+
+    def _do_sequence_notification_create(
+        self, op: Any, req: dict[str, Any], principal: Principal
+    ) -> None:
+        super()._do_sequence_notification_create(op, req, principal)
+        sequence = self.sequences[req["locator"]]
+        last = sequence.notifications[-1]
+        sequence.notifications[-1] = _Notification(last.name, "error", last.msg, last.created_ns)
+
+
+class _SlowOnceWrong(MemoryTransport):
+    """Turns slow once it stored a notification wrongly: shrinking the disagreement would
+    then take minutes."""
+
+    slow = False
+
+    def action(self, action: FlightAction, body: Mapping[str, Any]) -> Outcome:
+        if self.slow:
+            time.sleep(0.05)
+        outcome = super().action(action, body)
+        if action is FlightAction.SEQUENCE_NOTIFICATION_CREATE and outcome.is_ok:
+            self.slow = self.slow or body["notification_type"] == "info"
+        return outcome
+
+
+def test_the_budget_bounds_the_exploration_shrinking_included() -> None:
+    target = _SlowOnceWrong(_SequenceNotesAreAllErrors(profile="spec"))
+    started = time.monotonic()
+    found = explore(target, oracle, prefix="slow", seed=0, budget=3.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.5, f"the exploration took {elapsed:.1f} s for a budget of 3 s"
+    assert found.failure is not None and found.cut_short, "found, then cut short"
+    assert "sequence_notification_list" in found.failure
+    assert any("(info, " in step for step in found.minimal_steps)
+
+
+def test_the_conformance_command_keeps_to_its_budget() -> None:
+    started = time.monotonic()
+    main(["conformance", "--budget", "2", "--profile", "mosaicod-0.3"], io.StringIO())
+    elapsed = time.monotonic() - started
+    assert elapsed < 8, f"--budget 2 took {elapsed:.1f} s"
+
+
+def test_a_disagreement_names_the_deviation_it_matches() -> None:
+    did = "MOSAICOD-LOCKED-TOPIC-LATE"
+    found = explore(
+        MemoryTransport(ServerModel(deviations=[did])),
+        oracle,
+        prefix="lbl",
+        seed=0,
+        budget=30,
+        deviations=deviation_oracles(),
+    )
+    assert found.failure is not None
+    assert found.deviations == (did,), found.failure
+    unexplained = explore(
+        MemoryTransport(_SequenceNotesAreAllErrors(profile="spec")),
+        oracle,
+        prefix="lbl",
+        seed=0,
+        budget=30,
+        deviations=deviation_oracles(),
+    )
+    assert unexplained.failure is not None and unexplained.deviations == ()
+
+
+def test_steps_are_whole_requests_under_relative_names() -> None:
+    found = explore(
+        MemoryTransport(ServerModel(profile="mosaicod-0.3")),
+        oracle,
+        prefix="pfx",
+        seed=0,
+        budget=30,
+    )
+    assert found.failure is not None and "(names under pfxr" in found.failure
+    for step in found.minimal_steps:
+        assert "\n" not in step and " -> " in step
+        assert "pfx" not in step, step
+    assert found.minimal_steps[-1].split(" -> ")[0] in found.failure
+
+
+class _TopicNotesLoseTheirMessage(ServerModel):
+    """Stores every topic notification with an empty message."""
+
+    def _do_topic_notification_create(
+        self, op: Any, req: dict[str, Any], principal: Principal
+    ) -> None:
+        super()._do_topic_notification_create(op, req, principal)
+        topic = self.topics[req["locator"]]
+        last = topic.notifications[-1]
+        topic.notifications[-1] = _Notification(
+            last.name, last.notification_type, "", last.created_ns
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "listing"),
+    [
+        (_TopicNotesLoseTheirMessage, "topic_notification_list"),
+        (_SequenceNotesAreAllErrors, "sequence_notification_list"),
+    ],
+)
+def test_notification_contents_are_compared(model: type[ServerModel], listing: str) -> None:
+    target: Transport = MemoryTransport(model(profile="spec"))
+    found = explore(target, oracle, prefix="n", seed=0, budget=30)
+    assert found.failure is not None and found.failure.startswith(listing), found.failure
