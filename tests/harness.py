@@ -17,6 +17,7 @@ import attrs
 import pyarrow as pa
 import pytest
 
+from fsm.enums import FlightAction
 from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, TopicStream, Transport
@@ -123,6 +124,17 @@ def topic_args(session: str, locator: str) -> dict[str, Any]:
         "ontology_tag": "imu",
         "user_metadata": {},
     }
+
+
+def create_sequence(t: Transport, name: str) -> str:
+    """A new sequence `name` with an open session; answers the session's uuid."""
+    ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": name, "user_metadata": {"n": name}}))
+    return str(ok(t.action(FlightAction.SESSION_CREATE, {"locator": name}))["uuid"])
+
+
+def create_topic(t: Transport, session: str, locator: str) -> str:
+    """A Default-format topic in `session`; answers its uuid."""
+    return str(ok(t.action(FlightAction.TOPIC_CREATE, topic_args(session, locator)))["uuid"])
 
 
 def put_batches(

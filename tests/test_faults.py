@@ -17,7 +17,18 @@ from fsm.errors import ArgumentError
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule, fault_operations
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
-from tests.harness import KINDS, SCHEMA, Harness, batch, failed_with, harness, ok, topic_args
+from tests.harness import (
+    KINDS,
+    SCHEMA,
+    Harness,
+    batch,
+    create_sequence,
+    create_topic,
+    failed_with,
+    harness,
+    ok,
+    topic_args,
+)
 from transport.server.trace import ServerTrace
 
 
@@ -28,22 +39,6 @@ def unknown(outcome: Outcome) -> None:
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def create_sequence(t: Transport, name: str) -> str:
-    ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": name, "user_metadata": {"n": name}}))
-    return str(ok(t.action(FlightAction.SESSION_CREATE, {"locator": name}))["uuid"])
-
-
-def create_topic(t: Transport, session: str, locator: str) -> str:
-    return str(
-        ok(
-            t.action(
-                FlightAction.TOPIC_CREATE,
-                topic_args(session, locator),
-            )
-        )["uuid"]
-    )
 
 
 def stream_verdict(

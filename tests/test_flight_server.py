@@ -25,7 +25,7 @@ from fsm.enums import FlightAction
 from fsm.faults import Fault, FaultEffect, FaultPlan
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
-from tests.harness import SCHEMA, batch, failed_with, ok, topic_args
+from tests.harness import SCHEMA, batch, create_sequence, create_topic, failed_with, ok, topic_args
 from transport.flight.client import FlightTransport
 from transport.flight.server import RunningServer, TlsFiles, start_server
 from transport.pytest_plugin import self_signed_certificate
@@ -237,6 +237,21 @@ def test_serve_answers_and_stops_cleanly(served: list[Served], sig: signal.Signa
     # --log-level debug logs each request.
     assert "DoAction sequence_create" in s.stderr_text
     assert "ListFlights" in s.stderr_text
+
+
+def test_serve_exits_although_a_client_holds_a_stream_open(served: list[Served]) -> None:
+    """A client that opened a DoPut and went quiet does not keep `serve` from exiting."""
+    s = Served()
+    served.append(s)
+    t = FlightTransport(s.location(), timeout=TIMEOUT)
+    try:
+        topic = create_topic(t, create_sequence(t, "held"), "held/t")
+        ok(t.open_stream(Descriptor.for_topic("held/t", topic), SCHEMA))  # and then silence
+        code, rest = s.stop(signal.SIGTERM)  # fails the test if serve hangs
+        assert code == 0, s.stderr_text[-2000:]
+        assert "exiting with DoPut streams still held open by their clients" in rest
+    finally:
+        t.close()
 
 
 def test_serve_info_level_does_not_log_requests(served: list[Served]) -> None:
