@@ -7,8 +7,10 @@ where each transport applies them (the memory transport, or the Flight server).
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import attrs
 import pyarrow as pa
 import pytest
+from hypothesis import settings
 
 from fsm.enums import FlightAction
 from fsm.faults import FaultPlan, FaultSchedule
@@ -27,6 +30,23 @@ from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
 KINDS = ("memory", "flight")
+KIND_PARAMS = [pytest.param(k, marks=pytest.mark.flight) if k == "flight" else k for k in KINDS]
+"""KINDS as test parameters: the Flight one carries the `flight` mark (`-m "not flight"`)."""
+
+
+def wait_until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Poll `check` until it holds (work done on other threads or in a server catching up);
+    fail the test, naming `what`, if it never does within `seconds` (a hang guard)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.002)
+
+
+def profile_examples(share: float = 1.0, minimum: int = 10) -> int:
+    """`share` of the active Hypothesis profile's example count (at least `minimum`), so a
+    costly property test scales with the profile (quick locally, thorough under `ci`)."""
+    return max(minimum, math.ceil(settings().max_examples * share))
 
 
 def require_sdk() -> ModuleType:

@@ -10,7 +10,6 @@ runs over both transports, with authentication on and a manage key.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
@@ -26,12 +25,11 @@ from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.spec import load_spec
 from fsm.spec.model import Field, Operation
 from fsm.transport import Descriptor, Transport, encode_body
-from tests.harness import KINDS, Harness, harness
+from tests.harness import KIND_PARAMS, Harness, harness, profile_examples
 from tests.harness import expect_ok as ok
 from tests.harness import put_batches as put
 
 SPEC = load_spec()
-KIND_PARAMS = [pytest.param(k, marks=pytest.mark.flight) if k == "flight" else k for k in KINDS]
 ACTIONS = tuple(
     name for name, op in SPEC.operations.items() if op.kind == "action" and op.wire != "*"
 )
@@ -684,8 +682,7 @@ def allowed_kinds(op: Operation) -> set[ErrorKind]:
 
 def examples(kind: str) -> int:
     """The profile's example count; half of it over Flight, where each call is a round trip."""
-    base: int = settings().max_examples
-    return base if kind == "memory" else max(10, math.ceil(base / 2))
+    return profile_examples(1.0 if kind == "memory" else 0.5)
 
 
 @pytest.mark.parametrize("name", ACTIONS)

@@ -19,7 +19,7 @@ from fsm.conformance.clients import ClientReport, check_client_trace, group_by_s
 from fsm.engine import BatchPolicy, Client
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.spec import load_spec
-from tests.harness import KINDS, Harness, harness
+from tests.harness import KIND_PARAMS, Harness, harness
 from transport.server.trace import ServerTrace
 
 SPEC = load_spec()
@@ -39,7 +39,7 @@ def _batch(start: int, n: int) -> pa.RecordBatch:
     )
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KIND_PARAMS)
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
     with harness(request.param) as hh:
         hh.model.trace = ServerTrace()

@@ -39,7 +39,7 @@ from fsm.engine.stream import StreamWriter
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.outcome import Outcome
 from fsm.transport import Descriptor, Transport
-from tests.harness import KINDS, Harness, harness
+from tests.harness import KIND_PARAMS, Harness, harness
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
@@ -53,7 +53,7 @@ class Boom(Exception):
     pass
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KIND_PARAMS)
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
     with harness(request.param) as hh:
         yield hh

@@ -42,7 +42,7 @@ from fsm import (
 from fsm.engine import BatchPolicy, Client, SessionWriter, TopicWriter, Tracer, check_trace
 from fsm.faults import Fault, FaultEffect, FaultPlan
 from fsm.outcome import ErrorKind
-from tests.harness import Harness, harness
+from tests.harness import Harness, harness, profile_examples
 
 SPEC = load_spec()
 SCHEMA = pa.schema(
@@ -419,24 +419,23 @@ class EngineMachine(RuleBasedStateMachine):
                 )
 
 
-def _run(kind: str, background: bool, examples: int | None) -> None:
+def _run(kind: str, background: bool, share: float) -> None:
+    """Run the machine for `share` of the profile's examples."""
     machine = type(
         f"Engine_{kind}_{background}", (EngineMachine,), {"kind": kind, "background": background}
     )
-    options: dict[str, Any] = {"stateful_step_count": 12}
-    if examples is not None:
-        options["max_examples"] = examples
-    run_state_machine_as_test(machine, settings=settings(**options))
+    options = settings(stateful_step_count=12, max_examples=profile_examples(share))
+    run_state_machine_as_test(machine, settings=options)
 
 
 def test_engine_over_memory_transport() -> None:
-    _run("memory", background=False, examples=None)
+    _run("memory", background=False, share=1.0)
 
 
 def test_engine_over_memory_transport_with_background_sends() -> None:
-    _run("memory", background=True, examples=30)
+    _run("memory", background=True, share=0.5)
 
 
 @pytest.mark.flight
 def test_engine_over_flight_transport() -> None:
-    _run("flight", background=True, examples=15)
+    _run("flight", background=True, share=0.25)

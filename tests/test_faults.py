@@ -18,6 +18,7 @@ from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule, fault_opera
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
 from tests.harness import (
+    KIND_PARAMS,
     KINDS,
     SCHEMA,
     Harness,
@@ -36,7 +37,7 @@ def unknown(outcome: Outcome) -> None:
     assert outcome.status is OutcomeStatus.UNKNOWN, outcome
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KIND_PARAMS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

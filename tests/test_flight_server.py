@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,16 @@ from fsm.enums import FlightAction
 from fsm.faults import Fault, FaultEffect, FaultPlan
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
-from tests.harness import SCHEMA, batch, create_sequence, create_topic, failed_with, ok, topic_args
+from tests.harness import (
+    SCHEMA,
+    batch,
+    create_sequence,
+    create_topic,
+    failed_with,
+    ok,
+    topic_args,
+    wait_until,
+)
 from transport.flight.client import FlightTransport
 from transport.flight.server import RunningServer, TlsFiles, start_server
 from transport.pytest_plugin import self_signed_certificate
@@ -835,16 +843,14 @@ def test_aborted_stream_is_cancelled_on_the_server(
     )["uuid"]
     stream = ok(client.open_stream(Descriptor.for_topic("ab/imu", topic_uuid), SCHEMA))
     ok(stream.write(batch(0, 3)))
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while server.model.snapshot()["topics"]["ab/imu"]["chunks"] < 1:
-        assert time.monotonic() < deadline, "the server never stored the first batch"
-        time.sleep(0.01)
+    wait_until(
+        lambda: server.model.snapshot()["topics"]["ab/imu"]["chunks"] >= 1,
+        "the server stores the first batch",
+    )
     ok(stream.abort())
     failed_with(stream.write(batch(3, 1)), ErrorKind.CANCELLED)
     failed_with(stream.close(), ErrorKind.CANCELLED)
-    while server.model.topics["ab/imu"].stream is not None:
-        assert time.monotonic() < deadline, "the server never saw the cancel"
-        time.sleep(0.01)
+    wait_until(lambda: server.model.topics["ab/imu"].stream is None, "the server sees the cancel")
     topic = server.model.snapshot()["topics"]["ab/imu"]
     assert topic["state"] == "created"
     assert topic["chunks"] == 1
@@ -925,13 +931,6 @@ def test_every_kind_round_trips(kind: ErrorKind) -> None:
 # Streams that do not end cleanly, and stopping
 
 
-def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while not check():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
-
-
 def _in_thread(call: Callable[[], object], seconds: float) -> bool:
     """Run `call` on a daemon thread; whether it returned within `seconds` (a hang guard)."""
     worker = threading.Thread(target=call, daemon=True)
@@ -980,13 +979,13 @@ def test_stop_returns_although_a_client_left_a_stream_open() -> None:
         topic_uuid = _traced_topic(running, t, "ab")
         stream = ok(t.open_stream(Descriptor.for_topic("ab/imu", topic_uuid), SCHEMA))
         ok(stream.write(batch(0, 3)))
-        _until(lambda: running.model.snapshot()["topics"]["ab/imu"]["chunks"] == 1, "stored")
+        wait_until(lambda: running.model.snapshot()["topics"]["ab/imu"]["chunks"] == 1, "stored")
         assert _in_thread(running.stop, 20.0), "stop hung on a stream left open"
         assert not running.stopped
         assert any("ab/imu" in m for m in warnings.messages), warnings.messages
         assert running.model.snapshot()["topics"]["ab/imu"]["state"] == "created"
         failed_with(stream.close(), ErrorKind.CANCELLED)
-        _until(lambda: running.stopped, "the server stopped once the stream ended")
+        wait_until(lambda: running.stopped, "the server stopped once the stream ended")
         topic = running.model.snapshot()["topics"]["ab/imu"]
         assert (topic["state"], topic["chunks"]) == ("created", 1)
         assert _stream_events(running) == [
@@ -1009,9 +1008,9 @@ def test_closing_the_transport_aborts_its_open_streams() -> None:
         topic_uuid = _traced_topic(running, t, "cl")
         stream = ok(t.open_stream(Descriptor.for_topic("cl/imu", topic_uuid), SCHEMA))
         ok(stream.write(batch(0, 2)))
-        _until(lambda: running.model.snapshot()["topics"]["cl/imu"]["chunks"] == 1, "stored")
+        wait_until(lambda: running.model.snapshot()["topics"]["cl/imu"]["chunks"] == 1, "stored")
         t.close()
-        _until(
+        wait_until(
             lambda: running.model.snapshot()["topics"]["cl/imu"]["state"] != "receiving",
             "the stream cancelled",
         )
@@ -1057,14 +1056,14 @@ def test_a_client_that_dies_mid_stream_locks_nothing() -> None:
             try:
                 assert child.stdout is not None
                 assert child.stdout.readline().strip() == "written"
-                _until(
+                wait_until(
                     lambda: running.model.snapshot()["topics"]["gone/imu"]["chunks"] == 1,
                     "the batch stored",
                 )
             finally:
                 child.kill()
                 child.wait(TIMEOUT)
-            _until(
+            wait_until(
                 lambda: running.model.snapshot()["topics"]["gone/imu"]["state"] != "receiving",
                 "the stream ended",
             )
@@ -1090,7 +1089,7 @@ def test_an_unexpected_server_error_leaves_no_stream_receiving(
     written = stream.write(batch(0, 2))
     outcome = stream.close() if written.is_ok else written
     assert outcome.status is OutcomeStatus.FAILED, outcome
-    _until(
+    wait_until(
         lambda: server.model.snapshot()["topics"]["bug/imu"]["state"] != "receiving",
         "the stream ended",
     )
@@ -1203,7 +1202,7 @@ def test_a_second_schema_mid_stream_is_aborted(server: RunningServer) -> None:
             _flight_data(batch(2, 2).serialize()),
         ],
     )
-    _until(
+    wait_until(
         lambda: server.model.snapshot()["topics"]["two/imu"]["state"] != "receiving",
         "the stream ended",
     )

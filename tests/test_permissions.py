@@ -21,12 +21,11 @@ from fsm.enums import APIKeyPermissionEnum
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.spec import load_spec
 from fsm.transport import Descriptor, Transport, encode_body
-from tests.harness import KINDS, Harness, expect_ok, harness, topic_args
+from tests.harness import KIND_PARAMS, Harness, expect_ok, harness, topic_args
 from tests.harness import put_batches as put
 from transport.server.model import ServerModel
 
 SPEC = load_spec()
-KIND_PARAMS = [pytest.param(k, marks=pytest.mark.flight) if k == "flight" else k for k in KINDS]
 PROFILES = ("spec", "mosaicod-0.3")
 # The hierarchy of PROTOCOL.md §2.2: each level includes the ones below it.
 LEVELS = ("read", "write", "delete", "manage")

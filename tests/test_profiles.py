@@ -17,13 +17,22 @@ from fsm.enums import FlightAction
 from fsm.outcome import ErrorKind, Outcome
 from fsm.spec import load_spec
 from fsm.transport import Descriptor, Transport
-from tests.harness import KINDS, SCHEMA, Harness, batch, failed_with, harness, ok, topic_args
+from tests.harness import (
+    KIND_PARAMS,
+    SCHEMA,
+    Harness,
+    batch,
+    failed_with,
+    harness,
+    ok,
+    topic_args,
+)
 
 SPEC = "spec"
 MOSAICOD = "mosaicod-0.3"
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KIND_PARAMS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -397,7 +406,7 @@ TOPICS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=KIND_PARAMS)
 def queried(request: pytest.FixtureRequest) -> Iterator[Transport]:
     """Three sequences with topics, queried in memory or over Flight."""
     with harness(str(request.param)) as h:

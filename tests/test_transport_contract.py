@@ -11,7 +11,6 @@ import datetime as dt
 import random
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,17 @@ from fsm.transport import (
     Transport,
     encode_body,
 )
-from tests.harness import KINDS, Harness, failed_with, harness, ok, put_batches, topic_args
+from tests.harness import (
+    KIND_PARAMS,
+    Harness,
+    failed_with,
+    harness,
+    ok,
+    profile_examples,
+    put_batches,
+    topic_args,
+    wait_until,
+)
 from transport.memory import MemoryTransport
 from transport.server.trace import ServerTrace
 
@@ -45,13 +54,12 @@ A = FlightAction
 E = ErrorKind
 TOKEN = re.compile(r"msco_[a-z0-9]{32}_[a-z0-9]{8}")
 NO_SUCH_UUID = "00000000-0000-4000-8000-000000000000"
-TRANSPORTS = [pytest.param(k, marks=pytest.mark.flight) if k == "flight" else k for k in KINDS]
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures and helpers
 
 
-@pytest.fixture(params=TRANSPORTS)
+@pytest.fixture(params=KIND_PARAMS)
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """A fresh server model behind one transport kind."""
     with harness(request.param) as running:
@@ -218,15 +226,6 @@ def assert_same_data(got: pa.Table, batches: Sequence[pa.RecordBatch]) -> None:
 def model_topic(h: Harness, locator: str) -> dict[str, Any]:
     topic: dict[str, Any] = h.model.snapshot()["topics"][locator]
     return topic
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    """Wait for the server to catch up with the client (Flight handles streams on its own
-    threads); fail if it never does."""
-    deadline = time.monotonic() + 10.0
-    while not check():
-        assert time.monotonic() < deadline, f"the server never reached: {what}"
-        time.sleep(0.002)
 
 
 def returns_within(
@@ -919,7 +918,7 @@ def test_action_succeeds(h: Harness, t: Transport, case: SuccessCase) -> None:
     case.check(value, Ctx(h, t, world))
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
+@pytest.mark.parametrize("kind", KIND_PARAMS)
 def test_revoked_key_is_refused_on_its_next_call(kind: str) -> None:
     with harness(kind, auth=True) as h:
         admin = h.transport(api_key=h.model.bootstrap_key())
@@ -939,7 +938,7 @@ GUARDED_ACTIONS = sorted(
 )
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
+@pytest.mark.parametrize("kind", KIND_PARAMS)
 @pytest.mark.parametrize("op", GUARDED_ACTIONS)
 def test_action_permission(kind: str, op: str) -> None:
     """Keys below the catalogue's permission are refused with permission_denied and change
@@ -962,7 +961,7 @@ def test_action_permission(kind: str, op: str) -> None:
         ok(h.transport(api_key=tokens[needed]).action_raw(_wire(op), body))
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
+@pytest.mark.parametrize("kind", KIND_PARAMS)
 def test_authentication(kind: str) -> None:
     """With authentication on: no key is unauthenticated; a malformed, unknown, forged or
     expired key is refused; a read key reads but cannot upload."""
@@ -1057,8 +1056,8 @@ def test_empty_stream_locks_topic_without_data(t: Transport) -> None:
     assert plain(table).schema.equals(DEFAULT_SCHEMA)
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
-@settings(max_examples=40, deadline=None)
+@pytest.mark.parametrize("kind", KIND_PARAMS)
+@settings(max_examples=profile_examples(2 / 3))
 @given(
     sizes=st.lists(st.integers(1, 12), min_size=1, max_size=4),
     seed=st.integers(0, 2**32),
@@ -1079,8 +1078,8 @@ def test_round_trip_any_batches(kind: str, sizes: list[int], seed: int, fmt: str
 stamp = st.integers(-50, 1_050)
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
-@settings(max_examples=50, deadline=None)
+@pytest.mark.parametrize("kind", KIND_PARAMS)
+@settings(max_examples=profile_examples(5 / 6))
 @given(
     chunks=st.lists(
         st.lists(st.integers(0, 1_000), min_size=1, max_size=8), min_size=1, max_size=4
