@@ -1,7 +1,8 @@
 """Server behaviour profiles and the QUERY action.
 
 Each recorded server deviation of specs/deviations.toml is shown twice: the spec behaviour
-under profile "spec", and the emulated mosaicod behaviour under profile "mosaicod-0.3".
+under profile "spec", and the emulated mosaicod behaviour under a mosaicod profile
+("mosaicod-0.3", or "mosaicod-2026-03-31" for the behaviours of that build only).
 Both run in memory and over Flight.
 """
 
@@ -30,6 +31,7 @@ from tests.harness import (
 
 SPEC = "spec"
 MOSAICOD = "mosaicod-0.3"
+EARLY = "mosaicod-2026-03-31"
 
 
 @pytest.fixture(params=KIND_PARAMS)
@@ -114,12 +116,17 @@ class Writer:
         return info.session(session)
 
 
-def both(kind: str, check: Callable[[Harness, Writer, bool], None], auth: bool = False) -> None:
-    """Run `check(h, writer, emulated)` under the spec profile, then under mosaicod-0.3."""
-    for profile in (SPEC, MOSAICOD):
+def both(
+    kind: str,
+    check: Callable[[Harness, Writer, bool], None],
+    auth: bool = False,
+    emulating: str = MOSAICOD,
+) -> None:
+    """Run `check(h, writer, emulated)` under the spec profile, then under `emulating`."""
+    for profile in (SPEC, emulating):
         with harness(kind, profile=profile, auth=auth) as h:
             key = h.model.bootstrap_key() if auth else None
-            check(h, Writer(h.transport(api_key=key)), profile == MOSAICOD)
+            check(h, Writer(h.transport(api_key=key)), profile == emulating)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +367,63 @@ def test_doget_empty_internal(kind: str) -> None:
     both(kind, check)
 
 
+def test_delete_gone_sequence(kind: str) -> None:
+    """MOSAICOD-DELETE-GONE-SEQUENCE: deleting a sequence that is gone is not_found (spec);
+    the 2026-03-31 build accepts it and changes nothing."""
+
+    def check(h: Harness, w: Writer, emulated: bool) -> None:
+        w.sequence("gone")
+        ok(w.t.action(FlightAction.SEQUENCE_DELETE, {"locator": "gone"}))
+        before = h.model.snapshot()
+        again = w.t.action(FlightAction.SEQUENCE_DELETE, {"locator": "gone"})
+        if emulated:
+            ok(again)
+        else:
+            failed_with(again, ErrorKind.NOT_FOUND)
+        assert h.model.snapshot() == before
+
+    both(kind, check, emulating=EARLY)
+
+
+def test_session_topics_at_finalize(kind: str) -> None:
+    """MOSAICOD-SESSION-TOPICS-AT-FINALIZE: an open session lists its topics (spec); the
+    2026-03-31 build lists them only once the session is finalized."""
+
+    def check(h: Harness, w: Writer, emulated: bool) -> None:
+        session = w.sequence("st")
+        w.topic(session, "st/a")
+        listed = w.session_info("st", session).topics
+        assert listed == (() if emulated else ("st/a",))
+        ok(w.stream("st/a", batch(0)))
+        ok(w.finalize(session))
+        assert w.session_info("st", session).topics == ("st/a",)
+
+    both(kind, check, emulating=EARLY)
+
+
+def test_missing_key_denied(kind: str) -> None:
+    """MOSAICOD-MISSING-KEY-DENIED: a request without a key is unauthenticated (spec); the
+    2026-03-31 build answers permission_denied 'missing api key token in request'."""
+
+    def check(h: Harness, w: Writer, emulated: bool) -> None:
+        for outcome in (
+            h.transport().list_sequences(),
+            h.transport().action(FlightAction.VERSION, {}),
+        ):
+            if emulated:
+                failed_with(outcome, ErrorKind.PERMISSION_DENIED)
+                assert "missing api key token in request" in outcome.detail
+            else:
+                failed_with(outcome, ErrorKind.UNAUTHENTICATED)
+        ok(w.t.list_sequences())
+
+    both(kind, check, auth=True, emulating=EARLY)
+
+
 DEVIATION_TESTS: dict[str, Callable[[str], None]] = {
+    "MOSAICOD-DELETE-GONE-SEQUENCE": test_delete_gone_sequence,
+    "MOSAICOD-SESSION-TOPICS-AT-FINALIZE": test_session_topics_at_finalize,
+    "MOSAICOD-MISSING-KEY-DENIED": test_missing_key_denied,
     "MOSAICOD-REPORT-LOCKS": test_report_locks,
     "MOSAICOD-DELETE-LOCKED-SESSION": test_delete_locked_session,
     "MOSAICOD-DELETE-LOCKED-SEQUENCE": test_delete_locked_sequence,
@@ -374,12 +437,22 @@ DEVIATION_TESTS: dict[str, Callable[[str], None]] = {
 
 
 def test_every_server_deviation_has_a_test() -> None:
-    """Each server deviation of the spec is shown by a test of this module, and the
-    mosaicod-0.3 profile emulates exactly those."""
+    """Each server deviation of the spec is shown by a test of this module; the mosaicod
+    profiles together emulate exactly those, and the 2026-03-31 build has every deviation of
+    mosaicod-0.3 and three of its own."""
     spec = load_spec()
     server_ids = {d.id for d in spec.deviations.values() if d.who == "mosaicod-0.3"}
     assert server_ids == set(DEVIATION_TESTS)
-    assert set(spec.profiles[MOSAICOD].deviations) == server_ids
+    assert set(spec.profiles[MOSAICOD].deviations) | set(spec.profiles[EARLY].deviations) == (
+        server_ids
+    )
+    early_only = set(spec.profiles[EARLY].deviations) - set(spec.profiles[MOSAICOD].deviations)
+    assert early_only == {
+        "MOSAICOD-DELETE-GONE-SEQUENCE",
+        "MOSAICOD-SESSION-TOPICS-AT-FINALIZE",
+        "MOSAICOD-MISSING-KEY-DENIED",
+    }
+    assert set(spec.profiles[MOSAICOD].deviations) <= set(spec.profiles[EARLY].deviations)
     assert spec.profiles[SPEC].deviations == ()
     for name, test in DEVIATION_TESTS.items():
         assert test.__doc__ is not None

@@ -50,6 +50,15 @@ def test_a_refused_session(mosaico_server):
 @pytest.mark.mosaico_server(profile="mosaicod-0.3")
 def test_the_real_server_profile(mosaico_server):
     assert mosaico_server.model.profile == "mosaicod-0.3"
+
+
+@pytest.mark.mosaico_server(profile="mosaicod-2026-03-31", auth=True)
+def test_the_build_the_031_sdk_met(mosaico_server):
+    key = mosaico_server.issue_key("write")
+    with MosaicoClient.connect(host=mosaico_server.host, port=mosaico_server.port, api_key=key) as client:
+        ingest(client, "run_4", 2)
+    assert mosaico_server.model.snapshot()["topics"]["run_4/imu"]["rows"] == 2
+    assert "MOSAICOD-MISSING-KEY-DENIED" in mosaico_server.model.deviations
 '''
 
 ENGINE_EXAMPLE = """
@@ -100,7 +109,7 @@ def test_plugin_serves_sdk_based_code(pytester: pytest.Pytester) -> None:
     )
     pytester.makepyfile(test_sdk_example=SDK_EXAMPLE)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_plugin_factory_and_options(pytester: pytest.Pytester) -> None:

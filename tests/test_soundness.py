@@ -102,11 +102,11 @@ DEFECTS: list[tuple[str, Callable[[Docs], None], str]] = [
         "finalized: not reachable",
     ),
     (
-        "a server deviation the mosaicod profile does not emulate",
-        lambda d: d["deviations.toml"]["profiles"]["mosaicod-0.3"]["deviations"].remove(
-            "MOSAICOD-REFINALIZE"
+        "a server deviation no profile emulates",
+        lambda d: d["deviations.toml"]["profiles"]["mosaicod-2026-03-31"]["deviations"].remove(
+            "MOSAICOD-MISSING-KEY-DENIED"
         ),
-        "not emulated",
+        "emulated by no profile",
     ),
 ]
 

@@ -211,12 +211,14 @@ def _seq_delete(ctx: Context) -> None:
     "SEQ-DELETE-MISSING",
     "Deleting a sequence that does not exist is refused (not_found).",
     "PROTOCOL.md §5.5, §10",
+    {"MOSAICOD-DELETE-GONE-SEQUENCE": "delete-missing-refused"},
 )
 def _seq_delete_missing(ctx: Context) -> None:
     ctx.refused(
         ctx.act(A.SEQUENCE_DELETE, {"locator": ctx.name("ghost")}),
         E.NOT_FOUND,
         "sequence_delete of a missing sequence",
+        "delete-missing-refused",
     )
 
 
@@ -267,6 +269,26 @@ def _ses_create_missing(ctx: Context) -> None:
         ctx.act(A.SESSION_CREATE, {"locator": ctx.name("ghost")}),
         E.NOT_FOUND,
         "session_create on a missing sequence",
+    )
+
+
+@case(
+    "SES-TOPICS-LISTED",
+    "A session lists each of its topics from its topic_create on, before the session is finalized.",
+    "specs/resources.toml: session",
+    {"MOSAICOD-SESSION-TOPICS-AT-FINALIZE": "open-session-topics"},
+)
+def _ses_topics_listed(ctx: Context) -> None:
+    seq = ctx.sequence("sestop")
+    ses = ctx.session(seq)
+    loc, _ = ctx.topic(ses, seq)
+    session = ctx.sequence_info(seq).session(ses)
+    ctx.check(session is not None, "the session is not listed")
+    assert session is not None
+    ctx.check(
+        session.topics == (loc,),
+        f"the open session lists the topics {session.topics}, not ({loc!r},)",
+        "open-session-topics",
     )
 
 
@@ -969,10 +991,16 @@ def _key_lifecycle(ctx: Context) -> None:
     "AUTH-MISSING",
     "With authentication on, a request without a key is refused (unauthenticated).",
     "PROTOCOL.md §2.2",
+    {"MOSAICOD-MISSING-KEY-DENIED": "missing-key-unauthenticated"},
 )
 def _auth_missing(ctx: Context) -> None:
     ctx.authenticating(without="no key")
-    ctx.refused(ctx.anonymous().list_sequences(), E.UNAUTHENTICATED, "ListFlights without a key")
+    ctx.refused(
+        ctx.anonymous().list_sequences(),
+        E.UNAUTHENTICATED,
+        "ListFlights without a key",
+        "missing-key-unauthenticated",
+    )
 
 
 @case(

@@ -52,7 +52,12 @@ MACHINE_FILES = ("session.toml", "topic_writer.toml")
 SERVER_EVENTS = ("ERROR_REPORTED", "DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_END", "DO_PUT_CANCEL")
 PERMISSIONS = tuple(p.value for p in enums.APIKeyPermissionEnum)
 DEVIATION_PARTIES = ("mosaicod-0.3", "sdk-0.3.2")
-SERVER_SETTINGS = ("enforce_key_expiry",)
+SERVER_SETTINGS: Mapping[str, tuple[Any, ...]] = {
+    # setting: the values it may take, the specification's first
+    "enforce_key_expiry": (True, False),
+    "missing_key_refusal": ("unauthenticated", "permission_denied"),
+    "session_topics_listed": ("always", "when_finalized"),
+}
 SIGNATURE_KEYS = (
     "extra",
     "after",
@@ -672,8 +677,10 @@ def _patch(
         _unknown_keys(r, raw, ("setting", "value"))
         if raw["setting"] not in SERVER_SETTINGS:
             raise r.fail(f"unknown server setting {raw['setting']!r}")
-        # Every server setting so far is a switch.
-        value = _typed(r.at("value"), raw.get("value"), bool, "'value'")
+        value = raw.get("value")
+        allowed = SERVER_SETTINGS[raw["setting"]]
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            raise r.at("value").fail(f"must be one of {allowed}, got {value!r}")
         return Patch(setting=raw["setting"], value=value)
     if "operation" in raw:
         _unknown_keys(r, raw, ("operation", "permission"))

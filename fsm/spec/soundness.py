@@ -64,16 +64,14 @@ def check_spec(spec: Spec) -> list[Problem]:
             for p in check_resource(resource, reachability=False):
                 problems.append(attrs.evolve(p, entry=f"{p.entry} (profile {profile.name})"))
     server_devs = {d.id for d in spec.deviations.values() if d.who == "mosaicod-0.3"}
-    emulated = (
-        set(spec.profiles["mosaicod-0.3"].deviations) if "mosaicod-0.3" in spec.profiles else set()
-    )
+    emulated = {did for name, p in spec.profiles.items() if name != "spec" for did in p.deviations}
     for missing in sorted(server_devs - emulated):
         problems.append(
             Problem(
                 "deviations.toml",
-                "profiles.mosaicod-0.3",
+                "profiles",
                 missing,
-                "server deviation not emulated by the profile",
+                "server deviation emulated by no profile",
             )
         )
     return problems

@@ -120,6 +120,8 @@ class ServerSettings:
     """Behaviour switches a deviation may change (see `specs/deviations.toml`)."""
 
     enforce_key_expiry: bool = True
+    missing_key_refusal: str = "unauthenticated"
+    session_topics_listed: str = "always"
 
 
 class ServerModel:
@@ -215,6 +217,8 @@ class ServerModel:
         if not self.auth:
             return Principal(APIKeyPermissionEnum.Manage)
         if not token:
+            if self.settings.missing_key_refusal == "permission_denied":
+                raise ServerError(ErrorKind.PERMISSION_DENIED, "missing api key token in request")
             raise ServerError(ErrorKind.UNAUTHENTICATED, "missing API key in request header")
         parsed = parse_token(token)
         if parsed is None:
@@ -411,7 +415,11 @@ class ServerModel:
             sequence.sessions.remove(session.uuid)
 
     def _do_sequence_delete(self, op: Operation, req: dict[str, Any], _: Principal) -> None:
-        sequence = self._sequence(req["locator"], op.name, op.wire)
+        name = req["locator"]
+        if name not in self.sequences:  # the table refuses, or (a deviation) accepts: nothing to do
+            self._decide("sequence", "absent", op.name, {"locked_session": "no"}, op.wire)
+            return
+        sequence = self._sequence(name, op.name, op.wire)
         for session_uuid in list(sequence.sessions):
             self._drop_session(self.sessions[session_uuid])
         del self.sequences[sequence.name]
@@ -690,7 +698,12 @@ class ServerModel:
             created_at_ns=session.created_ns,
             completed_at_ns=session.completed_ns,
             locked=session.state in self.resources["session"].locked,
-            topics=tuple(session.topics),
+            topics=(
+                tuple(session.topics)
+                if self.settings.session_topics_listed == "always"
+                or session.completed_ns is not None
+                else ()
+            ),
         )
 
     def _topic_info(
