@@ -193,8 +193,8 @@ def test_report_keeps_every_record_pushed_before_the_error(h: Harness) -> None:
     assert _rows(client, "run", "imu") == list(range(10)), "SDK 0.3.2 drops these buffered records"
     info = client.sequence_info("run")
     assert info.sessions[0].completed_at_ns is not None and not info.sessions[0].locked
-    assert any("late failure" in n["msg"] for n in client.sequence_notifications("run"))
-    assert any("late failure" in n["msg"] for n in client.topic_notifications("run", "imu"))
+    assert any("late failure" in n.msg for n in client.sequence_notifications("run"))
+    assert any("late failure" in n.msg for n in client.topic_notifications("run", "imu"))
 
 
 def test_report_with_a_failed_finalize_is_reported(h: Harness) -> None:
@@ -248,7 +248,7 @@ def test_topic_policies(h: Harness) -> None:
     )
     assert _rows(client, "run", "fin") == [0, 1]
     assert _rows(client, "run", "ign") == [0, 1, 2]
-    assert [n["msg"] for n in client.topic_notifications("run", "ign")] == ["ign failed"]
+    assert [n.msg for n in client.topic_notifications("run", "ign")] == ["ign failed"]
 
 
 def test_deprecated_on_error_policy_is_accepted_with_a_warning(h: Harness) -> None:

@@ -359,9 +359,9 @@ def test_a_refused_finalize_is_notified_as_such() -> None:
     with pytest.raises(ActionFailed, match="SESSION_FINALIZE"), writer:
         pass
     (note,) = client.sequence_notifications("run")
-    assert "SESSION_FINALIZE failed (failed_precondition)" in note["msg"], note
-    assert f"session {writer.session_uuid}" in note["msg"]
-    assert "topic" not in note["msg"]
+    assert "SESSION_FINALIZE failed (failed_precondition)" in note.msg, note
+    assert f"session {writer.session_uuid}" in note.msg
+    assert "topic" not in note.msg
 
 
 def test_an_older_identical_sequence_notice_does_not_pass_for_a_lost_one() -> None:

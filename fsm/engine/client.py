@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import pyarrow as pa
 
+from fsm.engine.actions import ActionCalls
 from fsm.engine.base import outcome_error
 from fsm.engine.session import SessionWriter
 from fsm.engine.stream import BatchPolicy
@@ -21,7 +22,7 @@ from fsm.engine.validation import (
     check_topic_name,
     topic_locator,
 )
-from fsm.enums import FlightAction, OnErrorPolicy, SessionLevelErrorPolicy
+from fsm.enums import OnErrorPolicy, SessionLevelErrorPolicy
 from fsm.machines import ProtocolMachine
 from fsm.outcome import Outcome
 from fsm.spec import Spec, load_spec
@@ -54,7 +55,7 @@ def _value(outcome: Outcome, operation: str) -> Any:
     raise outcome_error(operation, outcome)
 
 
-class Client:
+class Client(ActionCalls):
     """Writes and reads Mosaico sequences over `transport` (in memory, Flight, ...).
 
     `tracer` records every transition and step (off by default); `batch_policy` sets how
@@ -138,7 +139,8 @@ class Client:
         )
 
     # -------------------------------------------------------------------------------------------
-    # Reading and housekeeping (these raise ActionFailed / OutcomeUnknown on failure)
+    # Reading (these raise ActionFailed / OutcomeUnknown on failure; the other actions are
+    # typed calls of ActionCalls)
 
     def list_sequences(self) -> list[str]:
         return list(_value(self.transport.list_sequences(), "LIST_FLIGHTS"))
@@ -169,38 +171,3 @@ class Client:
         info = self.topic_info(sequence, topic, start_ns, end_ns)
         data = _value(self.transport.read(info.ticket), "DO_GET")
         return data.table()
-
-    def sequence_notifications(self, name: str) -> list[dict[str, Any]]:
-        body = {"locator": check_sequence_name(name)}
-        return list(
-            _value(
-                self.transport.action(FlightAction.SEQUENCE_NOTIFICATION_LIST, body),
-                "SEQUENCE_NOTIFICATION_LIST",
-            )["notifications"]
-        )
-
-    def topic_notifications(self, sequence: str, topic: str) -> list[dict[str, Any]]:
-        body = {"locator": topic_locator(check_sequence_name(sequence), check_topic_name(topic))}
-        return list(
-            _value(
-                self.transport.action(FlightAction.TOPIC_NOTIFICATION_LIST, body),
-                "TOPIC_NOTIFICATION_LIST",
-            )["notifications"]
-        )
-
-    def sequence_delete(self, name: str) -> None:
-        _value(
-            self.transport.action(
-                FlightAction.SEQUENCE_DELETE, {"locator": check_sequence_name(name)}
-            ),
-            "SEQUENCE_DELETE",
-        )
-
-    def session_delete(self, session_uuid: str) -> None:
-        _value(
-            self.transport.action(FlightAction.SESSION_DELETE, {"session_uuid": session_uuid}),
-            "SESSION_DELETE",
-        )
-
-    def version(self) -> dict[str, Any]:
-        return dict(_value(self.transport.action(FlightAction.VERSION, {}), "VERSION"))
