@@ -6,7 +6,8 @@ A `FaultPlan` names operations of the catalogue (`SEQUENCE_CREATE`, `GET_FLIGHT_
 - `fail`: refused with an error kind, nothing applied;
 - `lose_reply`: applied by the server, then the reply is lost (the client sees unknown);
 - `drop_stream` (stream operations): the stream breaks at that point; the server keeps what it
-  already stored and locks nothing.
+  already stored and locks nothing. On DO_GET the read stream breaks after half of its
+  batches (rounded down) were sent.
 
 Random faults can be added with a rate; whether the n-th call of an operation is hit is a pure
 function of (seed, operation, n), so the same plan and seed give the same run whatever the
@@ -45,6 +46,8 @@ class FaultEffect(Enum):
 
 
 STREAM_OPERATIONS = frozenset({"STREAM_OPEN", "STREAM_WRITE", "STREAM_CLOSE"})
+DROPPABLE = STREAM_OPERATIONS | {"DO_GET"}
+"""The operations a `drop_stream` fault can break: the phases of a DoPut, and a DoGet."""
 
 NOT_COUNTED = {
     "DO_PUT": "faults on a DoPut target STREAM_OPEN, STREAM_WRITE or STREAM_CLOSE",
@@ -131,8 +134,10 @@ class Fault:
             )
         _instance(FaultEffect, self.effect, f"fault on {self.operation}: effect")
         _instance(ErrorKind, self.kind, f"fault on {self.operation}: kind")
-        if self.effect is FaultEffect.DROP_STREAM and self.operation not in STREAM_OPERATIONS:
-            raise ArgumentError(f"drop_stream applies to stream operations, not {self.operation}")
+        if self.effect is FaultEffect.DROP_STREAM and self.operation not in DROPPABLE:
+            raise ArgumentError(
+                f"drop_stream applies to {', '.join(sorted(DROPPABLE))}, not {self.operation}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -240,7 +245,7 @@ class FaultPlan:
         effects = [
             e
             for e in self.random_effects
-            if e is not FaultEffect.DROP_STREAM or operation in STREAM_OPERATIONS
+            if e is not FaultEffect.DROP_STREAM or operation in DROPPABLE
         ]
         if not effects:
             return None

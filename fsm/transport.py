@@ -22,6 +22,7 @@ from fsm.enums import FlightAction
 from fsm.outcome import Outcome
 
 __all__ = [
+    "BatchStream",
     "DataInfo",
     "Descriptor",
     "SequenceInfo",
@@ -137,6 +138,40 @@ class TopicData:
         return pa.Table.from_batches(list(self.batches), schema=self.schema)
 
 
+class BatchStream(Protocol):
+    """One open DoGet stream, read one batch at a time. Used by one thread at a time."""
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The stream's schema (with the server's metadata)."""
+
+    def next(self) -> Outcome:
+        """The next batch as the server sent it (ok with a RecordBatch), ok with None at the
+        clean end of the stream, or how the stream broke (failed or unknown). Once the stream
+        has ended, the same answer again."""
+
+    def close(self) -> None:
+        """Cancel the call if it has not ended (idempotent): nothing stays open."""
+
+
+class _Collected:
+    """The batches of a whole DoGet as a `BatchStream` (the fallback of `read_stream`)."""
+
+    def __init__(self, data: TopicData) -> None:
+        self.schema = data.schema
+        self._batches = list(data.batches)
+        self._next = 0
+
+    def next(self) -> Outcome:
+        if self._next >= len(self._batches):
+            return Outcome.ok(None)
+        self._next += 1
+        return Outcome.ok(self._batches[self._next - 1])
+
+    def close(self) -> None:
+        self._batches = []
+
+
 class TopicStream(Protocol):
     """One open DoPut stream. Used by one thread at a time."""
 
@@ -179,6 +214,12 @@ class Transport(Protocol):
 
     def read(self, ticket: bytes) -> Outcome:
         """DoGet; the value is a `TopicData`."""
+
+    def read_stream(self, ticket: bytes) -> Outcome:
+        """DoGet, batch by batch; the value is a `BatchStream` holding one message at a time.
+        (This fallback reads the whole topic first: a transport overrides it to stream.)"""
+        outcome = self.read(ticket)
+        return Outcome.ok(_Collected(outcome.value)) if outcome.is_ok else outcome
 
     def list_sequences(self, criteria: bytes = b"") -> Outcome:
         """ListFlights; the value is the list of sequence names."""

@@ -16,9 +16,9 @@ import pyarrow as pa
 
 from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind, Outcome
-from fsm.transport import Descriptor, Transport
+from fsm.transport import Descriptor, TopicData, Transport
 from transport.server.errors import ServerError
-from transport.server.faults import FaultGate, InjectedFault
+from transport.server.faults import FaultGate, InjectedFault, Reading
 from transport.server.model import PutHandle, ServerModel
 
 __all__ = ["MemoryTransport"]
@@ -100,9 +100,22 @@ class MemoryTransport(Transport):
         )
 
     def read(self, ticket: bytes) -> Outcome:
-        return self._call(
-            "DO_GET", lambda: self.model.read(self.model.authenticate(self.api_key), ticket)
+        opened = self.read_stream(ticket)
+        if not opened.is_ok:
+            return opened
+        stream: _MemoryReading = opened.value
+        batches = []
+        while (outcome := stream.next()).is_ok and outcome.value is not None:
+            batches.append(outcome.value)
+        return (
+            outcome if not outcome.is_ok else Outcome.ok(TopicData(stream.schema, tuple(batches)))
         )
+
+    def read_stream(self, ticket: bytes) -> Outcome:
+        opened = _answer(
+            lambda: self.gate.read(lambda: self.model.authenticate(self.api_key), ticket)
+        )
+        return Outcome.ok(_MemoryReading(opened.value)) if opened.is_ok else opened
 
     def list_sequences(self, criteria: bytes = b"") -> Outcome:
         return self._call(
@@ -115,6 +128,31 @@ class MemoryTransport(Transport):
 
 
 _CLOSED = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
+
+
+class _MemoryReading:
+    """One DoGet from the model, one batch per `next`, as a wire would deliver them."""
+
+    def __init__(self, reading: Reading) -> None:
+        self.schema = reading.schema
+        self._batches = reading.batches
+        self._end: Outcome | None = None
+
+    def next(self) -> Outcome:
+        if self._end is not None:
+            return self._end
+        try:
+            return Outcome.ok(next(self._batches))
+        except StopIteration:
+            self._end = Outcome.ok(None)
+        except InjectedFault as exc:
+            self._end = _injected(exc)
+        return self._end
+
+    def close(self) -> None:
+        if self._end is None:
+            self._end = Outcome.failed(ErrorKind.CANCELLED, "the read was cancelled")
+        self._batches.close()
 
 
 class _MemoryStream:

@@ -165,6 +165,11 @@ class _LoggedTransport:
         self._log.note(self._who, f"DoGet {_ticket_text(ticket)}", outcome)
         return outcome
 
+    def read_stream(self, ticket: bytes) -> Outcome:
+        outcome = self._inner.read_stream(ticket)
+        self._log.note(self._who, f"DoGet (streamed) {_ticket_text(ticket)}", outcome)
+        return outcome
+
     def list_sequences(self, criteria: bytes = b"") -> Outcome:
         outcome = self._inner.list_sequences(criteria)
         self._log.note(self._who, f"ListFlights {criteria!r}", outcome)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from fsm.engine.actions import ActionCalls
 from fsm.engine.base import outcome_error
+from fsm.engine.read import SequenceReader, TopicReader, open_sequence, open_topic
 from fsm.engine.session import SessionWriter
 from fsm.engine.stream import BatchPolicy
 from fsm.engine.trace import Tracer
@@ -167,7 +168,26 @@ class Client(ActionCalls):
     def read_topic(
         self, sequence: str, topic: str, start_ns: int | None = None, end_ns: int | None = None
     ) -> pa.Table:
-        """A topic's records (optionally those with start_ns <= timestamp_ns < end_ns)."""
+        """A topic's records (optionally those with start_ns <= timestamp_ns < end_ns), all
+        in one table: for small data. `stream_topic` reads any size in bounded memory."""
         info = self.topic_info(sequence, topic, start_ns, end_ns)
         data = _value(self.transport.read(info.ticket), "DO_GET")
         return data.table()
+
+    def stream_topic(
+        self, sequence: str, topic: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> TopicReader:
+        """A topic's record batches as DoGet delivers them, one at a time (see fsm.engine.read
+        for the memory bound); use it as a context manager or iterate it to the end."""
+        return open_topic(self.transport, sequence, topic, start_ns, end_ns)
+
+    def stream_sequence(
+        self,
+        sequence: str,
+        topics: Iterable[str] | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> SequenceReader:
+        """A sequence's topics (all, or `topics` in that order) merged by timestamp_ns, in
+        batches of (timestamp_ns, topic, record); see fsm.engine.read."""
+        return open_sequence(self.transport, sequence, topics, start_ns, end_ns)

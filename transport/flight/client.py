@@ -75,6 +75,7 @@ class FlightTransport(Transport):
         self._closed = threading.Event()
         self._streams_lock = threading.Lock()
         self._streams: set[_FlightStream] = set()
+        self._readings: set[_FlightReading] = set()  # set.add/discard are atomic
 
     def wait_ready(self) -> Outcome:
         """Check that the server answers (a ListFlights, as clients do on connect) within
@@ -134,6 +135,16 @@ class FlightTransport(Transport):
             return flight_error_outcome(exc)
         return Outcome.ok(TopicData(schema, tuple(batches)))
 
+    def read_stream(self, ticket: bytes) -> Outcome:
+        try:
+            reader = self._client.do_get(flight.Ticket(ticket), self._options)
+            schema = reader.schema
+        except _FLIGHT_ERRORS as exc:
+            return flight_error_outcome(exc)
+        reading = _FlightReading(reader, schema, self._readings.discard)
+        self._readings.add(reading)
+        return Outcome.ok(reading)
+
     def list_sequences(self, criteria: bytes = b"") -> Outcome:
         return self._list(criteria, self._options)
 
@@ -160,10 +171,52 @@ class FlightTransport(Transport):
             streams = list(self._streams)
         for stream in streams:
             stream.abort()
+        for reading in list(self._readings):
+            reading.close()
         self._client.close()
 
 
 _CLOSED = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
+
+
+class _FlightReading:
+    """A DoGet in progress: one message per `next`, nothing read ahead (beyond what gRPC
+    buffers), cancelled by `close` unless it has ended."""
+
+    def __init__(
+        self,
+        reader: flight.FlightStreamReader,
+        schema: pa.Schema,
+        on_end: Callable[[_FlightReading], None],
+    ) -> None:
+        self.schema = schema
+        self._reader = reader
+        self._on_end = on_end
+        self._end: Outcome | None = None
+
+    def _ended(self, outcome: Outcome) -> Outcome:
+        self._end = outcome
+        self._on_end(self)
+        return outcome
+
+    def next(self) -> Outcome:
+        if self._end is not None:
+            return self._end
+        try:
+            while True:
+                batch = self._reader.read_chunk().data
+                if batch is not None:
+                    return Outcome.ok(batch)
+        except StopIteration:
+            return self._ended(Outcome.ok(None))
+        except _FLIGHT_ERRORS as exc:
+            return self._ended(flight_error_outcome(exc))
+
+    def close(self) -> None:
+        if self._end is None:
+            self._ended(Outcome.failed(ErrorKind.CANCELLED, "the read was cancelled"))
+            with contextlib.suppress(*_FLIGHT_ERRORS):
+                self._reader.cancel()
 
 
 class _FlightStream:

@@ -211,10 +211,20 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.FlightDataStream:
         log.debug("DoGet %r", ticket.ticket[:200])
-        data = self._guarded(
-            "DO_GET", "DoGet", lambda: self.model.read(self._principal(context), ticket.ticket)
+        reading = self._answer(
+            "DoGet", lambda: self.gate.read(lambda: self._principal(context), ticket.ticket)
         )
-        return flight.GeneratorStream(data.schema, iter(data.batches))
+        return flight.GeneratorStream(reading.schema, self._sent("DoGet", reading.batches))
+
+    @staticmethod
+    def _sent(what: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The batches of a DoGet; a fault that breaks the stream ends the call with its
+        Flight error after the batches already sent."""
+        try:
+            yield from batches
+        except InjectedFault as exc:
+            log.debug("%s: %s", what, exc.message)
+            raise error_to_flight(exc.kind or ErrorKind.CANCELLED, exc.message) from None
 
     def do_put(
         self,

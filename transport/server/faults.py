@@ -17,7 +17,8 @@ The effects of a fault:
   client sees unknown. On a stream the connection is gone, so the stream is cancelled
   (a clean end that was applied stays locked).
 - `drop_stream`: the stream breaks (cancelled). On STREAM_OPEN the server had opened the stream
-  when the connection died; on STREAM_WRITE and STREAM_CLOSE the call is not applied.
+  when the connection died; on STREAM_WRITE and STREAM_CLOSE the call is not applied. On
+  DO_GET the read stream breaks after half of its batches (rounded down) were sent.
 
 A stream broken on the server is recorded as a DO_PUT_CANCEL event only when it actually
 cancelled something (a refused clean end already released the topic).
@@ -25,9 +26,11 @@ cancelled something (a refused clean end already released the topic).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Generator, Sequence
 from typing import TypeVar
 
+import attrs
 import pyarrow as pa
 
 from fsm.faults import Fault, FaultEffect, FaultSchedule
@@ -36,7 +39,7 @@ from transport.server.auth import Principal
 from transport.server.errors import ServerError
 from transport.server.model import PutHandle, ServerModel
 
-__all__ = ["FaultGate", "InjectedFault"]
+__all__ = ["FaultGate", "InjectedFault", "Reading"]
 
 T = TypeVar("T")
 
@@ -65,12 +68,29 @@ class InjectedFault(Exception):
         return self.kind.value if self.kind is not None else "ok"
 
 
+@attrs.frozen
+class Reading:
+    """A DoGet the server accepted: its schema, and its batches as the front end sends them
+    (the iterator raises `InjectedFault` where a fault breaks the stream)."""
+
+    schema: pa.Schema
+    batches: Generator[pa.RecordBatch, None, None]
+
+
 class FaultGate:
     """A `ServerModel` behind a `FaultSchedule`: every call of a front end goes through here."""
 
     def __init__(self, model: ServerModel, faults: FaultSchedule) -> None:
         self.model = model
         self.faults = faults
+        self._reads_lock = threading.Lock()
+        self._open_reads = 0
+
+    @property
+    def open_reads(self) -> int:
+        """DoGet streams being sent right now (begun and neither finished nor cancelled)."""
+        with self._reads_lock:
+            return self._open_reads
 
     # -----------------------------------------------------------------------------------------
     # Calls that are not part of a stream: DoAction, GetFlightInfo, DoGet, ListFlights
@@ -82,7 +102,38 @@ class FaultGate:
             apply,
             lambda outcome: self.model.observe(operation, outcome, body=body),
             lambda outcome: None,
+            self.faults.next(operation),
         )
+
+    # -----------------------------------------------------------------------------------------
+    # DoGet
+
+    def read(self, principal: Callable[[], Principal], ticket: bytes) -> Reading:
+        """Accept (or refuse) a DoGet (authenticating with `principal()`); a `drop_stream`
+        fault lets half of the batches through, then breaks the stream."""
+        fault = self.faults.next("DO_GET")
+        drop = fault if fault is not None and fault.effect is FaultEffect.DROP_STREAM else None
+        data = self._run(
+            "DO_GET",
+            lambda: self.model.read(principal(), ticket),
+            lambda outcome: self.model.observe("DO_GET", outcome),
+            lambda outcome: None,
+            None if drop else fault,
+        )
+        return Reading(data.schema, self._send(data.batches, drop))
+
+    def _send(
+        self, batches: Sequence[pa.RecordBatch], drop: Fault | None
+    ) -> Generator[pa.RecordBatch, None, None]:
+        with self._reads_lock:
+            self._open_reads += 1
+        try:
+            yield from batches[: len(batches) // 2] if drop is not None else batches
+            if drop is not None:
+                raise InjectedFault(drop)
+        finally:
+            with self._reads_lock:
+                self._open_reads -= 1
 
     # -----------------------------------------------------------------------------------------
     # DoPut
@@ -144,6 +195,7 @@ class FaultGate:
             apply,
             lambda outcome: self.model.observe(phase, outcome, locator=handle.locator, rows=rows),
             lambda outcome: self.put_cancel(handle, outcome),
+            self.faults.next(operation),
         )
 
     # -----------------------------------------------------------------------------------------
@@ -154,10 +206,10 @@ class FaultGate:
         apply: Callable[[], T],
         observe: Callable[[str], None],
         broken: Callable[[str], object],
+        fault: Fault | None,
     ) -> T:
-        """The one rule of every call: decide the fault, apply (or not), observe what the
+        """The one rule of every call: given its `fault`, apply (or not), observe what the
         server did, break the stream (`broken`) unless the call ended well, then answer."""
-        fault = self.faults.next(operation)
         if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
             injected = InjectedFault(fault)
             observe(injected.traced)
