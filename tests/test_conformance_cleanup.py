@@ -15,6 +15,7 @@ from transport.conformance_runs import embedded_target
 from transport.server.auth import Principal
 from transport.server.errors import ServerError
 from transport.server.model import ServerModel
+from transport.server.state import ServerState
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +49,13 @@ def test_keys_revoked_by_a_deviating_server_too() -> None:
 class _KeepsKeys(ServerModel):
     """Refuses to revoke keys."""
 
-    def _do_api_key_revoke(self, op: Any, req: dict[str, Any], _: Principal) -> None:
-        raise ServerError(ErrorKind.INTERNAL, "revocation is broken")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["API_KEY_REVOKE"] = _revocation_is_broken
+
+
+def _revocation_is_broken(state: ServerState, op: Any, req: dict[str, Any]) -> None:
+    raise ServerError(ErrorKind.INTERNAL, "revocation is broken")
 
 
 def test_keys_that_cannot_be_revoked_are_left_behind_with_the_reason() -> None:

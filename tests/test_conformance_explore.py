@@ -19,8 +19,10 @@ from fsm.outcome import Outcome
 from fsm.transport import Transport
 from transport.conformance_runs import deviation_oracles, oracle
 from transport.memory import MemoryTransport
-from transport.server.auth import Principal
-from transport.server.model import ServerModel, _Notification
+from transport.server import actions
+from transport.server.model import ServerModel
+from transport.server.records import Notification
+from transport.server.state import ServerState
 
 
 @pytest.fixture(autouse=True)
@@ -33,13 +35,16 @@ def quiet() -> Iterator[None]:
 class _SequenceNotesAreAllErrors(ServerModel):
     """Stores every sequence notification as an error."""
 
-    def _do_sequence_notification_create(
-        self, op: Any, req: dict[str, Any], principal: Principal
-    ) -> None:
-        super()._do_sequence_notification_create(op, req, principal)
-        sequence = self.sequences[req["locator"]]
-        last = sequence.notifications[-1]
-        sequence.notifications[-1] = _Notification(last.name, "error", last.msg, last.created_ns)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["SEQUENCE_NOTIFICATION_CREATE"] = _all_errors
+
+
+def _all_errors(state: ServerState, op: Any, req: dict[str, Any]) -> None:
+    actions.sequence_notification_create(state, op, req)
+    sequence = state.sequences[req["locator"]]
+    last = sequence.notifications[-1]
+    sequence.notifications[-1] = Notification(last.name, "error", last.msg, last.created_ns)
 
 
 class _SlowOnceWrong(MemoryTransport):
@@ -116,15 +121,16 @@ def test_steps_are_whole_requests_under_relative_names() -> None:
 class _TopicNotesLoseTheirMessage(ServerModel):
     """Stores every topic notification with an empty message."""
 
-    def _do_topic_notification_create(
-        self, op: Any, req: dict[str, Any], principal: Principal
-    ) -> None:
-        super()._do_topic_notification_create(op, req, principal)
-        topic = self.topics[req["locator"]]
-        last = topic.notifications[-1]
-        topic.notifications[-1] = _Notification(
-            last.name, last.notification_type, "", last.created_ns
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["TOPIC_NOTIFICATION_CREATE"] = _lose_message
+
+
+def _lose_message(state: ServerState, op: Any, req: dict[str, Any]) -> None:
+    actions.topic_notification_create(state, op, req)
+    topic = state.topics[req["locator"]]
+    last = topic.notifications[-1]
+    topic.notifications[-1] = Notification(last.name, last.notification_type, "", last.created_ns)
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,15 @@ from fsm.conformance.context import Context, Fail, Unknown
 from fsm.conformance.suite import SuiteResult, run_suite
 from fsm.errors import OutcomeUnknown
 from fsm.outcome import ErrorKind, Outcome
-from fsm.transport import Descriptor, TopicData, TopicInfo, Transport
+from fsm.transport import Descriptor, SequenceInfo, TopicData, TopicInfo, Transport
 from transport.conformance_runs import embedded_target
 from transport.memory import MemoryTransport
+from transport.server import actions, keys
 from transport.server.auth import Principal
 from transport.server.errors import ServerError
-from transport.server.model import ServerModel, _Topic
+from transport.server.model import ServerModel
+from transport.server.records import TopicRecord
+from transport.server.state import ServerState
 from transport.server.variants import VARIANTS
 
 BY_ID = {case.id: case for case in CASES}
@@ -202,11 +205,12 @@ class _KeepsDeletedTopicData(ServerModel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.kept: dict[str, _Topic] = {}
+        self.kept: dict[str, TopicRecord] = {}
+        self.handlers["TOPIC_DELETE"] = self._delete_keeping
 
-    def _do_topic_delete(self, op: Any, req: dict[str, Any], p: Principal) -> None:
-        self.kept[req["locator"]] = self.topics[req["locator"]]
-        super()._do_topic_delete(op, req, p)
+    def _delete_keeping(self, state: ServerState, op: Any, req: dict[str, Any]) -> None:
+        self.kept[req["locator"]] = state.topics[req["locator"]]
+        actions.topic_delete(state, op, req)
 
     def read(self, principal: Principal, ticket: bytes) -> TopicData:
         try:
@@ -221,11 +225,17 @@ class _KeepsDeletedTopicData(ServerModel):
 class _NoBytes(ServerModel):
     """Records no byte count."""
 
-    def _topic_info(self, topic: _Topic, *args: Any, **kwargs: Any) -> TopicInfo:
-        view = super()._topic_info(topic, *args, **kwargs)
-        if view.info is None:
-            return view
-        return attrs.evolve(view, info=attrs.evolve(view.info, total_bytes=0))
+    def flight_info(self, *args: Any, **kwargs: Any) -> SequenceInfo | TopicInfo:
+        view = super().flight_info(*args, **kwargs)
+        if isinstance(view, TopicInfo):
+            return _no_bytes(view)
+        return attrs.evolve(view, topics=tuple(_no_bytes(t) for t in view.topics))
+
+
+def _no_bytes(view: TopicInfo) -> TopicInfo:
+    if view.info is None:
+        return view
+    return attrs.evolve(view, info=attrs.evolve(view.info, total_bytes=0))
 
 
 class _ReadKeysListNothing(ServerModel):
@@ -242,10 +252,11 @@ class _RevokedKeysStillWork(ServerModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.revoked: dict[str, Any] = {}
+        self.handlers["API_KEY_REVOKE"] = self._revoke_keeping
 
-    def _do_api_key_revoke(self, op: Any, req: dict[str, Any], p: Principal) -> None:
-        self.revoked[req["api_key_fingerprint"]] = self.keys[req["api_key_fingerprint"]]
-        super()._do_api_key_revoke(op, req, p)
+    def _revoke_keeping(self, state: ServerState, op: Any, req: dict[str, Any]) -> None:
+        self.revoked[req["api_key_fingerprint"]] = state.keys[req["api_key_fingerprint"]]
+        keys.api_key_revoke(state, op, req)
 
     def authenticate(self, token: str | None) -> Principal:
         fingerprint = (token or "").rsplit("_", 1)[-1]

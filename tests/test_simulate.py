@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+import attrs
 import pytest
 
 from fsm.cli import main
@@ -36,6 +37,7 @@ from fsm.spec.model import Step, Transition
 from transport.conformance_runs import memory_world
 from transport.server.errors import ServerError
 from transport.server.model import ServerModel
+from transport.server.state import ServerState
 
 SPEC = load_spec()
 
@@ -173,16 +175,27 @@ def test_bad_arguments_are_refused() -> None:
 class _KeepsDeletedSequences(ServerModel):
     """Answers SEQUENCE_DELETE with ok and deletes nothing."""
 
-    def _do_sequence_delete(self, op: Any, req: dict[str, Any], _: Any) -> None:
-        self._sequence(req["locator"], op.name, op.wire)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["SEQUENCE_DELETE"] = _keep_sequence
+
+
+def _keep_sequence(state: ServerState, op: Any, req: dict[str, Any]) -> None:
+    state.step("sequence", req["locator"], op.name, op.wire)
 
 
 class _NeverLocksSessions(ServerModel):
     """Finalizes a session without locking it."""
 
-    def _do_session_finalize(self, op: Any, req: dict[str, Any], p: Any) -> None:
-        super()._do_session_finalize(op, req, p)
-        self.sessions[req["session_uuid"]].state = "finalized_reported"
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["SESSION_FINALIZE"] = _finalize_unlocked
+
+
+def _finalize_unlocked(state: ServerState, op: Any, req: dict[str, Any]) -> None:
+    step = state.step("session", req["session_uuid"], op.name, op.wire)
+    unlocked = attrs.evolve(step.row, dest="finalized_reported")
+    state.commit(attrs.evolve(step, row=unlocked))
 
 
 def test_a_server_that_keeps_deleted_sequences_is_caught() -> None:
@@ -288,8 +301,13 @@ class _ReadsFail(ServerModel):
     def read(self, principal: Any, ticket: bytes) -> Any:
         raise ServerError(ErrorKind.INTERNAL, "reads are broken")
 
-    def _do_sequence_notification_list(self, op: Any, req: dict[str, Any], _: Any) -> Any:
-        raise ServerError(ErrorKind.INTERNAL, "reads are broken")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["SEQUENCE_NOTIFICATION_LIST"] = _reads_are_broken
+
+
+def _reads_are_broken(state: ServerState, op: Any, req: dict[str, Any]) -> Any:
+    raise ServerError(ErrorKind.INTERNAL, "reads are broken")
 
 
 _READING = {"finalized-kept", "report-kept", "delete-purged", "no-orphans", "client-server-agree"}

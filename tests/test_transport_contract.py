@@ -1694,7 +1694,7 @@ def test_deleted_sessions_are_remembered_only_while_tracing(h: Harness, tracing:
     create_sequence(t, "other")
     doomed = open_session(t, "other")
     ok(act(t, A.SEQUENCE_DELETE, locator="other"))
-    remembered = h.model._gone_sessions
+    remembered = h.model.state.gone_sessions
     if not tracing:
         assert remembered == {}
         return

@@ -1,4 +1,5 @@
-"""API keys: token format, fingerprints and the principal a request runs as."""
+"""Authentication: the token format, fingerprints, the principal a request runs as, and the
+check of a request's key and permission."""
 
 from __future__ import annotations
 
@@ -6,12 +7,24 @@ import hashlib
 import random
 import re
 import string
+from collections.abc import Mapping
 
 import attrs
 
 from fsm.enums import APIKeyPermissionEnum
+from fsm.outcome import ErrorKind
+from transport.server.errors import ServerError
+from transport.server.records import ApiKey
 
-__all__ = ["ApiKey", "Principal", "fingerprint_of", "new_token", "parse_token"]
+__all__ = [
+    "HEADER",
+    "Principal",
+    "authenticate",
+    "authorize",
+    "fingerprint_of",
+    "new_token",
+    "parse_token",
+]
 
 _ALPHABET = string.ascii_lowercase + string.digits
 _TOKEN = re.compile(r"msco_([a-z0-9]{32})_([a-z0-9]{8})")
@@ -24,16 +37,6 @@ class Principal:
 
     permission: APIKeyPermissionEnum
     fingerprint: str | None = None
-
-
-@attrs.define
-class ApiKey:
-    fingerprint: str
-    payload: str
-    permission: APIKeyPermissionEnum
-    description: str
-    created_at_ns: int
-    expires_at_ns: int | None
 
 
 def fingerprint_of(payload: str) -> str:
@@ -58,3 +61,44 @@ def parse_token(token: str) -> tuple[str, str] | None:
     if match is None:
         return None
     return match.group(1), match.group(2)
+
+
+def authenticate(
+    keys: Mapping[str, ApiKey],
+    token: str | None,
+    now: int,
+    *,
+    enforce_expiry: bool,
+    missing_key: ErrorKind = ErrorKind.UNAUTHENTICATED,
+) -> Principal:
+    """The principal of a request carrying `token` (the mosaico-api-key-token header).
+    A request without one is refused with `missing_key`."""
+    if not token:
+        if missing_key is ErrorKind.PERMISSION_DENIED:
+            raise ServerError(missing_key, "missing api key token in request")
+        raise ServerError(missing_key, "missing API key in request header")
+    parsed = parse_token(token)
+    if parsed is None:
+        raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: malformed API key")
+    payload, fingerprint = parsed
+    key = keys.get(fingerprint)
+    if key is None:
+        raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: unknown API key")
+    if key.payload != payload or fingerprint_of(payload) != fingerprint:
+        raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: API key does not match")
+    if enforce_expiry and key.expires_at_ns is not None and key.expires_at_ns <= now:
+        raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: API key expired")
+    return Principal(key.permission, fingerprint)
+
+
+def authorize(
+    permissions: Mapping[str, APIKeyPermissionEnum | None], principal: Principal, operation: str
+) -> None:
+    """Refuse with PERMISSION_DENIED when `principal` is below the operation's permission."""
+    needed = permissions[operation]
+    if needed is not None and not principal.permission.covers(needed):
+        raise ServerError(
+            ErrorKind.PERMISSION_DENIED,
+            f"unauthorized: {operation} needs the {needed.value} permission, "
+            f"the key has {principal.permission.value}",
+        )

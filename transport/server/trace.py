@@ -8,11 +8,13 @@ these events are what `fsm.conformance.clients` checks a client against.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from fsm.jsonlines import JsonLines
 
-__all__ = ["ServerTrace"]
+__all__ = ["ServerTrace", "attribute"]
 
 
 class ServerTrace(JsonLines):
@@ -35,3 +37,45 @@ class ServerTrace(JsonLines):
             if e.get("sequence"):
                 seen.setdefault(str(e["sequence"]), None)
         return list(seen)
+
+
+def attribute(
+    operation: str,
+    outcome: str,
+    *,
+    body: bytes | None,
+    locator: str | None,
+    session: str | None,
+    rows: int | None,
+    sequence_of: Callable[[str], str | None],
+) -> dict[str, Any]:
+    """The trace event of one request: its operation and outcome, attributed to the sequence,
+    topic and session it names (read from its JSON `body` when given). `sequence_of` answers
+    the sequence of a session UUID, when a request names only the session."""
+    if body is not None:
+        try:
+            parsed = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            parsed = None
+        if isinstance(parsed, dict):
+            value = parsed.get("locator", parsed.get("resource_locator"))
+            locator = locator or (value if isinstance(value, str) else None)
+            value = parsed.get("session_uuid")
+            session = session or (value if isinstance(value, str) else None)
+    sequence, topic = None, None
+    if locator:
+        text = locator.strip().removeprefix("/")
+        sequence, _, path = text.partition("/")
+        topic = f"{sequence}/{path}" if path else None
+    if session and not sequence:
+        sequence = sequence_of(session)
+    event: dict[str, Any] = {"op": operation, "outcome": outcome}
+    for key, value in (
+        ("sequence", sequence),
+        ("topic", topic),
+        ("session", session),
+        ("rows", rows),
+    ):
+        if value is not None:
+            event[key] = value
+    return event

@@ -14,9 +14,12 @@ import attrs
 
 from fsm.outcome import ErrorKind
 from fsm.spec.model import Operation, ResourceRow
+from transport.server import actions
 from transport.server.auth import Principal
 from transport.server.errors import ServerError
-from transport.server.model import ServerModel, _Notification, _Session
+from transport.server.model import ServerModel
+from transport.server.records import Notification, SessionRecord, TopicRecord
+from transport.server.state import ServerState
 
 __all__ = ["VARIANTS", "Variant"]
 
@@ -28,11 +31,16 @@ class Variant:
     make: Callable[..., ServerModel]
 
 
+def _topics_present(state: ServerState, session: SessionRecord | None) -> dict[str, str]:
+    return {"topics": "all_locked" if session is not None and session.topics else "none"}
+
+
 class _FinalizeIgnoresTopicLocks(ServerModel):
     """session_finalize does not look at the topics' locks."""
 
-    def _session_facts(self, session: _Session) -> dict[str, str]:
-        return {"topics": "all_locked" if session.topics else "none"}
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state.facts["session"] = _topics_present
 
 
 class _DeleteIgnoresPermissions(ServerModel):
@@ -64,30 +72,39 @@ class _PutAcceptsLockedTopic(ServerModel):
         self.resources["topic"] = attrs.evolve(topic, rows=tuple(rows))
 
 
+def _note_on_sequence(state: ServerState, op: Operation, req: dict[str, Any]) -> None:
+    step = state.step("topic", req["locator"], op.name, op.wire)
+    state.commit(step)
+    assert isinstance(step.record, TopicRecord)
+    sequence = state.sequences[step.record.sequence]
+    sequence.notifications.append(
+        Notification(sequence.name, req["notification_type"], req["msg"], state.now())
+    )
+
+
 class _NotificationOnWrongResource(ServerModel):
     """A topic notification is stored on the topic's sequence."""
 
-    def _do_topic_notification_create(
-        self, op: Operation, req: dict[str, Any], _: Principal
-    ) -> None:
-        topic, _dest = self._topic(req["locator"], op.name, op.wire)
-        assert topic is not None
-        sequence = self.sequences[topic.sequence]
-        sequence.notifications.append(
-            _Notification(sequence.name, req["notification_type"], req["msg"], self.now())
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["TOPIC_NOTIFICATION_CREATE"] = _note_on_sequence
+
+
+def _create_overwriting(state: ServerState, op: Operation, req: dict[str, Any]) -> None:
+    try:
+        actions.sequence_create(state, op, req)
+    except ServerError as refusal:
+        if refusal.kind is ErrorKind.ALREADY_EXISTS:
+            state.sequences[req["locator"]].user_metadata = req["user_metadata"]
+        raise
 
 
 class _RefusalChangesState(ServerModel):
     """A refused sequence_create (the name exists) still overwrites the metadata."""
 
-    def _do_sequence_create(self, op: Operation, req: dict[str, Any], principal: Principal) -> None:
-        try:
-            super()._do_sequence_create(op, req, principal)
-        except ServerError as refusal:
-            if refusal.kind is ErrorKind.ALREADY_EXISTS:
-                self.sequences[req["locator"]].user_metadata = req["user_metadata"]
-            raise
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["SEQUENCE_CREATE"] = _create_overwriting
 
 
 VARIANTS: tuple[Variant, ...] = (

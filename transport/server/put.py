@@ -1,0 +1,120 @@
+"""DoPut: a stream of record batches into one topic, in four phases.
+
+Each phase is an event of the topic table (`DO_PUT_OPEN`, `DO_PUT_WRITE`, `DO_PUT_END`,
+`DO_PUT_CANCEL`) taken through the apply path; the functions here only add what a stream
+carries (its identity, schema, chunks and time range). The caller holds the model's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+import pyarrow as pa
+
+from fsm.outcome import ErrorKind
+from transport.server.errors import ServerError
+from transport.server.records import TopicRecord
+from transport.server.state import ServerState, Step
+
+__all__ = ["PutHandle", "cancel", "check_schema", "end", "open_stream", "write"]
+
+
+@attrs.frozen
+class PutHandle:
+    """An accepted DoPut stream: its topic and its identity."""
+
+    locator: str
+    stream: int
+    schema: pa.Schema
+
+
+def check_schema(schema: pa.Schema) -> None:
+    index = schema.get_field_index("timestamp_ns")
+    if index < 0 or schema.field(index).type != pa.int64():
+        raise ServerError(
+            ErrorKind.INVALID_ARGUMENT, "DoPut: the schema needs an int64 field 'timestamp_ns'"
+        )
+
+
+def open_stream(
+    state: ServerState,
+    locator: str,
+    topic_uuid: str,
+    schema: pa.Schema,
+    stream_ids: Iterator[int],
+) -> PutHandle:
+    """Accept (or refuse) the start of a stream. Nothing is stored on a refusal."""
+    known = state.topics.get(locator)
+    if known is not None and known.uuid != topic_uuid:
+        raise ServerError(
+            ErrorKind.PERMISSION_DENIED, f"unauthorized: wrong topic_uuid for {locator!r}"
+        )
+    step = state.step("topic", locator, "DO_PUT_OPEN", "DoPut")
+    topic = step.record
+    assert isinstance(topic, TopicRecord)  # an absent topic is refused by its row
+    if topic.schema is not None and not topic.schema.equals(schema, check_metadata=False):
+        raise ServerError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"DoPut: the schema differs from the one {locator!r} already stores",
+        )
+    stream = next(stream_ids)
+    state.commit(step)
+    topic.stream = stream
+    if topic.schema is None:
+        topic.schema = schema
+    return PutHandle(locator, stream, schema)
+
+
+def _streaming_step(state: ServerState, handle: PutHandle, event: str) -> tuple[TopicRecord, Step]:
+    topic = state.topics.get(handle.locator)
+    if topic is None:
+        raise ServerError(ErrorKind.NOT_FOUND, f"DoPut: topic {handle.locator!r} no longer exists")
+    step = state.step("topic", handle.locator, event, "DoPut")
+    if topic.stream not in (handle.stream, None) and topic.state == "receiving":
+        raise ServerError(ErrorKind.FAILED_PRECONDITION, "DoPut: another stream owns the topic")
+    return topic, step
+
+
+def write(state: ServerState, handle: PutHandle, batch: pa.RecordBatch) -> None:
+    """Store one received batch as one chunk."""
+    topic, step = _streaming_step(state, handle, "DO_PUT_WRITE")
+    state.commit(step)
+    topic.chunks.append(batch)
+    topic.total_bytes += batch.nbytes
+    low, high = _min_max(batch.column("timestamp_ns"))
+    if low is not None and high is not None:
+        topic.start_ns = low if topic.start_ns is None else min(topic.start_ns, low)
+        topic.end_ns = high if topic.end_ns is None else max(topic.end_ns, high)
+
+
+def end(state: ServerState, handle: PutHandle) -> None:
+    """A clean end of stream: the topic is locked (or the end is refused)."""
+    try:
+        topic, step = _streaming_step(state, handle, "DO_PUT_END")
+    except ServerError:
+        stale = state.topics.get(handle.locator)
+        if stale is not None and stale.stream == handle.stream:
+            stale.stream = None
+        raise
+    state.commit(step)
+    topic.stream = None
+    topic.completed_ns = state.now()
+
+
+def cancel(state: ServerState, handle: PutHandle) -> bool:
+    """The stream broke: nothing is locked; stored chunks stay. False (and nothing changed)
+    when the stream had already ended."""
+    topic = state.topics.get(handle.locator)
+    if topic is None or topic.stream != handle.stream:
+        return False
+    state.commit(state.step("topic", handle.locator, "DO_PUT_CANCEL", "DoPut"))
+    topic.stream = None
+    return True
+
+
+def _min_max(column: pa.Array) -> tuple[int | None, int | None]:
+    import pyarrow.compute as pc
+
+    result = pc.min_max(column)
+    return result["min"].as_py(), result["max"].as_py()

@@ -1,0 +1,188 @@
+"""What a server answers about what it holds: FlightInfo, DoGet, ListFlights, the QUERY
+action's candidates, and a comparable snapshot for tests and tools.
+
+Reads of a resource also go through the apply path (their rows keep the state: `dest = "="`),
+so the table decides which reads are refused. The caller holds the model's lock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import pyarrow as pa
+
+from fsm.spec.model import Operation
+from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicInfo
+from transport.server import query as query_mod
+from transport.server.records import SequenceRecord, SessionRecord, TopicRecord
+from transport.server.state import ServerState
+
+__all__ = [
+    "TICKET_PREFIX",
+    "flight_info",
+    "query",
+    "read_chunks",
+    "read_schema",
+    "snapshot",
+    "topic_info",
+]
+
+TICKET_PREFIX = b"mosaico-fsm/ticket/v1:"
+
+
+def flight_info(
+    state: ServerState,
+    op: Operation,
+    locator: str,
+    start: int | None,
+    end: int | None,
+    *,
+    topics_listed: str = "always",
+) -> SequenceInfo | TopicInfo:
+    """GetFlightInfo of a sequence or a topic. `topics_listed` is `when_finalized` on a server
+    whose sessions list their topics only once finalized."""
+    if "/" in locator:
+        step = state.step("topic", locator, op.name, "GetFlightInfo")
+        state.commit(step)
+        assert isinstance(step.record, TopicRecord)
+        return topic_info(state, step.record, start, end, detailed=True)
+    step = state.step("sequence", locator, op.name, "GetFlightInfo")
+    state.commit(step)
+    sequence = step.record
+    assert isinstance(sequence, SequenceRecord)
+    sessions = tuple(
+        session_info(state, state.sessions[s], topics_listed) for s in sequence.sessions
+    )
+    # A sequence's FlightInfo describes each topic by its endpoint only: no properties,
+    # user metadata or schema, whatever the transport.
+    topics = tuple(
+        topic_info(state, state.topics[t], start, end, detailed=False)
+        for s in sequence.sessions
+        for t in state.sessions[s].topics
+    )
+    return SequenceInfo(
+        sequence.name, sequence.created_ns, dict(sequence.user_metadata), sessions, topics
+    )
+
+
+def session_info(
+    state: ServerState, session: SessionRecord, topics_listed: str = "always"
+) -> SessionInfo:
+    listed = topics_listed == "always" or session.completed_ns is not None
+    return SessionInfo(
+        uuid=session.uuid,
+        created_at_ns=session.created_ns,
+        completed_at_ns=session.completed_ns,
+        locked=session.state in state.resources["session"].locked,
+        topics=tuple(session.topics) if listed else (),
+    )
+
+
+def topic_info(
+    state: ServerState, topic: TopicRecord, start: int | None, end: int | None, *, detailed: bool
+) -> TopicInfo:
+    """A topic's view; `detailed` (a topic's own FlightInfo) adds its properties, user
+    metadata and schema."""
+    info = None
+    if topic.completed_ns is not None:  # finalized once: its data info is known
+        info = DataInfo(len(topic.chunks), topic.total_bytes, topic.start_ns, topic.end_ns)
+    ticket = (
+        TICKET_PREFIX + json.dumps({"locator": topic.locator, "start": start, "end": end}).encode()
+    )
+    view = TopicInfo(
+        locator=topic.locator,
+        created_at_ns=topic.created_ns,
+        completed_at_ns=topic.completed_ns,
+        locked=topic.state in state.resources["topic"].locked,
+        info=info,
+        ticket=ticket,
+    )
+    if not detailed:
+        return view
+    return attrs.evolve(
+        view,
+        serialization_format=topic.serialization_format,
+        ontology_tag=topic.ontology_tag,
+        user_metadata=dict(topic.user_metadata),
+        schema=read_schema(topic),
+    )
+
+
+def read_schema(topic: TopicRecord) -> pa.Schema:
+    base = topic.schema if topic.schema is not None else pa.schema([])
+    return base.with_metadata(
+        {
+            "mosaico:context": "topic",
+            "mosaico:properties": json.dumps(
+                {
+                    "serialization_format": topic.serialization_format,
+                    "ontology_tag": topic.ontology_tag,
+                }
+            ),
+            "mosaico:user_metadata": json.dumps(topic.user_metadata),
+        }
+    )
+
+
+def read_chunks(state: ServerState, locator: str) -> tuple[list[pa.RecordBatch], pa.Schema]:
+    """DoGet's table step: the topic's chunks in write order and its read schema."""
+    step = state.step("topic", locator, "DO_GET", "DoGet")
+    state.commit(step)
+    assert isinstance(step.record, TopicRecord)
+    return list(step.record.chunks), read_schema(step.record)
+
+
+def query(state: ServerState, op: Operation, req: dict[str, Any]) -> dict[str, Any]:
+    """The QUERY action: every sequence and its topics are candidates of the filters."""
+    body = {k: v for k, v in req.items() if v is not None}
+    candidates: list[query_mod.Candidate] = []
+    for sequence in state.sequences.values():
+        fields: dict[str, Any] = {
+            "locator": sequence.name,
+            "created_at_ns": sequence.created_ns,
+            "user_metadata": sequence.user_metadata,
+        }
+        topics: list[Mapping[str, Any]] = [
+            {
+                "locator": t.locator,
+                "ontology_tag": t.ontology_tag,
+                "serialization_format": t.serialization_format,
+                "created_at_ns": t.created_ns,
+                "user_metadata": t.user_metadata,
+            }
+            for s in sequence.sessions
+            for t in (state.topics[loc] for loc in state.sessions[s].topics)
+        ]
+        candidates.append((fields, topics))
+    return {"items": query_mod.run_query(body, candidates)}
+
+
+def snapshot(state: ServerState) -> dict[str, Any]:
+    """A plain, comparable picture of the whole state (data as row counts and digests)."""
+    return {
+        "sequences": {
+            name: {
+                "user_metadata": s.user_metadata,
+                "sessions": list(s.sessions),
+                "notifications": [(n.notification_type, n.msg) for n in s.notifications],
+            }
+            for name, s in state.sequences.items()
+        },
+        "sessions": {
+            u: {"sequence": s.sequence, "state": s.state, "topics": list(s.topics)}
+            for u, s in state.sessions.items()
+        },
+        "topics": {
+            loc: {
+                "state": t.state,
+                "rows": sum(c.num_rows for c in t.chunks),
+                "chunks": len(t.chunks),
+                "notifications": [(n.notification_type, n.msg) for n in t.notifications],
+            }
+            for loc, t in state.topics.items()
+        },
+        "keys": sorted(state.keys),
+    }
