@@ -29,7 +29,7 @@ def test_an_unreachable_target_exits_2_quickly_without_verdicts(
     code = main(["conformance", f"grpc://127.0.0.1:{_closed_port()}", "--budget", "0"], out)
     assert code == 2 and time.monotonic() - started < 10
     err = capsys.readouterr().err
-    assert "does not answer" in err and "nothing was checked" in err
+    assert "nothing listens" in err and "nothing was checked" in err
     assert "FAIL" not in out.getvalue() and " fail " not in err
 
 

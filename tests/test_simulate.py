@@ -155,15 +155,15 @@ def test_a_replay_command_runs_the_same_run_again() -> None:
     assert code == 0
 
 
-def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(SystemExit, match="unknown scenario"):
-        _cli("--scenario", "nope")
-    with pytest.raises(SystemExit, match="OPERATION#N:EFFECT"):
-        _cli("--fault", "SESSION_FINALIZE")
-    with pytest.raises(SystemExit, match="unknown effect"):
-        _cli("--fault", "SESSION_FINALIZE#1:boom")
-    with pytest.raises(SystemExit, match="no such operation"):
-        _cli("--fault", "SESSION_FINISH#1:internal")
+def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, words in [
+        (["--scenario", "nope"], "unknown scenario"),
+        (["--fault", "SESSION_FINALIZE"], "OPERATION#N:EFFECT"),
+        (["--fault", "SESSION_FINALIZE#1:boom"], "unknown effect"),
+        (["--fault", "SESSION_FINISH#1:internal"], "no such operation"),
+    ]:
+        assert _cli(*argv) == (2, "")
+        assert words in capsys.readouterr().err
     with pytest.raises(ValueError, match="drop_stream"):
         parse_fault("SESSION_FINALIZE#1:drop_stream")
 

@@ -31,6 +31,8 @@ __all__ = [
     "measure_power",
     "memory_world",
     "oracle",
+    "power_runs",
+    "power_subjects",
 ]
 
 
@@ -117,32 +119,51 @@ def _run(model: ServerModel, seed: int, budget: float) -> SuiteResult:
         )
 
 
-def measure_power(seed: int = 0, budget: float = 0.0) -> tuple[SuiteResult, list[PowerRow]]:
-    """The suite against the spec profile (the baseline, which must pass) and against each
-    broken server; returns the baseline result and one row per broken server."""
+def power_subjects() -> int:
+    """How many suite runs `power_runs` makes: the baseline and one per broken server."""
+    spec = load_spec()
+    deviations = sum(d.who == "mosaicod-0.3" for d in spec.deviations.values())
+    return 1 + deviations + len(VARIANTS)
+
+
+def power_runs(seed: int = 0, budget: float = 0.0) -> Iterator[SuiteResult | PowerRow]:
+    """The suite against the spec profile (the baseline, yielded first as its result) and
+    against each broken server (a row each), as they end. A run stopped by Ctrl-C raises
+    KeyboardInterrupt here, so no half-measured row is ever yielded."""
     spec = load_spec()
     baseline = _run(ServerModel(profile="spec"), seed, budget)
-    rows = []
+    if baseline.interrupted:
+        raise KeyboardInterrupt
+    yield baseline
     for did, deviation in spec.deviations.items():
         if deviation.who != "mosaicod-0.3":
             continue
         result = _run(ServerModel(deviations=[did]), seed, budget)
+        if result.interrupted:
+            raise KeyboardInterrupt
         labels = _labels(result)
         labelled = did in labels and labels <= {did}
-        rows.append(
-            PowerRow(did, "deviation", deviation.summary, tuple(result.failing_ids()), labelled)
-        )
+        yield PowerRow(did, "deviation", deviation.summary, tuple(result.failing_ids()), labelled)
     for variant in VARIANTS:
         result = _run(variant.make(profile="spec"), seed, budget)
-        rows.append(
-            PowerRow(
-                variant.name,
-                "variant",
-                variant.mistake,
-                tuple(result.failing_ids()),
-                not _labels(result),
-            )
+        if result.interrupted:
+            raise KeyboardInterrupt
+        yield PowerRow(
+            variant.name,
+            "variant",
+            variant.mistake,
+            tuple(result.failing_ids()),
+            not _labels(result),
         )
+
+
+def measure_power(seed: int = 0, budget: float = 0.0) -> tuple[SuiteResult, list[PowerRow]]:
+    """The suite against the spec profile (the baseline, which must pass) and against each
+    broken server; returns the baseline result and one row per broken server."""
+    runs = power_runs(seed, budget)
+    baseline = next(runs)
+    assert isinstance(baseline, SuiteResult)
+    rows = [row for row in runs if isinstance(row, PowerRow)]
     return baseline, rows
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import textwrap
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -29,11 +30,24 @@ from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.spec import Spec, load_spec
 from fsm.transport import Transport
 
-__all__ = ["LeftBehind", "SuiteResult", "Unreachable", "Verdict", "render", "run_suite"]
+__all__ = [
+    "LeftBehind",
+    "SuiteResult",
+    "Unreachable",
+    "Verdict",
+    "render",
+    "run_suite",
+    "summary_line",
+]
 
 
 class Unreachable(Exception):
-    """The target did not answer a `version` request: nothing could be checked."""
+    """The target cannot be checked, so nothing was: it does not answer a `version` request,
+    answers it as no Mosaico server does, or refuses the key (`hint` says what to do)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @attrs.frozen
@@ -83,6 +97,13 @@ class SuiteResult:
     exploration: Exploration | None
     left_behind: tuple[LeftBehind, ...]
     seconds: float
+    interrupted: bool = False
+    """The run was stopped (Ctrl-C): `verdicts` holds the requirements checked until then."""
+    throwaway: bool = False
+    """The target is discarded after the run (an embedded server): what the suite left on
+    it is not worth reporting."""
+    total: int | None = None
+    """How many requirements the run was to check (None: as many as `verdicts`)."""
 
     def count(self, status: str) -> int:
         return sum(v.status == status for v in self.verdicts)
@@ -115,16 +136,76 @@ def run_suite(
     cases: Sequence[Case] = CASES,
     progress: Callable[[int, int, Verdict], None] | None = None,
     spec: Spec | None = None,
+    phase: Callable[[str], None] | None = None,
+    throwaway: bool = False,
 ) -> SuiteResult:
     """Run every case against the target, then explore for at most `budget` seconds (when an
     oracle, a transport to a fresh reference model, is given; `deviation_oracles` name a
-    disagreement that one of them reproduces). Unreachable when the target does not answer."""
+    disagreement that one of them reproduces). Unreachable when the target does not answer,
+    is not a Mosaico server, or refuses the key. `phase` hears "cases", "exploring" and
+    "cleaning up" as the run moves on. A KeyboardInterrupt stops the run: the suite cleans up
+    and returns what it checked, marked `interrupted`."""
     spec = spec or load_spec()
     started = time.monotonic()
     _reach(connect, api_key, target)
     prefix = f"mfsm{seed}x{secrets.token_hex(3)}"
     verdicts: list[Verdict] = []
     keys: list[str] = []
+    interrupted = False
+    exploration = None
+    try:
+        if phase is not None:
+            phase("cases")
+        _run_cases(connect, api_key, prefix, cases, spec, verdicts, keys, progress)
+        if oracle is not None and budget > 0:
+            if phase is not None:
+                phase("exploring")
+            transport = connect(api_key)
+            try:
+                exploration = explore(
+                    transport,
+                    oracle,
+                    prefix=f"{prefix}e",
+                    seed=seed,
+                    budget=budget,
+                    deviations=deviation_oracles,
+                )
+            finally:
+                transport.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    if phase is not None:
+        phase("cleaning up")
+    try:
+        left = _clean_up(connect, api_key, prefix, keys)
+    except KeyboardInterrupt:
+        interrupted = True
+        left = (LeftBehind("sequences", f"{prefix}*", "the clean-up was interrupted"),)
+    return SuiteResult(
+        target,
+        seed,
+        prefix,
+        tuple(verdicts),
+        exploration,
+        left,
+        time.monotonic() - started,
+        interrupted=interrupted,
+        throwaway=throwaway,
+        total=len(cases),
+    )
+
+
+def _run_cases(
+    connect: TransportFactory,
+    api_key: str | None,
+    prefix: str,
+    cases: Sequence[Case],
+    spec: Spec,
+    verdicts: list[Verdict],
+    keys: list[str],
+    progress: Callable[[int, int, Verdict], None] | None,
+) -> None:
+    """Run the cases in order, appending each verdict (and the keys a case made) as it ends."""
     for number, case in enumerate(cases, 1):
         ctx = Context(connect, api_key, f"{prefix}_{number}")
         t0 = time.monotonic()
@@ -149,38 +230,74 @@ def run_suite(
         verdicts.append(verdict)
         if progress is not None:
             progress(number, len(cases), verdict)
-    exploration = None
-    if oracle is not None and budget > 0:
-        transport = connect(api_key)
-        try:
-            exploration = explore(
-                transport,
-                oracle,
-                prefix=f"{prefix}e",
-                seed=seed,
-                budget=budget,
-                deviations=deviation_oracles,
-            )
-        finally:
-            transport.close()
-    left = _clean_up(connect, api_key, prefix, keys)
-    return SuiteResult(
-        target, seed, prefix, tuple(verdicts), exploration, left, time.monotonic() - started
-    )
+
+
+_KEY_HINT = "pass --api-key with a manage key, such as the one `serve --api-key-auth` prints"
 
 
 def _reach(connect: TransportFactory, api_key: str | None, target: str) -> None:
-    """Unreachable unless the target answers `version` (a refusal is an answer too)."""
+    """Unreachable unless the target answers `version` as a Mosaico server does and lets the
+    key manage keys (the suite creates keys of each permission): without that every case
+    would fail for a reason that is not the target's conformance."""
     try:
         transport = connect(api_key)
     except Exception as error:
         raise Unreachable(f"cannot connect to {target}: {error}") from error
     try:
-        outcome = transport.action(FlightAction.VERSION, {})
+        version = transport.action(FlightAction.VERSION, {})
+        if version.is_ok:
+            manage = transport.action(
+                FlightAction.API_KEY_STATUS, {"api_key_fingerprint": "00000000"}
+            )
     finally:
         transport.close()
-    if outcome.status is OutcomeStatus.UNKNOWN:
-        raise Unreachable(f"{target} does not answer: {outcome.detail[:200]}")
+    if version.status is OutcomeStatus.UNKNOWN:
+        raise Unreachable(f"{target} does not answer: {_first_line(version.detail)}")
+    if not version.is_ok:
+        _refused_key(version, api_key, target)
+        raise Unreachable(
+            f"{target} is not a Mosaico server: it refused the version action with "
+            f"{outcome_text(version)}",
+            "check the URL's host and port",
+        )
+    if not isinstance(version.value, Mapping) or "version" not in version.value:
+        raise Unreachable(
+            f"{target} is not a Mosaico server: its answer to the version action has no "
+            f"version ({str(version.value)[:80]!r})",
+            "check the URL's host and port",
+        )
+    if manage.status is OutcomeStatus.UNKNOWN:
+        raise Unreachable(f"{target} does not answer: {_first_line(manage.detail)}")
+    if not manage.is_ok and manage.kind is not ErrorKind.NOT_FOUND:
+        if manage.kind is ErrorKind.PERMISSION_DENIED:
+            raise Unreachable(
+                f"the key given to {target} may not manage keys ({_said(manage)}), and the "
+                "suite creates keys of each permission",
+                _KEY_HINT,
+            )
+        _refused_key(manage, api_key, target)
+
+
+def _refused_key(outcome: Outcome, api_key: str | None, target: str) -> None:
+    """Unreachable when `outcome` says the target wants a key, or another key."""
+    if outcome.kind is ErrorKind.UNAUTHENTICATED and api_key is None:
+        raise Unreachable(f"{target} requires an API key and none was given", _KEY_HINT)
+    if outcome.kind in (ErrorKind.UNAUTHENTICATED, ErrorKind.PERMISSION_DENIED) and (
+        api_key is not None
+    ):
+        raise Unreachable(f"{target} refuses the key given ({_said(outcome)})", _KEY_HINT)
+
+
+def _said(outcome: Outcome) -> str:
+    """A refusal in a few words: its kind and the first line of its message."""
+    kind = outcome_text(outcome)
+    said = _first_line(outcome.detail).removeprefix(f"{kind}: ").split(". Detail:")[0]
+    return f"{kind}: {said}"
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "no detail"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _undone(outcome: Outcome, request: str) -> str | None:
@@ -241,6 +358,10 @@ def render(result: SuiteResult, fmt: str) -> str:
         return json.dumps(_as_json(result), indent=2) + "\n"
     if fmt == "junit":
         return _as_junit(result)
+    if fmt == "html":
+        from fsm.html_report import conformance_html
+
+        return conformance_html(result)
     return _as_text(result)
 
 
@@ -253,6 +374,7 @@ def _as_json(result: SuiteResult) -> dict[str, Any]:
         "cases": [v.to_json() for v in result.verdicts],
         "left_behind": [item.to_json() for item in result.left_behind],
         "seconds": round(result.seconds, 3),
+        "interrupted": result.interrupted,
     }
     if result.exploration is not None:
         e = result.exploration
@@ -269,49 +391,99 @@ def _as_json(result: SuiteResult) -> dict[str, Any]:
     return out
 
 
-def _as_text(result: SuiteResult) -> str:
-    lines = [
-        f"mosaico-fsm conformance of {result.target} (seed {result.seed}, names under {result.prefix})",
-        "",
+WIDTH = 100
+"""Width of the text report's lines (identifiers and replayed requests may run longer)."""
+
+
+def summary_line(result: SuiteResult) -> str:
+    """The one line that sums a run up: the text report's last line."""
+    checked = len(result.verdicts)
+    total = result.total if result.total is not None else checked
+    parts = [
+        f"{result.count('pass')} passed, {result.count('fail')} failed, "
+        f"{result.count('unknown')} unknown of {checked} requirements"
     ]
+    e = result.exploration
+    if e is not None:
+        parts.append(f"exploration {'failed' if e.failure else 'passed'} ({e.runs} runs)")
+    if result.left_behind and not result.throwaway:
+        parts.append(f"{len(result.left_behind)} left behind on the target")
+    line = ", ".join(parts) + f" in {result.seconds:.1f} s"
+    if result.interrupted:
+        line = f"interrupted after {checked} of {total} requirements: " + line
+    return line
+
+
+def _wrapped(text: str, indent: int, first: str = "") -> list[str]:
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=first.ljust(indent),
+        subsequent_indent=" " * indent,
+        break_on_hyphens=False,
+    ) or [first]
+
+
+def _left_behind_lines(result: SuiteResult) -> list[str]:
+    """What the suite could not remove from a target that stays, grouped by kind and reason."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in result.left_behind:
+        groups.setdefault((item.what, item.reason), []).append(item.name)
+    lines = ["", "Left on the target (the suite removes what it made; these it could not):"]
+    for (what, reason), names in groups.items():
+        lines += _wrapped(f"{len(names)} x {what}: {reason}", 4, "  ")
+        lines += _wrapped(", ".join(names), 4)
+    return lines
+
+
+def _as_text(result: SuiteResult) -> str:
+    lines = _wrapped(
+        f"mosaico-fsm conformance of {result.target} (seed {result.seed}, names under "
+        f"{result.prefix})",
+        2,
+        "",
+    )
+    lines[0] = lines[0].lstrip()
+    lines.append("")
     for v in result.verdicts:
-        lines.append(f"{v.status.upper():8} {v.case.id:22} {v.case.requirement}")
+        lines += _wrapped(v.case.requirement, 31, f"{v.status.upper():8} {v.case.id}")
         if v.status != "pass":
-            lines.append(f"{'':9}{v.message}")
+            lines += _wrapped(v.message, 9)
         if v.status == "fail":
             if v.deviations:
-                lines.append(f"{'':9}matches the recorded deviation {' or '.join(v.deviations)}")
-            lines.append(f"{'':9}source: {v.case.source}; reproduce with --seed {result.seed}:")
+                lines += _wrapped(f"matches the recorded deviation {' or '.join(v.deviations)}", 9)
+            lines += _wrapped(f"source: {v.case.source}; reproduce with --seed {result.seed}:", 9)
             lines += [f"{'':11}{step}" for step in v.steps]
     e = result.exploration
     if e is not None:
         lines.append("")
         verdict = "FAIL" if e.failure else "PASS"
-        lines.append(
-            f"{verdict:8} {'EXPLORE':22} random request sequences agree with the specification's model"
+        lines += _wrapped(
+            "random request sequences agree with the specification's model",
+            31,
+            f"{verdict:8} EXPLORE",
         )
         lines.append(
             f"{'':9}{e.runs} runs, {e.steps} requests compared in {e.seconds:.1f} s (seed {e.seed})"
         )
         if e.failure:
-            lines.append(f"{'':9}{e.failure}")
+            lines += _wrapped(e.failure, 9)
             if e.deviations:
-                lines.append(f"{'':9}matches the recorded deviation {' or '.join(e.deviations)}")
+                lines += _wrapped(f"matches the recorded deviation {' or '.join(e.deviations)}", 9)
             shrunk = (
                 "shrinking was stopped at the budget, so they may not be the fewest"
                 if e.cut_short
                 else "shrunk"
             )
-            lines.append(f"{'':9}steps ({shrunk}), reproduce with --seed {e.seed}:")
+            lines += _wrapped(f"steps ({shrunk}), reproduce with --seed {e.seed}:", 9)
             lines += [f"{'':11}{step}" for step in e.minimal_steps]
+    if result.left_behind and not result.throwaway:
+        lines += _left_behind_lines(result)
+    if result.interrupted:
+        lines.append("")
+        lines.append("The run was interrupted: the requirements above are all that was checked.")
     lines.append("")
-    lines.append(
-        f"{result.count('pass')} passed, {result.count('fail')} failed, {result.count('unknown')} unknown "
-        f"of {len(result.verdicts)} requirements in {result.seconds:.1f} s"
-    )
-    if result.left_behind:
-        lines.append(f"left behind: {len(result.left_behind)} item(s) the suite could not remove:")
-        lines += [f"{'':2}{item}" for item in result.left_behind]
+    lines.append(summary_line(result))
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ from fsm.simulate.explore import Exploration, explore, replay
 from fsm.simulate.facts import Verdict
 from fsm.simulate.invariants import INVARIANTS
 from fsm.simulate.plans import effects, faults_at, parse_fault
-from fsm.simulate.report import replay_command, to_json, to_text
+from fsm.simulate.report import replay_command, summary_line, to_json, to_text
 from fsm.simulate.run import RunResult, run_scenario
 from fsm.simulate.scenarios import FAMILIES, SCENARIOS, Scenario, select
 from fsm.simulate.world import CallLog, World, WorldFactory
@@ -34,6 +34,7 @@ __all__ = [
     "replay_command",
     "run_scenario",
     "select",
+    "summary_line",
     "to_json",
     "to_text",
 ]

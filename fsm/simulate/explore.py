@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Iterable, Iterator, Sequence
+import signal
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import attrs
@@ -40,6 +41,8 @@ class Exploration:
     scenarios: tuple[str, ...]
     runs: tuple[RunResult, ...]
     replay: bool = False
+    interrupted: bool = False
+    """Stopped by Ctrl-C: `runs` holds the runs that ended before."""
 
     @property
     def violations(self) -> int:
@@ -65,11 +68,18 @@ def _quiet_engine() -> Iterator[None]:
         logger.setLevel(level)
 
 
+Progress = Callable[[int, int], None]
+"""Hears (runs done, runs known so far) as an exploration moves on."""
+
+
+def _tools() -> tuple[Machines, Judge]:
+    spec = load_spec()
+    return Machines.from_spec(spec), Judge(spec)
+
+
 def _run_chunk(task: Task) -> list[RunResult]:
     make_world, seed, jobs = task
-    spec = load_spec()
-    machines = Machines.from_spec(spec)
-    judge = Judge(spec)
+    machines, judge = _tools()
     with _quiet_engine():
         return [
             run_scenario(SCENARIOS[name], plan, seed, make_world, machines, judge)
@@ -77,25 +87,59 @@ def _run_chunk(task: Task) -> list[RunResult]:
         ]
 
 
-class _Runner:
-    """Runs batches of (scenario, plan) jobs, in this process or in a pool of workers."""
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C reaches the whole process group; the parent alone handles it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def __init__(self, make_world: WorldFactory, seed: int, workers: int) -> None:
+
+class _Runner:
+    """Runs batches of (scenario, plan) jobs, in this process or in a pool of workers, and
+    keeps every result that ended, even when Ctrl-C stops it (KeyboardInterrupt goes on)."""
+
+    def __init__(
+        self, make_world: WorldFactory, seed: int, workers: int, progress: Progress | None
+    ) -> None:
         self.make_world = make_world
         self.seed = seed
         self.workers = workers
+        self.progress = progress
+        self.done: list[RunResult] = []
+        self.known = 0
+
+    def _kept(self, results: Sequence[RunResult]) -> None:
+        self.done.extend(results)
+        if self.progress is not None:
+            self.progress(len(self.done), self.known)
 
     def run(self, jobs: Sequence[tuple[str, Plan]]) -> list[RunResult]:
+        self.known += len(jobs)
+        if self.progress is not None:
+            self.progress(len(self.done), self.known)
         tasks: list[Task] = [
             (self.make_world, self.seed, tuple(jobs[i : i + CHUNK]))
             for i in range(0, len(jobs), CHUNK)
         ]
+        start = len(self.done)
         if self.workers <= 1 or len(tasks) <= 1:
-            chunks = [_run_chunk(t) for t in tasks]
-        else:
-            with multiprocessing.Pool(min(self.workers, len(tasks))) as pool:
-                chunks = pool.map(_run_chunk, tasks, chunksize=1)
-        return [r for chunk in chunks for r in chunk]
+            machines, judge = _tools()
+            with _quiet_engine():
+                for name, plan in jobs:  # kept one by one: an interruption keeps what ended
+                    scenario = SCENARIOS[name]
+                    self._kept(
+                        [run_scenario(scenario, plan, self.seed, self.make_world, machines, judge)]
+                    )
+            return self.done[start:]
+        pool = multiprocessing.Pool(min(self.workers, len(tasks)), initializer=_ignore_interrupts)
+        try:
+            for chunk in pool.imap(_run_chunk, tasks, chunksize=1):
+                self._kept(chunk)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+        return self.done[start:]
 
 
 def _after_first_fault(result: RunResult) -> list[tuple[str, int]]:
@@ -125,21 +169,34 @@ def explore(
     faults: int = 1,
     seed: int = 0,
     workers: int = 1,
+    progress: Progress | None = None,
 ) -> Exploration:
     """Run each scenario without faults, then under every single fault at every call it
-    made, then (faults=2) under every second fault at every call after the first."""
+    made, then (faults=2) under every second fault at every call after the first.
+    `progress` hears how many runs ended of how many are known so far. Ctrl-C
+    (KeyboardInterrupt) stops the exploration: it returns the runs that ended, marked
+    `interrupted`."""
     if faults not in (0, 1, 2):
         raise ValueError(f"faults must be 0, 1 or 2, got {faults}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    runner = _Runner(make_world, seed, workers, progress)
+    names = tuple(s.name for s in scenarios)
+    try:
+        _explore(runner, names, faults)
+    except KeyboardInterrupt:
+        return Exploration(seed, faults, names, tuple(runner.done), interrupted=True)
+    return Exploration(seed, faults, names, tuple(runner.done))
+
+
+def _explore(runner: _Runner, names: Sequence[str], faults: int) -> None:
     spec = load_spec()
-    runner = _Runner(make_world, seed, workers)
-    names = [s.name for s in scenarios]
     runs = runner.run([(name, ()) for name in names])
     baseline = dict(zip(names, runs, strict=True))
     if faults >= 1:
         singles = runner.run(
             [(name, (fault,)) for name in names for fault in faults_at(spec, baseline[name].calls)]
         )
-        runs += singles
     if faults >= 2:
         jobs: list[tuple[str, Plan]] = []
         for name in names:
@@ -150,8 +207,7 @@ def explore(
                 for second in faults_at(spec, _after_first_fault(single))
             )
             jobs.extend((name, plan) for plan in _unique(plans))
-        runs += runner.run(jobs)
-    return Exploration(seed, faults, tuple(names), tuple(runs))
+        runner.run(jobs)
 
 
 def replay(
@@ -166,6 +222,10 @@ def replay(
     unknown = sorted({f.operation for f in plan} - set(load_spec().operations))
     if unknown:
         raise ValueError(f"no such operation in the catalogue: {', '.join(unknown)}")
-    runner = _Runner(make_world, seed, 1)
-    runs = runner.run([(s.name, tuple(plan)) for s in scenarios])
-    return Exploration(seed, len(plan), tuple(s.name for s in scenarios), tuple(runs), True)
+    runner = _Runner(make_world, seed, 1, None)
+    names = tuple(s.name for s in scenarios)
+    try:
+        runner.run([(name, tuple(plan)) for name in names])
+    except KeyboardInterrupt:
+        return Exploration(seed, len(plan), names, tuple(runner.done), True, interrupted=True)
+    return Exploration(seed, len(plan), names, tuple(runner.done), True)
