@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import signal
 import socket
 import stat
@@ -267,22 +268,30 @@ def test_an_untrusted_certificate_names_the_cause_and_the_option(
 # Ctrl-C: exit 130, what finished is reported, no traceback
 
 
-def _interrupted(*argv: str, after: float, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the command in its own process group and press Ctrl-C (SIGINT to the group)."""
+def _interrupted(*argv: str, when: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the command (with --progress) in its own process group and press Ctrl-C (SIGINT
+    to the group) once its progress on stderr matches the pattern `when`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fsm.cli", *argv],
+        [sys.executable, "-m", "fsm.cli", *argv, "--progress"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         cwd=cwd,
         env=env,
         start_new_session=True,
     )
-    time.sleep(after)
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + 120
+    while not re.search(when.encode(), seen) and time.monotonic() < deadline:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    assert re.search(when.encode(), seen), seen[-500:]
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 
 
 @pytest.mark.parametrize("workers", [None, "2"])
@@ -290,7 +299,9 @@ def test_ctrl_c_in_simulate_reports_the_runs_that_ended(
     workers: str | None, tmp_path: Path
 ) -> None:
     extra = ["--workers", workers] if workers else []
-    result = _interrupted("simulate", "--faults", "2", *extra, after=6, cwd=tmp_path)
+    result = _interrupted(
+        "simulate", "--faults", "2", *extra, when=r"runs\D*[1-9]\d*/", cwd=tmp_path
+    )
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
     last = result.stdout.splitlines()[-1]
@@ -298,9 +309,12 @@ def test_ctrl_c_in_simulate_reports_the_runs_that_ended(
 
 
 def test_ctrl_c_in_conformance_exploration_reports_the_requirements(tmp_path: Path) -> None:
-    result = _interrupted("conformance", "--budget", "60", after=8, cwd=tmp_path)
+    result = _interrupted("conformance", "--budget", "60", when=r"exploring", cwd=tmp_path)
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     assert "PASS     SEQ-CREATE" in result.stdout
-    assert result.stdout.splitlines()[-1].startswith("interrupted after 58 of 58 requirements")
+    from fsm.conformance.cases import CASES
+
+    every = len(CASES)
+    assert result.stdout.splitlines()[-1].startswith(f"interrupted after {every} of {every} requ")
     assert not (tmp_path / ".hypothesis").exists()

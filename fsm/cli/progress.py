@@ -94,7 +94,10 @@ def bar(enabled: bool, label: str, total: int | None = None) -> Iterator[Bar]:
     if not enabled:
         yield Bar(None, label, total)
         return
-    console = Console(stderr=True, force_terminal=True if not sys.stderr.isatty() else None)
+    if sys.stderr.isatty():
+        console = Console(stderr=True)
+    else:  # asked for with --progress: redrawn in place, without colours
+        console = Console(stderr=True, force_terminal=True, color_system=None)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(bar_width=24),
