@@ -17,6 +17,7 @@ from fsm.spec.model import (
     Step,
     Transition,
 )
+from fsm.spec.query import QueryGrammar
 
 __all__ = [
     "SPEC_SECTIONS",
@@ -174,8 +175,39 @@ def resource_text(res: ResourceSpec) -> list[str]:
     return out
 
 
-SPEC_SECTIONS = ("machines", "resources", "operations", "probes", "errors", "deviations")
+SPEC_SECTIONS = (
+    "machines",
+    "resources",
+    "operations",
+    "probes",
+    "errors",
+    "query",
+    "deviations",
+)
 """The sections of `spec_text`, in the order it prints them."""
+
+
+def query_text(grammar: QueryGrammar) -> list[str]:
+    """The QUERY filter grammar: operators, field kinds with their cells, sections."""
+    lines = ["== query grammar (QUERY action body)", "   operators:"]
+    for op in grammar.operators.values():
+        lines.append(f"      {op.name:<10} operand {op.operand:<7} {op.doc}")
+    lines.append("   field kinds (values accepted; operator: semantics):")
+    for kind in grammar.kinds.values():
+        lines.append(f"      {kind.name:<14} values {', '.join(kind.values)}")
+        lines.append(f"         {kind.doc}")
+        cells = ", ".join(f"{op} {outcome}" for op, outcome in kind.operators.items())
+        lines.append(f"         {cells}")
+    lines.append("   sections:")
+    for section in grammar.sections.values():
+        fields = [f"{name}: {kind}" for name, kind in section.fields.items()]
+        if section.any_field is not None:
+            fields.append(f"<any other key>: {section.any_field}")
+        fields += [f"{name}: {kind} option" for name, kind in section.options.items()]
+        lines.append(f"      {section.name:<10} {{{', '.join(fields)}}}")
+        lines.append(f"         {section.doc}")
+    lines.append("")
+    return lines
 
 
 def spec_text(spec: Spec, sections: Iterable[str] = SPEC_SECTIONS) -> str:
@@ -221,6 +253,8 @@ def spec_text(spec: Spec, sections: Iterable[str] = SPEC_SECTIONS) -> str:
         lines.append("   request field types:")
         lines += [f"      {name:<20} {doc}" for name, doc in spec.field_types.items()]
         lines.append("")
+    if "query" in chosen:
+        lines += query_text(spec.query)
     if "deviations" in chosen:
         lines.append("== deviations")
         for dev in spec.deviations.values():

@@ -360,7 +360,9 @@ def test_an_unsupported_query_is_invalid(env: Env) -> None:
         {"topic": {"user_metadata": "unit"}},
         {"sequence": {"user_metadata": {"k": {"$in": 1}}}},
         {"sequence": {"user_metadata": {"k": {"$lt": [1]}}}},
-        {"ontology": {"imu.acceleration.x": {"$gt": 0}}},
+        {"ontology": {"imu.acceleration.x": {"$gt": None}}},
+        {"ontology": {"imu.acceleration.x": {"$between": [2, 1]}}},
+        {"ontology": {"include_timestamp_range": "yes"}},
     ]
     for body in bodies:
         refused_action(env, "QUERY", encode_body(body))

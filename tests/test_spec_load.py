@@ -207,6 +207,58 @@ MALFORMED: list[tuple[str, Callable[[Docs], None], tuple[str, str, str]]] = [
         ("deviations.toml", "profiles.broken", "-"),
     ),
     (
+        "a query setting value of another setting",
+        lambda d: next(
+            x
+            for x in d["deviations.toml"]["deviations"]
+            if x["id"] == "MOSAICOD-QUERY-EMPTY-ONTOLOGY"
+        )["patch"][0].update(value="always"),
+        ("deviations.toml", "deviations", "MOSAICOD-QUERY-EMPTY-ONTOLOGY"),
+    ),
+    (
+        "a query patch on an unknown operator",
+        lambda d: next(
+            x
+            for x in d["deviations.toml"]["deviations"]
+            if x["id"] == "MOSAICOD-QUERY-DATA-OPS-INTERNAL"
+        )["patch"][0].update(operator="$near"),
+        ("deviations.toml", "deviations", "MOSAICOD-QUERY-DATA-OPS-INTERNAL"),
+    ),
+    (
+        "a query patch with both semantics and error",
+        lambda d: next(
+            x
+            for x in d["deviations.toml"]["deviations"]
+            if x["id"] == "MOSAICOD-QUERY-EQ-WHOLE-CHUNK"
+        )["patch"][0].update(error="internal"),
+        ("deviations.toml", "deviations", "MOSAICOD-QUERY-EQ-WHOLE-CHUNK"),
+    ),
+    (
+        "a query operator without a known operand shape",
+        lambda d: d["query.toml"]["operators"]["$in"].update(operand="many"),
+        ("query.toml", "operators.$in", "-"),
+    ),
+    (
+        "a query kind cell naming an unknown operator",
+        lambda d: d["query.toml"]["kinds"]["data"]["operators"].update({"$near": "row"}),
+        ("query.toml", "kinds.data", "-"),
+    ),
+    (
+        "a query kind cell with an unknown semantics",
+        lambda d: d["query.toml"]["kinds"]["text"]["operators"].update({"$eq": "fuzzy"}),
+        ("query.toml", "kinds.text", "-"),
+    ),
+    (
+        "a query section field of an unknown kind",
+        lambda d: d["query.toml"]["sections"]["topic"]["fields"].update(locator="path"),
+        ("query.toml", "sections.topic", "-"),
+    ),
+    (
+        "a query value type that does not exist",
+        lambda d: d["query.toml"]["kinds"]["timestamp"].update(values=["date"]),
+        ("query.toml", "kinds.timestamp", "-"),
+    ),
+    (
         "files disagreeing on the spec version",
         lambda d: d["actions.toml"].update(spec_version="2.0.0"),
         ("deviations.toml", "-", "spec_version"),

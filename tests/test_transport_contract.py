@@ -550,7 +550,7 @@ ERROR_CASES: list[ErrorCase] = [
     # query
     _err("QUERY", IA, "unknown-operator", lambda w: {"sequence": {"locator": {"$regex": "a.*"}}}),
     _err("QUERY", IA, "unknown-field", lambda w: {"topic": {"colour": {"$eq": "red"}}}),
-    _err("QUERY", IA, "ontology-filter", lambda w: {"ontology": {"imu.acc.x": {"$gt": 0}}}),
+    _err("QUERY", IA, "empty-range", lambda w: {"ontology": {"imu.acc.x": {"$between": [2, 1]}}}),
     _err("QUERY", IA, "filter-not-object", lambda w: {"sequence": "alpha"}),
     # API keys
     _err("API_KEY_CREATE", IA, "unknown-permission", lambda w: {"permissions": "admin", "description": "x"}),

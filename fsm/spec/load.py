@@ -38,6 +38,7 @@ from fsm.spec.model import (
     Transition,
     TriggerSpec,
 )
+from fsm.spec.query import SEMANTICS, QueryGrammar, parse_query_grammar
 
 __all__ = ["SPEC_FILES", "load_documents", "load_spec", "parse_spec"]
 
@@ -47,6 +48,7 @@ SPEC_FILES = (
     "actions.toml",
     "resources.toml",
     "deviations.toml",
+    "query.toml",
 )
 MACHINE_FILES = ("session.toml", "topic_writer.toml")
 SERVER_EVENTS = ("ERROR_REPORTED", "DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_END", "DO_PUT_CANCEL")
@@ -57,6 +59,9 @@ SERVER_SETTINGS: Mapping[str, tuple[Any, ...]] = {
     "enforce_key_expiry": (True, False),
     "missing_key_refusal": ("unauthenticated", "permission_denied"),
     "session_topics_listed": ("always", "when_finalized"),
+    "query_empty_ontology": ("no_condition", "matches_nothing"),
+    "query_timestamp_range": ("matching_rows", "last_matching_chunk"),
+    "query_chunk_without_match": ("skipped", "internal"),
 }
 SIGNATURE_KEYS = (
     "extra",
@@ -125,8 +130,9 @@ def parse_spec(documents: Mapping[str, Mapping[str, Any]], *, check: bool = True
     topic = _machine(documents, "topic_writer.toml", operations, probes, error_kinds, None)
     session = _machine(documents, "session.toml", operations, probes, error_kinds, topic)
     resources_ = _resources(documents["resources.toml"], operations, error_kinds)
+    grammar = parse_query_grammar(documents["query.toml"], error_kinds)
     deviations, profiles = _deviations(
-        documents["deviations.toml"], resources_, operations, error_kinds
+        documents["deviations.toml"], resources_, operations, error_kinds, grammar
     )
     spec = Spec(
         version=version,
@@ -139,6 +145,7 @@ def parse_spec(documents: Mapping[str, Mapping[str, Any]], *, check: bool = True
         resources=resources_,
         deviations=deviations,
         profiles=profiles,
+        query=grammar,
     )
     if check:
         from fsm.spec.soundness import check_spec
@@ -664,15 +671,37 @@ def _resources(
 # deviations.toml
 
 
+def _query_patch(
+    r: _R, raw: Mapping[str, Any], grammar: QueryGrammar, kinds: Mapping[str, str]
+) -> Patch:
+    _unknown_keys(r, raw, ("query", "operator", "semantics", "error"))
+    kind, operator = raw.get("query"), raw.get("operator")
+    if kind not in grammar.kinds:
+        raise r.fail(f"unknown query field kind {kind!r}")
+    if operator not in grammar.operators:
+        raise r.fail(f"unknown query operator {operator!r}")
+    semantics, error = raw.get("semantics"), raw.get("error")
+    if (semantics is None) == (error is None):
+        raise r.fail("a query patch has exactly one of 'semantics' and 'error'")
+    if semantics is not None and semantics not in SEMANTICS:
+        raise r.fail(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
+    if error is not None and error not in kinds:
+        raise r.fail(f"unknown error kind {error!r}")
+    return Patch(query=kind, operator=operator, semantics=semantics, error=error)
+
+
 def _patch(
     r: _R,
     raw: Any,
     resources_: Mapping[str, ResourceSpec],
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
+    grammar: QueryGrammar,
 ) -> Patch:
     if not isinstance(raw, dict):
         raise r.fail("a patch must be a table")
+    if "query" in raw:
+        return _query_patch(r, raw, grammar, kinds)
     if "setting" in raw:
         _unknown_keys(r, raw, ("setting", "value"))
         if raw["setting"] not in SERVER_SETTINGS:
@@ -734,6 +763,7 @@ def _deviations(
     resources_: Mapping[str, ResourceSpec],
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
+    grammar: QueryGrammar,
 ) -> tuple[dict[str, Deviation], dict[str, Profile]]:
     out: dict[str, Deviation] = {}
     for i, raw in enumerate(_list(_R("deviations.toml", "deviations", "-"), doc.get("deviations"))):
@@ -751,7 +781,7 @@ def _deviations(
         if who not in DEVIATION_PARTIES:
             raise r.fail(f"who must be one of {DEVIATION_PARTIES}, got {who!r}")
         patches = tuple(
-            _patch(r.at(f"patch[{j}]"), p, resources_, ops, kinds)
+            _patch(r.at(f"patch[{j}]"), p, resources_, ops, kinds, grammar)
             for j, p in enumerate(_list(r, raw.get("patch")))
         )
         signature = raw.get("signature", {})

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import attrs
 
 from fsm.errors import ArgumentError, InvalidTrigger
+from fsm.spec.query import QueryGrammar
 
 __all__ = [
     "CONTINUE",
@@ -306,8 +307,9 @@ class ResourceSpec:
 
 @attrs.frozen
 class Patch:
-    """One change a deviation makes: a resource cell's outcome, an operation's permission, or
-    a server behaviour switch."""
+    """One change a deviation makes: a resource cell's outcome, an operation's permission, a
+    server behaviour setting, or a query grammar cell (`query` names a field kind of
+    query.toml, `operator` one of its operators; `semantics` or `error` its new outcome)."""
 
     resource: str | None = None
     source: str | None = None
@@ -319,6 +321,9 @@ class Patch:
     permission: str | None = None
     setting: str | None = None
     value: Any = None
+    query: str | None = None
+    operator: str | None = None
+    semantics: str | None = None
 
 
 @attrs.frozen
@@ -358,6 +363,7 @@ class Spec:
     resources: Mapping[str, ResourceSpec]
     deviations: Mapping[str, Deviation]
     profiles: Mapping[str, Profile]
+    query: QueryGrammar
 
     @property
     def session(self) -> MachineSpec:

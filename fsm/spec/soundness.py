@@ -24,6 +24,7 @@ from fsm.spec.model import (
     Spec,
     Transition,
 )
+from fsm.spec.query import QueryGrammar
 
 __all__ = [
     "Problem",
@@ -263,6 +264,18 @@ def check_resource(res: ResourceSpec, *, reachability: bool = True) -> list[Prob
 def apply_profile(spec: Spec, profile: str) -> dict[str, ResourceSpec]:
     """The resource tables with the row patches of `profile`'s deviations applied."""
     return apply_deviations(spec, spec.profiles[profile].deviations)
+
+
+def apply_query_deviations(spec: Spec, deviations: Iterable[str]) -> QueryGrammar:
+    """The query grammar with the cell patches of the given deviations applied."""
+    changes: dict[tuple[str, str], str] = {}
+    for did in deviations:
+        for patch in spec.deviations[did].patch:
+            if patch.query is not None and patch.operator is not None:
+                outcome = patch.semantics if patch.semantics is not None else patch.error
+                assert outcome is not None
+                changes[(patch.query, patch.operator)] = outcome
+    return spec.query.with_cells(changes)
 
 
 def apply_deviations(spec: Spec, deviations: Iterable[str]) -> dict[str, ResourceSpec]:

@@ -14,6 +14,7 @@ one lock guards the state; record batches are stored as received (immutable, no 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import random
@@ -28,9 +29,10 @@ import pyarrow as pa
 from fsm.enums import APIKeyPermissionEnum
 from fsm.outcome import ErrorKind
 from fsm.spec import Spec, load_spec
-from fsm.spec.soundness import apply_deviations
+from fsm.spec.soundness import apply_deviations, apply_query_deviations
 from fsm.transport import SequenceInfo, TopicData, TopicInfo
 from transport.server import auth, put, reads
+from transport.server import query as query_mod
 from transport.server.actions import ACTION_HANDLERS
 from transport.server.auth import Principal
 from transport.server.errors import ServerError
@@ -60,6 +62,9 @@ class ServerSettings:
     enforce_key_expiry: bool = True
     missing_key_refusal: str = "unauthenticated"
     session_topics_listed: str = "always"
+    query_empty_ontology: str = "no_condition"
+    query_timestamp_range: str = "matching_rows"
+    query_chunk_without_match: str = "skipped"
 
 
 class ServerModel:
@@ -117,6 +122,16 @@ class ServerModel:
             token_rng=token_rng,
         )
         self.handlers: dict[str, Handler] = dict(HANDLERS)
+        self.query_grammar = apply_query_deviations(self.spec, self.deviations)
+        self.handlers["QUERY"] = functools.partial(
+            reads.query,
+            grammar=self.query_grammar,
+            settings=query_mod.QuerySettings(
+                empty_ontology=self.settings.query_empty_ontology,
+                timestamp_range=self.settings.query_timestamp_range,
+                chunk_without_match=self.settings.query_chunk_without_match,
+            ),
+        )
         missing = sorted(
             op.name
             for op in self.spec.operations.values()

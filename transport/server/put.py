@@ -13,6 +13,7 @@ import attrs
 import pyarrow as pa
 
 from fsm.outcome import ErrorKind
+from transport.server.chunks import ChunkStats
 from transport.server.errors import ServerError
 from transport.server.records import TopicRecord
 from transport.server.state import ServerState, Step
@@ -81,6 +82,9 @@ def write(state: ServerState, handle: PutHandle, batch: pa.RecordBatch) -> None:
     topic, step = _streaming_step(state, handle, "DO_PUT_WRITE")
     state.commit(step)
     topic.chunks.append(batch)
+    if topic.stats is None:  # the statistics a query on data reads, kept chunk by chunk
+        topic.stats = ChunkStats(handle.schema)
+    topic.stats.add(batch)
     topic.total_bytes += batch.nbytes
     low, high = _min_max(batch.column("timestamp_ns"))
     if low is not None and high is not None:

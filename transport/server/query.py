@@ -1,170 +1,477 @@
-"""The QUERY action: sequence and topic filters on names, tags, times and user metadata.
+"""The QUERY action: the filter grammar of `specs/query.toml`, checked and evaluated.
 
-A filter is the JSON the SDK's query builders produce: `{"<field>": {"$op": value}, ...}` with
-`user_metadata` nesting `{"<dotted.path>": {"$op": value}}`. Everything not listed here is
-refused with INVALID_ARGUMENT naming it, so an unsupported filter never yields a wrong answer.
+A body is first parsed whole against the grammar: anything malformed (an unknown section or
+field, an operator that does not apply to the field's kind, an operand of the wrong shape or
+type, an empty range) is refused with INVALID_ARGUMENT naming the part. Then each condition's
+cell of the grammar decides: a cell a server deviation made an error is refused with that
+error; the others are evaluated.
+
+Catalogue conditions (sequence and topic sections) hold on a resource's fields. Data
+conditions (the ontology section) are grouped by ontology tag and evaluated per topic with
+pyarrow.compute: the per-chunk statistics kept at ingest pick the candidate chunks, and one
+Arrow filter expression (all conditions of the group on the same row) runs over their rows.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Iterable, Mapping
+import operator as op_
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import reduce
 from typing import Any
 
+import attrs
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from fsm.outcome import ErrorKind
+from fsm.spec.query import SEMANTICS, QueryGrammar
+from transport.server.chunks import ChunkStats, Leaf
 from transport.server.errors import ServerError
 
-__all__ = ["Candidate", "compile_filter", "run_query"]
+__all__ = [
+    "Condition",
+    "ParsedQuery",
+    "QuerySettings",
+    "SequenceCandidate",
+    "TopicCandidate",
+    "parse_query",
+    "run_query",
+]
 
-_MISSING = object()
-Predicate = Callable[[Mapping[str, Any]], bool]
+INT64 = (-(2**63), 2**63 - 1)
+Value = int | float | bool | str
+_ABSENT = object()
 
 
 def _bad(message: str) -> ServerError:
     return ServerError(ErrorKind.INVALID_ARGUMENT, f"query: {message}")
 
 
-def _comparable(a: Any, b: Any) -> bool:
-    numbers = (int, float)
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+@attrs.frozen
+class Condition:
+    """One condition: `where` names it as the body does ('sequence.user_metadata.k',
+    'imu.acceleration.x'); `key` is the field, metadata path or data path it reads."""
+
+    where: str
+    kind: str
+    key: str
+    operator: str
+    operand: Any
+    outcome: str
+
+
+@attrs.frozen
+class ParsedQuery:
+    sequence: tuple[Condition, ...]
+    topic: tuple[Condition, ...]
+    ontology: tuple[Condition, ...] | None
+    include_timestamp_range: bool
+
+    def groups(self) -> dict[str, list[Condition]]:
+        """The data conditions by ontology tag, in the order the body gives them."""
+        groups: dict[str, list[Condition]] = {}
+        for cond in self.ontology or ():
+            groups.setdefault(cond.key.split(".", 1)[0], []).append(cond)
+        return groups
+
+
+def _value_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer" if INT64[0] <= value <= INT64[1] else "float"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "text"
+    return None
+
+
+def _check_value(value: Any, accepted: Sequence[str], where: str, operator: str) -> None:
+    found = _value_type(value)
+    if found is None or found not in accepted:
+        raise _bad(
+            f"{where}: {operator} takes {' or '.join(accepted)} values, got {json_type(value)}"
+        )
+
+
+def json_type(value: Any) -> str:
+    kind = _value_type(value)
+    if kind is not None:
+        return kind
+    return {type(None): "null", list: "an array", dict: "an object"}.get(type(value), "?")
+
+
+def _condition(grammar: QueryGrammar, kind: str, where: str, key: str, raw: Any) -> Condition:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise _bad(f"{where}: a condition is an object with exactly one operator")
+    ((operator, operand),) = raw.items()
+    spec_op = grammar.operators.get(operator)
+    if spec_op is None:
+        raise _bad(f"{where}: unknown operator {operator!r}")
+    outcome = grammar.cell(kind, operator)
+    if outcome is None:
+        raise _bad(f"{where}: {operator} does not apply to a {kind} field")
+    accepted = grammar.kinds[kind].values
+    if spec_op.operand == "scalar":
+        _check_value(operand, accepted, where, operator)
+        if operator == "$match" and not isinstance(operand, str):
+            raise _bad(f"{where}: $match takes a text value")
+    elif spec_op.operand == "pair":
+        if not isinstance(operand, list) or len(operand) != 2:
+            raise _bad(f"{where}: {operator} takes [low, high]")
+        for bound in operand:
+            _check_value(bound, accepted, where, operator)
+        low, high = operand
+        if _value_type(low) == "text" or _value_type(high) == "text":
+            comparable = isinstance(low, str) and isinstance(high, str)
+        else:
+            comparable = not isinstance(low, bool) and not isinstance(high, bool)
+        if not comparable or low > high:
+            raise _bad(f"{where}: {operator} [{low!r}, {high!r}] is an empty range")
+    elif spec_op.operand == "list":
+        if not isinstance(operand, list) or not operand:
+            raise _bad(f"{where}: {operator} takes a non-empty array")
+        for item in operand:
+            _check_value(item, accepted, where, operator)
+    elif operand is not None:
+        raise _bad(f"{where}: {operator} takes null")
+    return Condition(where, kind, key, operator, operand, outcome)
+
+
+def _section(grammar: QueryGrammar, name: str, raw: Any) -> tuple[list[Condition], dict[str, Any]]:
+    section = grammar.sections[name]
+    if not isinstance(raw, dict):
+        raise _bad(f"the {name} section must be an object")
+    conditions: list[Condition] = []
+    options: dict[str, Any] = {}
+    for field, spec in raw.items():
+        where = f"{name}.{field}"
+        if field in section.options:
+            if spec is not None and not isinstance(spec, bool):
+                raise _bad(f"{where} must be true or false")
+            options[field] = spec
+            continue
+        kind = section.kind_of(field)
+        if kind is None:
+            raise _bad(f"unknown field {where!r}")
+        if kind == "metadata":
+            if not isinstance(spec, dict):
+                raise _bad(f"{where}: expected {{'<key>': {{'$op': value}}}}")
+            for path, cond in spec.items():
+                conditions.append(_condition(grammar, kind, f"{where}.{path}", path, cond))
+        elif section.any_field == kind and field not in section.fields:
+            tag, _, path = field.partition(".")
+            if not tag or not path or "" in path.split("."):
+                raise _bad(f"data field {field!r} must be '<ontology tag>.<path>'")
+            conditions.append(_condition(grammar, kind, field, field, spec))
+        else:
+            conditions.append(_condition(grammar, kind, where, field, spec))
+    return conditions, options
+
+
+def parse_query(body: Mapping[str, Any], grammar: QueryGrammar) -> ParsedQuery:
+    """Check the whole body against the grammar (INVALID_ARGUMENT naming the part), then
+    refuse it if a condition's cell is an error (with that error)."""
+    parsed: dict[str, list[Condition]] = {}
+    options: dict[str, Any] = {}
+    for name, raw in body.items():
+        if name not in grammar.sections:
+            raise _bad(f"unknown section {name!r}; sections are {sorted(grammar.sections)}")
+        if raw is None:
+            continue
+        parsed[name], section_options = _section(grammar, name, raw)
+        options.update(section_options)
+    query = ParsedQuery(
+        tuple(parsed.get("sequence", ())),
+        tuple(parsed.get("topic", ())),
+        tuple(parsed["ontology"]) if "ontology" in parsed else None,
+        bool(options.get("include_timestamp_range")),
+    )
+    for cond in (*query.sequence, *query.topic, *(query.ontology or ())):
+        if cond.outcome not in SEMANTICS:
+            raise ServerError(
+                ErrorKind(cond.outcome),
+                f"query: {cond.where}: {cond.operator} on a {cond.kind} field is not supported",
+            )
+    return query
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogue conditions (field values)
+
+
+def _same_type(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool)
+    numbers = (int, float)
     return (isinstance(a, numbers) and isinstance(b, numbers)) or (
         isinstance(a, str) and isinstance(b, str)
     )
 
 
-def _op(name: str, operand: Any, where: str) -> Callable[[Any], bool]:
-    if name == "$eq":
-        return lambda v: v is not _MISSING and _comparable(v, operand) and v == operand
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "$eq": op_.eq,
+    "$lt": op_.lt,
+    "$leq": op_.le,
+    "$gt": op_.gt,
+    "$geq": op_.ge,
+}
+
+
+def _holds(cond: Condition, value: Any) -> bool:
+    """Whether a field's value (or _ABSENT) meets a condition of value semantics."""
+    name, operand = cond.operator, cond.operand
+    if name == "$ex":
+        return value is not _ABSENT and value is not None
+    if name == "$nex":
+        return value is _ABSENT or value is None
+    if value is _ABSENT or value is None:
+        return False
     if name == "$neq":
-        return lambda v: v is not _MISSING and not (_comparable(v, operand) and v == operand)
-    if name in ("$lt", "$leq", "$gt", "$geq"):
-        if not isinstance(operand, (int, float, str)) or isinstance(operand, bool):
-            raise _bad(f"{where}: {name} needs a number or a string")
-        compare: Callable[[Any, Any], bool] = {
-            "$lt": operator.lt,
-            "$leq": operator.le,
-            "$gt": operator.gt,
-            "$geq": operator.ge,
-        }[name]
-        return lambda v: v is not _MISSING and _comparable(v, operand) and bool(compare(v, operand))
+        return not (_same_type(value, operand) and value == operand)
     if name == "$in":
-        if not isinstance(operand, list):
-            raise _bad(f"{where}: $in needs a list")
-        return lambda v: v is not _MISSING and any(_comparable(v, o) and v == o for o in operand)
+        return any(_same_type(value, o) and value == o for o in operand)
     if name == "$between":
-        if not isinstance(operand, list) or len(operand) != 2:
-            raise _bad(f"{where}: $between needs [low, high]")
         low, high = operand
-
-        def between(v: Any) -> bool:
-            if v is _MISSING:
-                return False
-            if low is not None and not (_comparable(v, low) and v >= low):
-                return False
-            return high is None or (_comparable(v, high) and v <= high)
-
-        return between
+        return _same_type(value, low) and _same_type(value, high) and low <= value <= high
     if name == "$match":
-        if not isinstance(operand, str):
-            raise _bad(f"{where}: $match needs a string")
-        return lambda v: isinstance(v, str) and operand in v
-    if name in ("$ex", "$nex"):
-        want = operand if isinstance(operand, bool) else True
-        present = name == "$ex"
-        return lambda v: (v is not _MISSING) == (want if present else not want)
-    raise _bad(f"{where}: operator {name!r} is not supported")
-
-
-def _conditions(spec: Any, where: str) -> list[Callable[[Any], bool]]:
-    if not isinstance(spec, dict) or not spec:
-        raise _bad(f"{where}: expected {{'$op': value}}")
-    return [_op(name, operand, where) for name, operand in spec.items()]
+        return isinstance(value, str) and operand in value
+    return _same_type(value, operand) and _COMPARE[name](value, operand)
 
 
 def _lookup(metadata: Mapping[str, Any], path: str) -> Any:
     value: Any = metadata
     for part in path.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
+            return _ABSENT
         value = value[part]
     return value
 
 
-def _metadata_check(path: str, tests: list[Callable[[Any], bool]]) -> Predicate:
-    return lambda c: all(t(_lookup(c["user_metadata"], path)) for t in tests)
-
-
-def _field_check(field: str, tests: list[Callable[[Any], bool]]) -> Predicate:
-    return lambda c: all(t(c.get(field, _MISSING)) for t in tests)
-
-
-def _topic_name_check(tests: list[Callable[[Any], bool]]) -> Predicate:
-    """A topic's name is its full locator ('seq/topic') or its path in its sequence
-    ('topic' or '/topic', as clients write it): the filter holds if it holds for one of them."""
-
-    def check(c: Mapping[str, Any]) -> bool:
-        locator = str(c.get("locator", ""))
+def _field_holds(cond: Condition, fields: Mapping[str, Any]) -> bool:
+    if cond.kind == "metadata":
+        return _holds(cond, _lookup(fields["user_metadata"], cond.key))
+    if cond.kind == "topic_locator":
+        locator = str(fields["locator"])
         path = locator.partition("/")[2]
-        return any(all(t(name) for t in tests) for name in (locator, path, f"/{path}"))
-
-    return check
-
-
-FIELDS = {
-    "sequence": ("locator", "created_at_ns"),
-    "topic": ("locator", "ontology_tag", "serialization_format", "created_at_ns"),
-}
+        names = (locator, path, f"/{path}")
+        if cond.operator == "$neq":
+            return not any(_holds(attrs.evolve(cond, operator="$eq"), n) for n in names)
+        return any(_holds(cond, n) for n in names)
+    return _holds(cond, fields.get(cond.key, _ABSENT))
 
 
-def compile_filter(kind: str, raw: Any) -> Predicate:
-    """A predicate over a candidate's fields (a dict with the names in FIELDS and
-    `user_metadata`)."""
-    if not isinstance(raw, dict):
-        raise _bad(f"the {kind} filter must be an object")
-    checks: list[Predicate] = []
-    for field, spec in raw.items():
-        where = f"{kind}.{field}"
-        if field == "user_metadata":
-            if not isinstance(spec, dict):
-                raise _bad(f"{where}: expected {{'<key>': {{'$op': value}}}}")
-            for path, conditions in spec.items():
-                checks.append(_metadata_check(path, _conditions(conditions, f"{where}.{path}")))
-        elif kind == "topic" and field == "locator":
-            checks.append(_topic_name_check(_conditions(spec, where)))
-        elif field in FIELDS[kind]:
-            checks.append(_field_check(field, _conditions(spec, where)))
-        else:
-            raise _bad(f"filter field {where!r} is not supported")
-    return lambda candidate: all(check(candidate) for check in checks)
+# ---------------------------------------------------------------------------------------------
+# Data conditions (stored Arrow data)
 
 
-Candidate = tuple[Mapping[str, Any], list[Mapping[str, Any]]]
-"""A sequence's fields and its topics' fields."""
+@attrs.frozen
+class QuerySettings:
+    """The server behaviours a query depends on (see SERVER_SETTINGS of the spec loader)."""
+
+    empty_ontology: str = "no_condition"
+    timestamp_range: str = "matching_rows"
+    chunk_without_match: str = "skipped"
 
 
-def run_query(body: Mapping[str, Any], candidates: Iterable[Candidate]) -> list[dict[str, Any]]:
-    """The `items` of the answer: each matching sequence with its matching topics (all of its
-    topics when there is no topic filter; sequences without a matching topic are left out when
-    there is one)."""
-    for key in body:
-        if key == "ontology":
-            raise _bad("ontology (data-level) filters are not supported by this server")
-        if key not in FIELDS:
-            raise _bad(f"unknown filter {key!r}")
-    sequence_pred = compile_filter("sequence", body["sequence"]) if "sequence" in body else None
-    topic_pred = compile_filter("topic", body["topic"]) if "topic" in body else None
+@attrs.frozen
+class TopicCandidate:
+    """What a query reads of a topic: its catalogue fields and its stored chunks."""
+
+    fields: Mapping[str, Any]
+    chunks: Sequence[pa.RecordBatch]
+    stats: ChunkStats | None
+
+    @property
+    def locator(self) -> str:
+        return str(self.fields["locator"])
+
+
+@attrs.frozen
+class SequenceCandidate:
+    fields: Mapping[str, Any]
+    topics: Sequence[TopicCandidate]
+
+
+_VALUE_CLASS = {"integer": "numeric", "float": "numeric", "boolean": "boolean", "text": "text"}
+
+
+def _applies(cond: Condition, leaf: Leaf) -> bool:
+    """Whether the condition's values can meet the leaf's type (else it matches nothing)."""
+    if cond.operator in ("$ex", "$nex"):
+        return True
+    if cond.operator == "$match":
+        return leaf.cls == "text"
+    values = cond.operand if isinstance(cond.operand, list) else [cond.operand]
+    return all(_VALUE_CLASS[str(_value_type(v))] == leaf.cls for v in values)
+
+
+def _chunk_mask(cond: Condition, leaf: Leaf) -> pa.Array | None:
+    """Which chunks may hold a row meeting `cond`, from their statistics (None: all may)."""
+    low, high = leaf.arrays()
+    name, v = cond.operator, cond.operand
+    if name == "$eq" and cond.outcome == "chunk_constant":
+        # Every non-null value equals v; a chunk without values passes (its bounds are unset).
+        return pc.fill_null(pc.and_(pc.greater_equal(low, v), pc.less_equal(high, v)), True)
+    mask: pa.Array
+    if name == "$eq":
+        mask = pc.and_(pc.less_equal(low, v), pc.greater_equal(high, v))
+    elif name == "$gt":
+        mask = pc.greater(high, v)
+    elif name == "$geq":
+        mask = pc.greater_equal(high, v)
+    elif name == "$lt":
+        mask = pc.less(low, v)
+    elif name == "$leq":
+        mask = pc.less_equal(low, v)
+    elif name == "$between":
+        mask = pc.and_(pc.less_equal(low, v[1]), pc.greater_equal(high, v[0]))
+    elif name == "$ex":
+        mask = pc.is_valid(low)
+    else:
+        return None
+    return pc.fill_null(mask, False)
+
+
+def _row_expression(cond: Condition, path: tuple[str, ...]) -> pc.Expression:
+    field = pc.field(*path)
+    name, v = cond.operator, cond.operand
+    if name == "$eq":
+        return field == v
+    if name == "$neq":
+        return field != v
+    if name == "$lt":
+        return field < v
+    if name == "$leq":
+        return field <= v
+    if name == "$gt":
+        return field > v
+    if name == "$geq":
+        return field >= v
+    if name == "$between":
+        return (field >= v[0]) & (field <= v[1])
+    if name == "$in":
+        return field.isin(v)
+    if name == "$match":
+        return pc.match_substring(field, v)
+    if name == "$ex":
+        return field.is_valid()
+    assert name == "$nex", name
+    return field.is_null()
+
+
+_CHUNK = "__mosaico_fsm_chunk"
+
+
+def _match_topic(
+    topic: TopicCandidate,
+    conditions: Sequence[Condition],
+    settings: QuerySettings,
+    want_range: bool,
+) -> tuple[bool, tuple[int, int] | None]:
+    """Whether the topic holds a row meeting every condition (all of one tag), and the
+    [first, last] timestamp_ns the answer gives it."""
+    stats = topic.stats
+    if stats is None or stats.count == 0:
+        return False, None
+    paths: list[tuple[str, ...]] = []
+    masks: list[pa.Array] = []
+    for cond in conditions:
+        path = tuple(cond.key.split(".")[1:])
+        leaf = stats.leaves.get(path)
+        if leaf is None or not _applies(cond, leaf):
+            return False, None
+        paths.append(path)
+        mask = _chunk_mask(cond, leaf)
+        if mask is not None:
+            masks.append(mask)
+    count = min(stats.count, len(topic.chunks))
+    if masks:
+        chosen = pc.indices_nonzero(reduce(pc.and_, masks)).to_pylist()
+        candidates = [i for i in chosen if i < count]
+    else:
+        candidates = list(range(count))
+    if not candidates:
+        return False, None
+    table = pa.Table.from_batches([topic.chunks[i] for i in candidates])
+    numbers = pa.array([i for i in candidates for _ in range(topic.chunks[i].num_rows)], pa.int64())
+    table = table.append_column(_CHUNK, numbers)
+    expression = reduce(
+        op_.and_, (_row_expression(c, p) for c, p in zip(conditions, paths, strict=True))
+    )
+    hits = table.filter(expression).select(["timestamp_ns", _CHUNK])
+    if hits.num_rows == 0 and not (want_range and settings.chunk_without_match == "internal"):
+        return False, None
+    if want_range and settings.chunk_without_match == "internal":
+        hit_chunks = set(pc.unique(hits.column(_CHUNK)).to_pylist())
+        if any(i not in hit_chunks for i in candidates):
+            raise ServerError(
+                ErrorKind.INTERNAL,
+                "query: a chunk chosen by its statistics holds no matching row, so its "
+                "timestamp range is undefined",
+            )
+    if settings.timestamp_range == "last_matching_chunk":
+        last = pc.max(hits.column(_CHUNK))
+        hits = hits.filter(pc.equal(hits.column(_CHUNK), last))
+    bounds = pc.min_max(hits.column("timestamp_ns"))
+    return True, (bounds["min"].as_py(), bounds["max"].as_py())
+
+
+# ---------------------------------------------------------------------------------------------
+# The answer
+
+
+def run_query(
+    body: Mapping[str, Any],
+    grammar: QueryGrammar,
+    sequences: Iterable[SequenceCandidate],
+    settings: QuerySettings = QuerySettings(),
+) -> list[dict[str, Any]]:
+    """The `items` of the answer: each matching sequence with its matching topics.
+
+    Without topic or data conditions a matching sequence lists all of its topics; with them,
+    only the matching topics, and a sequence without one is left out."""
+    query = parse_query(body, grammar)
+    groups = query.groups()
+    if query.ontology is not None and not groups and settings.empty_ontology == "matches_nothing":
+        return []
+    want_range = query.include_timestamp_range and bool(groups)
     items = []
-    for sequence, topics in candidates:
-        if sequence_pred is not None and not sequence_pred(sequence):
+    for sequence in sequences:
+        if not all(_field_holds(c, sequence.fields) for c in query.sequence):
             continue
-        matching = [t for t in topics if topic_pred is None or topic_pred(t)]
-        if topic_pred is not None and not matching:
+        topics = [t for t in sequence.topics if all(_field_holds(c, t.fields) for c in query.topic)]
+        if query.topic and not topics:
             continue
-        items.append(
-            {
-                "sequence": sequence["locator"],
-                "topics": [{"locator": t["locator"]} for t in matching],
-            }
-        )
+        if not groups:
+            items.append(
+                {
+                    "sequence": sequence.fields["locator"],
+                    "topics": [{"locator": t.locator} for t in topics],
+                }
+            )
+            continue
+        found: list[dict[str, Any]] = []
+        matched_groups = set()
+        for tag, conditions in groups.items():
+            for topic in topics:
+                if topic.fields["ontology_tag"] != tag:
+                    continue
+                matched, bounds = _match_topic(topic, conditions, settings, want_range)
+                if not matched:
+                    continue
+                matched_groups.add(tag)
+                entry: dict[str, Any] = {"locator": topic.locator}
+                if want_range:
+                    assert bounds is not None
+                    entry["timestamp_range"] = list(bounds)
+                found.append(entry)
+        if matched_groups == set(groups):
+            found.sort(key=lambda e: str(e["locator"]))
+            items.append({"sequence": sequence.fields["locator"], "topics": found})
     return items

@@ -8,13 +8,14 @@ so the table decides which reads are refused. The caller holds the model's lock.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import pyarrow as pa
 
+from fsm.spec import load_spec
 from fsm.spec.model import Operation
+from fsm.spec.query import QueryGrammar
 from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicInfo
 from transport.server import query as query_mod
 from transport.server.records import SequenceRecord, SessionRecord, TopicRecord
@@ -135,29 +136,45 @@ def read_chunks(state: ServerState, locator: str) -> tuple[list[pa.RecordBatch],
     return list(step.record.chunks), read_schema(step.record)
 
 
-def query(state: ServerState, op: Operation, req: dict[str, Any]) -> dict[str, Any]:
-    """The QUERY action: every sequence and its topics are candidates of the filters."""
-    body = {k: v for k, v in req.items() if v is not None}
-    candidates: list[query_mod.Candidate] = []
-    for sequence in state.sequences.values():
-        fields: dict[str, Any] = {
-            "locator": sequence.name,
-            "created_at_ns": sequence.created_ns,
-            "user_metadata": sequence.user_metadata,
-        }
-        topics: list[Mapping[str, Any]] = [
+def query(
+    state: ServerState,
+    op: Operation,
+    req: dict[str, Any],
+    *,
+    grammar: QueryGrammar | None = None,
+    settings: query_mod.QuerySettings | None = None,
+) -> dict[str, Any]:
+    """The QUERY action over every sequence and its topics (catalogue fields, stored chunks
+    and their statistics), with the server's `grammar` and query `settings`."""
+    candidates = [
+        query_mod.SequenceCandidate(
             {
-                "locator": t.locator,
-                "ontology_tag": t.ontology_tag,
-                "serialization_format": t.serialization_format,
-                "created_at_ns": t.created_ns,
-                "user_metadata": t.user_metadata,
-            }
-            for s in sequence.sessions
-            for t in (state.topics[loc] for loc in state.sessions[s].topics)
-        ]
-        candidates.append((fields, topics))
-    return {"items": query_mod.run_query(body, candidates)}
+                "locator": sequence.name,
+                "created_at_ns": sequence.created_ns,
+                "user_metadata": sequence.user_metadata,
+            },
+            [
+                query_mod.TopicCandidate(
+                    {
+                        "locator": t.locator,
+                        "ontology_tag": t.ontology_tag,
+                        "serialization_format": t.serialization_format,
+                        "created_at_ns": t.created_ns,
+                        "user_metadata": t.user_metadata,
+                    },
+                    t.chunks,
+                    t.stats,
+                )
+                for s in sequence.sessions
+                for t in (state.topics[loc] for loc in state.sessions[s].topics)
+            ],
+        )
+        for sequence in state.sequences.values()
+    ]
+    items = query_mod.run_query(
+        req, grammar or load_spec().query, candidates, settings or query_mod.QuerySettings()
+    )
+    return {"items": items}
 
 
 def snapshot(state: ServerState) -> dict[str, Any]:

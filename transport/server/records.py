@@ -14,6 +14,7 @@ import attrs
 import pyarrow as pa
 
 from fsm.enums import APIKeyPermissionEnum
+from transport.server.chunks import ChunkStats
 
 __all__ = [
     "ABSENT",
@@ -78,6 +79,7 @@ class TopicRecord:
     completed_ns: int | None = None
     schema: pa.Schema | None = None
     chunks: list[pa.RecordBatch] = attrs.field(factory=list)
+    stats: ChunkStats | None = None
     total_bytes: int = 0
     start_ns: int | None = None
     end_ns: int | None = None
