@@ -1219,3 +1219,7 @@ def _pol_delete_updater(ctx: Context) -> None:
     _engine_run(ctx, "Delete", fail=True, update_of=seq)
     sessions = [s.uuid for s in ctx.sequence_info(seq).sessions]
     ctx.check(sessions == [first], f"sessions left: {sessions} (expected only {first})")
+
+
+# The QUERY cases on stored data live in a module of their own; importing it registers them.
+from fsm.conformance import query_cases  # noqa: E402, F401

@@ -398,9 +398,12 @@ def _match_topic(
         candidates = list(range(count))
     if not candidates:
         return False, None
-    table = pa.Table.from_batches([topic.chunks[i] for i in candidates])
+    # Only the columns the conditions read, copied into one batch: a single filter runs over
+    # every candidate row, on buffers aligned as Arrow's engine wants them.
+    columns = sorted({"timestamp_ns", *(path[0] for path in paths)})
+    rows = pa.concat_batches([topic.chunks[i].select(columns) for i in candidates])
     numbers = pa.array([i for i in candidates for _ in range(topic.chunks[i].num_rows)], pa.int64())
-    table = table.append_column(_CHUNK, numbers)
+    table = pa.Table.from_batches([rows]).append_column(_CHUNK, numbers)
     expression = reduce(
         op_.and_, (_row_expression(c, p) for c, p in zip(conditions, paths, strict=True))
     )

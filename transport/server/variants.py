@@ -107,6 +107,22 @@ class _RefusalChangesState(ServerModel):
         self.handlers["SEQUENCE_CREATE"] = _create_overwriting
 
 
+class _DataLtAsLeq(ServerModel):
+    """$lt on a data field is evaluated as $leq (a row equal to the bound matches)."""
+
+    def _do_query(self, op: Operation, req: dict[str, Any], principal: Principal) -> Any:
+        ontology = req.get("ontology")
+        if isinstance(ontology, dict):
+            ontology = {
+                key: {"$leq": cond["$lt"]}
+                if isinstance(cond, dict) and list(cond) == ["$lt"]
+                else cond
+                for key, cond in ontology.items()
+            }
+            req = {**req, "ontology": ontology}
+        return super()._do_query(op, req, principal)
+
+
 VARIANTS: tuple[Variant, ...] = (
     Variant(
         "finalize-ignores-topic-locks",
@@ -132,5 +148,10 @@ VARIANTS: tuple[Variant, ...] = (
         "refusal-changes-state",
         "a refused sequence_create still overwrites the metadata",
         _RefusalChangesState,
+    ),
+    Variant(
+        "query-data-lt-as-leq",
+        "$lt on a data field matches rows equal to the bound",
+        _DataLtAsLeq,
     ),
 )
