@@ -206,26 +206,33 @@ def _same_row(ctx: Context) -> None:
 
 @case(
     "QRY-DATA-RANGE",
-    "timestamp_range spans every matching row of the topic, across chunks; a chunk whose "
-    "values straddle a $between without a row inside it adds nothing.",
+    "timestamp_range spans every matching row of the topic, across chunks.",
     "specs/query.toml: sections.ontology",
-    {
-        "MOSAICOD-QUERY-RANGE-ONE-CHUNK": "range-all-rows",
-        "MOSAICOD-QUERY-RANGE-EMPTY-CHUNK-INTERNAL": "chunk-without-row",
-    },
+    {"MOSAICOD-QUERY-RANGE-ONE-CHUNK": "range-all-rows"},
 )
 def _range(ctx: Context) -> None:
     seq, loc, tag = data_topic(ctx, "qrange")
     scope = {"sequence": {"locator": {"$eq": seq}}}
     body = {**scope, "ontology": {f"{tag}.x": {"$gt": 3.5}, "include_timestamp_range": True}}
     expect(ctx, body, {seq: {loc: [4, 14]}}, "rows in two chunks", "range-all-rows")
-    body = {
-        **scope,
-        "ontology": {f"{tag}.x": {"$between": [2.2, 2.8]}, "include_timestamp_range": True},
-    }
-    expect(ctx, body, {}, "a $between inside a chunk's span with no row", "chunk-without-row")
     body = {**scope, "ontology": {f"{tag}.x": {"$gt": 3.5}}}
     expect(ctx, body, {seq: {loc: None}}, "without include_timestamp_range (no range)")
+
+
+@case(
+    "QRY-DATA-GAP",
+    "A chunk whose values straddle a $between without a row inside it adds nothing, with or "
+    "without include_timestamp_range.",
+    "specs/query.toml: sections.ontology",
+    {"MOSAICOD-QUERY-RANGE-EMPTY-CHUNK-INTERNAL": "chunk-without-row"},
+)
+def _gap(ctx: Context) -> None:
+    seq, _, tag = data_topic(ctx, "qgap")
+    scope = {"sequence": {"locator": {"$eq": seq}}}
+    gap = {f"{tag}.x": {"$between": [2.2, 2.8]}}
+    expect(ctx, {**scope, "ontology": gap}, {}, "a $between with no row inside")
+    body = {**scope, "ontology": {**gap, "include_timestamp_range": True}}
+    expect(ctx, body, {}, "the same with include_timestamp_range", "chunk-without-row")
 
 
 @case(

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from fsm.engine.actions import ActionCalls
 from fsm.engine.base import outcome_error
+from fsm.engine.query import Condition, QueryResult, query_body
 from fsm.engine.read import SequenceReader, TopicReader, open_sequence, open_topic
 from fsm.engine.session import SessionWriter
 from fsm.engine.stream import BatchPolicy
@@ -23,7 +24,7 @@ from fsm.engine.validation import (
     check_topic_name,
     topic_locator,
 )
-from fsm.enums import OnErrorPolicy, SessionLevelErrorPolicy
+from fsm.enums import FlightAction, OnErrorPolicy, SessionLevelErrorPolicy
 from fsm.machines import ProtocolMachine
 from fsm.outcome import Outcome
 from fsm.spec import Spec, load_spec
@@ -191,3 +192,10 @@ class Client(ActionCalls):
         """A sequence's topics (all, or `topics` in that order) merged by timestamp_ns, in
         batches of (timestamp_ns, topic, record); see fsm.engine.read."""
         return open_sequence(self.transport, sequence, topics, start_ns, end_ns)
+
+    def query(self, *conditions: Condition, include_timestamp_range: bool = False) -> QueryResult:
+        """Sequences and topics meeting every condition (see fsm.engine.query); with
+        `include_timestamp_range` each topic carries the time range of its matching rows."""
+        body = query_body(conditions, include_timestamp_range=include_timestamp_range)
+        answer = _value(self.transport.action(FlightAction.QUERY, body), "QUERY")
+        return QueryResult.from_response(answer)

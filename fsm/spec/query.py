@@ -1,4 +1,5 @@
-"""The QUERY filter grammar (`specs/query.toml`): operators, field kinds, sections.
+"""The QUERY filter grammar (`specs/query.toml`): operators, field kinds, sections; and the
+check of a query body against it (`parse_query`), shared by the server model and the engine.
 
 `QueryGrammar.cell(kind, operator)` is what a server does with one condition: a semantics
 name (`value`, `row`, `chunk_constant`) or an error kind. Server deviations replace cells
@@ -7,22 +8,27 @@ name (`value`, `row`, `chunk_constant`) or an error kind. Server deviations repl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from fsm.errors import SpecError
+from fsm.errors import ArgumentError, SpecError
 
 __all__ = [
     "OPERANDS",
     "SEMANTICS",
     "VALUE_TYPES",
+    "Condition",
+    "ParsedQuery",
+    "QueryBodyError",
     "QueryGrammar",
     "QueryKind",
     "QueryOperator",
     "QuerySection",
+    "parse_query",
     "parse_query_grammar",
+    "value_type",
 ]
 
 OPERANDS = ("scalar", "pair", "list", "none")
@@ -157,3 +163,161 @@ def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) 
                 raise _fail(entry, f"option {option!r}: type must be one of {OPTION_TYPES}")
         sections[name] = QuerySection(name, _text(raw, "doc", entry), fields, any_field, options)
     return QueryGrammar(operators, kinds, sections)
+
+
+# ---------------------------------------------------------------------------------------------
+# Query bodies
+
+
+class QueryBodyError(ArgumentError):
+    """A query body outside the grammar; the message names the part."""
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+@attrs.frozen
+class Condition:
+    """One condition: `where` names it as the body does ('sequence.user_metadata.k',
+    'imu.acceleration.x'); `key` is the field, metadata path or data path it reads."""
+
+    where: str
+    kind: str
+    key: str
+    operator: str
+    operand: Any
+    outcome: str
+
+
+@attrs.frozen
+class ParsedQuery:
+    sequence: tuple[Condition, ...]
+    topic: tuple[Condition, ...]
+    ontology: tuple[Condition, ...] | None
+    include_timestamp_range: bool
+
+    def groups(self) -> dict[str, list[Condition]]:
+        """The data conditions by ontology tag, in the order the body gives them."""
+        groups: dict[str, list[Condition]] = {}
+        for cond in self.ontology or ():
+            groups.setdefault(cond.key.split(".", 1)[0], []).append(cond)
+        return groups
+
+
+def value_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer" if INT64[0] <= value <= INT64[1] else "float"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "text"
+    return None
+
+
+def _check_value(value: Any, accepted: Sequence[str], where: str, operator: str) -> None:
+    found = value_type(value)
+    if found is None or found not in accepted:
+        raise QueryBodyError(
+            f"{where}: {operator} takes {' or '.join(accepted)} values, got {json_type(value)}"
+        )
+
+
+def json_type(value: Any) -> str:
+    kind = value_type(value)
+    if kind is not None:
+        return kind
+    return {type(None): "null", list: "an array", dict: "an object"}.get(type(value), "?")
+
+
+def _condition(grammar: QueryGrammar, kind: str, where: str, key: str, raw: Any) -> Condition:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise QueryBodyError(f"{where}: a condition is an object with exactly one operator")
+    ((operator, operand),) = raw.items()
+    spec_op = grammar.operators.get(operator)
+    if spec_op is None:
+        raise QueryBodyError(f"{where}: unknown operator {operator!r}")
+    outcome = grammar.cell(kind, operator)
+    if outcome is None:
+        raise QueryBodyError(f"{where}: {operator} does not apply to a {kind} field")
+    accepted = grammar.kinds[kind].values
+    if spec_op.operand == "scalar":
+        _check_value(operand, accepted, where, operator)
+        if operator == "$match" and not isinstance(operand, str):
+            raise QueryBodyError(f"{where}: $match takes a text value")
+    elif spec_op.operand == "pair":
+        if not isinstance(operand, list) or len(operand) != 2:
+            raise QueryBodyError(f"{where}: {operator} takes [low, high]")
+        for bound in operand:
+            _check_value(bound, accepted, where, operator)
+        low, high = operand
+        if value_type(low) == "text" or value_type(high) == "text":
+            comparable = isinstance(low, str) and isinstance(high, str)
+        else:
+            comparable = not isinstance(low, bool) and not isinstance(high, bool)
+        if not comparable or low > high:
+            raise QueryBodyError(f"{where}: {operator} [{low!r}, {high!r}] is an empty range")
+    elif spec_op.operand == "list":
+        if not isinstance(operand, list) or not operand:
+            raise QueryBodyError(f"{where}: {operator} takes a non-empty array")
+        for item in operand:
+            _check_value(item, accepted, where, operator)
+    elif operand is not None:
+        raise QueryBodyError(f"{where}: {operator} takes null")
+    return Condition(where, kind, key, operator, operand, outcome)
+
+
+def _section(grammar: QueryGrammar, name: str, raw: Any) -> tuple[list[Condition], dict[str, Any]]:
+    section = grammar.sections[name]
+    if not isinstance(raw, dict):
+        raise QueryBodyError(f"the {name} section must be an object")
+    conditions: list[Condition] = []
+    options: dict[str, Any] = {}
+    for field, spec in raw.items():
+        where = f"{name}.{field}"
+        if field in section.options:
+            if spec is not None and not isinstance(spec, bool):
+                raise QueryBodyError(f"{where} must be true or false")
+            options[field] = spec
+            continue
+        kind = section.kind_of(field)
+        if kind is None:
+            raise QueryBodyError(f"unknown field {where!r}")
+        if kind == "metadata":
+            if not isinstance(spec, dict):
+                raise QueryBodyError(f"{where}: expected {{'<key>': {{'$op': value}}}}")
+            for path, cond in spec.items():
+                conditions.append(_condition(grammar, kind, f"{where}.{path}", path, cond))
+        elif section.any_field == kind and field not in section.fields:
+            tag, _, path = field.partition(".")
+            if not tag or not path or "" in path.split("."):
+                raise QueryBodyError(f"data field {field!r} must be '<ontology tag>.<path>'")
+            conditions.append(_condition(grammar, kind, field, field, spec))
+        else:
+            conditions.append(_condition(grammar, kind, where, field, spec))
+    return conditions, options
+
+
+def parse_query(body: Mapping[str, Any], grammar: QueryGrammar) -> ParsedQuery:
+    """Check a whole query body against the grammar; QueryBodyError names the first part
+    that is malformed. Cells a deviation turned into errors are left to the caller."""
+    if not isinstance(body, Mapping):
+        raise QueryBodyError("the body must be an object")
+    parsed: dict[str, list[Condition]] = {}
+    options: dict[str, Any] = {}
+    for name, raw in body.items():
+        if name not in grammar.sections:
+            raise QueryBodyError(
+                f"unknown section {name!r}; sections are {sorted(grammar.sections)}"
+            )
+        if raw is None:
+            continue
+        parsed[name], section_options = _section(grammar, name, raw)
+        options.update(section_options)
+    return ParsedQuery(
+        tuple(parsed.get("sequence", ())),
+        tuple(parsed.get("topic", ())),
+        tuple(parsed["ontology"]) if "ontology" in parsed else None,
+        bool(options.get("include_timestamp_range")),
+    )

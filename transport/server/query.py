@@ -24,13 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fsm.outcome import ErrorKind
-from fsm.spec.query import SEMANTICS, QueryGrammar
+from fsm.spec import query as spec_query
+from fsm.spec.query import Condition, ParsedQuery, QueryGrammar, value_type
 from transport.server.chunks import ChunkStats, Leaf
 from transport.server.errors import ServerError
 
 __all__ = [
-    "Condition",
-    "ParsedQuery",
     "QuerySettings",
     "SequenceCandidate",
     "TopicCandidate",
@@ -38,8 +37,6 @@ __all__ = [
     "run_query",
 ]
 
-INT64 = (-(2**63), 2**63 - 1)
-Value = int | float | bool | str
 _ABSENT = object()
 
 
@@ -47,153 +44,15 @@ def _bad(message: str) -> ServerError:
     return ServerError(ErrorKind.INVALID_ARGUMENT, f"query: {message}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Parsing
-
-
-@attrs.frozen
-class Condition:
-    """One condition: `where` names it as the body does ('sequence.user_metadata.k',
-    'imu.acceleration.x'); `key` is the field, metadata path or data path it reads."""
-
-    where: str
-    kind: str
-    key: str
-    operator: str
-    operand: Any
-    outcome: str
-
-
-@attrs.frozen
-class ParsedQuery:
-    sequence: tuple[Condition, ...]
-    topic: tuple[Condition, ...]
-    ontology: tuple[Condition, ...] | None
-    include_timestamp_range: bool
-
-    def groups(self) -> dict[str, list[Condition]]:
-        """The data conditions by ontology tag, in the order the body gives them."""
-        groups: dict[str, list[Condition]] = {}
-        for cond in self.ontology or ():
-            groups.setdefault(cond.key.split(".", 1)[0], []).append(cond)
-        return groups
-
-
-def _value_type(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer" if INT64[0] <= value <= INT64[1] else "float"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "text"
-    return None
-
-
-def _check_value(value: Any, accepted: Sequence[str], where: str, operator: str) -> None:
-    found = _value_type(value)
-    if found is None or found not in accepted:
-        raise _bad(
-            f"{where}: {operator} takes {' or '.join(accepted)} values, got {json_type(value)}"
-        )
-
-
-def json_type(value: Any) -> str:
-    kind = _value_type(value)
-    if kind is not None:
-        return kind
-    return {type(None): "null", list: "an array", dict: "an object"}.get(type(value), "?")
-
-
-def _condition(grammar: QueryGrammar, kind: str, where: str, key: str, raw: Any) -> Condition:
-    if not isinstance(raw, dict) or len(raw) != 1:
-        raise _bad(f"{where}: a condition is an object with exactly one operator")
-    ((operator, operand),) = raw.items()
-    spec_op = grammar.operators.get(operator)
-    if spec_op is None:
-        raise _bad(f"{where}: unknown operator {operator!r}")
-    outcome = grammar.cell(kind, operator)
-    if outcome is None:
-        raise _bad(f"{where}: {operator} does not apply to a {kind} field")
-    accepted = grammar.kinds[kind].values
-    if spec_op.operand == "scalar":
-        _check_value(operand, accepted, where, operator)
-        if operator == "$match" and not isinstance(operand, str):
-            raise _bad(f"{where}: $match takes a text value")
-    elif spec_op.operand == "pair":
-        if not isinstance(operand, list) or len(operand) != 2:
-            raise _bad(f"{where}: {operator} takes [low, high]")
-        for bound in operand:
-            _check_value(bound, accepted, where, operator)
-        low, high = operand
-        if _value_type(low) == "text" or _value_type(high) == "text":
-            comparable = isinstance(low, str) and isinstance(high, str)
-        else:
-            comparable = not isinstance(low, bool) and not isinstance(high, bool)
-        if not comparable or low > high:
-            raise _bad(f"{where}: {operator} [{low!r}, {high!r}] is an empty range")
-    elif spec_op.operand == "list":
-        if not isinstance(operand, list) or not operand:
-            raise _bad(f"{where}: {operator} takes a non-empty array")
-        for item in operand:
-            _check_value(item, accepted, where, operator)
-    elif operand is not None:
-        raise _bad(f"{where}: {operator} takes null")
-    return Condition(where, kind, key, operator, operand, outcome)
-
-
-def _section(grammar: QueryGrammar, name: str, raw: Any) -> tuple[list[Condition], dict[str, Any]]:
-    section = grammar.sections[name]
-    if not isinstance(raw, dict):
-        raise _bad(f"the {name} section must be an object")
-    conditions: list[Condition] = []
-    options: dict[str, Any] = {}
-    for field, spec in raw.items():
-        where = f"{name}.{field}"
-        if field in section.options:
-            if spec is not None and not isinstance(spec, bool):
-                raise _bad(f"{where} must be true or false")
-            options[field] = spec
-            continue
-        kind = section.kind_of(field)
-        if kind is None:
-            raise _bad(f"unknown field {where!r}")
-        if kind == "metadata":
-            if not isinstance(spec, dict):
-                raise _bad(f"{where}: expected {{'<key>': {{'$op': value}}}}")
-            for path, cond in spec.items():
-                conditions.append(_condition(grammar, kind, f"{where}.{path}", path, cond))
-        elif section.any_field == kind and field not in section.fields:
-            tag, _, path = field.partition(".")
-            if not tag or not path or "" in path.split("."):
-                raise _bad(f"data field {field!r} must be '<ontology tag>.<path>'")
-            conditions.append(_condition(grammar, kind, field, field, spec))
-        else:
-            conditions.append(_condition(grammar, kind, where, field, spec))
-    return conditions, options
-
-
 def parse_query(body: Mapping[str, Any], grammar: QueryGrammar) -> ParsedQuery:
-    """Check the whole body against the grammar (INVALID_ARGUMENT naming the part), then
-    refuse it if a condition's cell is an error (with that error)."""
-    parsed: dict[str, list[Condition]] = {}
-    options: dict[str, Any] = {}
-    for name, raw in body.items():
-        if name not in grammar.sections:
-            raise _bad(f"unknown section {name!r}; sections are {sorted(grammar.sections)}")
-        if raw is None:
-            continue
-        parsed[name], section_options = _section(grammar, name, raw)
-        options.update(section_options)
-    query = ParsedQuery(
-        tuple(parsed.get("sequence", ())),
-        tuple(parsed.get("topic", ())),
-        tuple(parsed["ontology"]) if "ontology" in parsed else None,
-        bool(options.get("include_timestamp_range")),
-    )
+    """The body checked against the grammar (INVALID_ARGUMENT naming the part), then
+    refused if a condition's cell is an error (with that error)."""
+    try:
+        query = spec_query.parse_query(body, grammar)
+    except spec_query.QueryBodyError as exc:
+        raise _bad(str(exc)) from None
     for cond in (*query.sequence, *query.topic, *(query.ontology or ())):
-        if cond.outcome not in SEMANTICS:
+        if cond.outcome not in spec_query.SEMANTICS:
             raise ServerError(
                 ErrorKind(cond.outcome),
                 f"query: {cond.where}: {cond.operator} on a {cond.kind} field is not supported",
@@ -308,7 +167,7 @@ def _applies(cond: Condition, leaf: Leaf) -> bool:
     if cond.operator == "$match":
         return leaf.cls == "text"
     values = cond.operand if isinstance(cond.operand, list) else [cond.operand]
-    return all(_VALUE_CLASS[str(_value_type(v))] == leaf.cls for v in values)
+    return all(_VALUE_CLASS[str(value_type(v))] == leaf.cls for v in values)
 
 
 def _chunk_mask(cond: Condition, leaf: Leaf) -> pa.Array | None:
