@@ -137,6 +137,12 @@ def test_readme_plugin_example_passes(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_readme_query_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(_readme_blocks()[3], "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == ["QueryTopic(locator='run_7/imu/front', timestamp_range=(1, 3))"]
+
+
 def test_readme_lists_every_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     from fsm.cli import build_parser
