@@ -9,14 +9,17 @@ worth a look at their rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["ChunkStats", "Leaf", "leaf_class"]
+__all__ = ["CHUNK", "ChunkStats", "Leaf", "leaf_class"]
 
 Path = tuple[str, ...]
+CHUNK = "__mosaico_fsm_chunk"
+"""The column of `ChunkStats.rows` holding each row's chunk number."""
 
 
 def leaf_class(data_type: pa.DataType) -> str | None:
@@ -63,6 +66,9 @@ class ChunkStats:
     def __init__(self, schema: pa.Schema) -> None:
         self.leaves: dict[Path, Leaf] = {}
         self.count = 0
+        self._rows: list[int] = []
+        self._rows_array: pa.Array | None = None
+        self._tables: dict[tuple[str, ...], pa.Table] = {}
         for field in schema:
             self._declare((field.name,), field.type)
 
@@ -80,7 +86,34 @@ class ChunkStats:
         """Record the statistics of one more chunk."""
         for path, leaf in self.leaves.items():
             leaf.add(_column(batch, path))
+        self._rows.append(batch.num_rows)
+        self._rows_array = None
+        self._tables.clear()
         self.count += 1
+
+    def row_counts(self) -> pa.Array:
+        """The number of rows of each chunk, in write order (int64)."""
+        if self._rows_array is None:
+            self._rows_array = pa.array(self._rows, pa.int64())
+        return self._rows_array
+
+    def rows(self, chunks: Sequence[pa.RecordBatch], columns: Sequence[str]) -> pa.Table:
+        """Every row of the first `count` chunks, only `columns`, in one contiguous table with
+        each row's chunk number in the column CHUNK. Kept until the next chunk arrives or
+        other columns are asked for (one copy per topic at most)."""
+        key = tuple(columns)
+        table = self._tables.get(key)
+        if table is None:
+            self._tables.clear()
+            batches = pa.Table.from_batches(chunks[: self.count]).select(list(columns))
+            table = pa.Table.from_batches([pa.concat_batches(batches.to_batches())])
+            sizes = self.row_counts()
+            filled = pc.indices_nonzero(sizes)
+            run_ends = pc.cumulative_sum(pc.take(sizes, filled))
+            numbers = pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(run_ends, filled))
+            table = table.append_column(CHUNK, numbers.cast(pa.int64()))
+            self._tables[key] = table
+        return table
 
 
 def _column(batch: pa.RecordBatch, path: Path) -> pa.Array:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from fsm.outcome import ErrorKind
 from fsm.spec import query as spec_query
 from fsm.spec.query import Condition, ParsedQuery, QueryGrammar, value_type
-from transport.server.chunks import ChunkStats, Leaf
+from transport.server.chunks import CHUNK, ChunkStats, Leaf
 from transport.server.errors import ServerError
 
 __all__ = [
@@ -224,7 +224,7 @@ def _row_expression(cond: Condition, path: tuple[str, ...]) -> pc.Expression:
     return field.is_null()
 
 
-_CHUNK = "__mosaico_fsm_chunk"
+_CHUNK = CHUNK
 
 
 def _match_topic(
@@ -249,20 +249,19 @@ def _match_topic(
         mask = _chunk_mask(cond, leaf)
         if mask is not None:
             masks.append(mask)
-    count = min(stats.count, len(topic.chunks))
-    if masks:
-        chosen = pc.indices_nonzero(reduce(pc.and_, masks)).to_pylist()
-        candidates = [i for i in chosen if i < count]
-    else:
-        candidates = list(range(count))
-    if not candidates:
-        return False, None
-    # Only the columns the conditions read, copied into one batch: a single filter runs over
-    # every candidate row, on buffers aligned as Arrow's engine wants them.
+    sizes = stats.row_counts()
+    # Every row of the topic (the columns the conditions read), then only those of the chunks
+    # the statistics chose; empty chunks hold no row.
     columns = sorted({"timestamp_ns", *(path[0] for path in paths)})
-    rows = pa.concat_batches([topic.chunks[i].select(columns) for i in candidates])
-    numbers = pa.array([i for i in candidates for _ in range(topic.chunks[i].num_rows)], pa.int64())
-    table = pa.Table.from_batches([rows]).append_column(_CHUNK, numbers)
+    table = stats.rows(topic.chunks, columns)
+    chosen_mask = reduce(pc.and_, masks) if masks else None
+    if chosen_mask is not None:
+        chosen = pc.indices_nonzero(pc.and_(chosen_mask, pc.greater(sizes, 0)))
+        table = table.filter(pc.take(chosen_mask, table.column(_CHUNK)))
+    else:
+        chosen = pc.indices_nonzero(pc.greater(sizes, 0))
+    if len(chosen) == 0:
+        return False, None
     expression = reduce(
         op_.and_, (_row_expression(c, p) for c, p in zip(conditions, paths, strict=True))
     )
@@ -270,8 +269,8 @@ def _match_topic(
     if hits.num_rows == 0 and not (want_range and settings.chunk_without_match == "internal"):
         return False, None
     if want_range and settings.chunk_without_match == "internal":
-        hit_chunks = set(pc.unique(hits.column(_CHUNK)).to_pylist())
-        if any(i not in hit_chunks for i in candidates):
+        hit = pc.is_in(chosen.cast(pa.int64()), value_set=pc.unique(hits.column(_CHUNK)))
+        if not pc.all(hit).as_py():
             raise ServerError(
                 ErrorKind.INTERNAL,
                 "query: a chunk chosen by its statistics holds no matching row, so its "
