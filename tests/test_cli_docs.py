@@ -138,7 +138,7 @@ def test_readme_plugin_example_passes(pytester: pytest.Pytester) -> None:
 
 
 def test_readme_query_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    exec(compile(_readme_blocks()[3], "README.md", "exec"), {})
+    exec(compile(_readme_block("from fsm.engine.query import"), "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed == ["QueryTopic(locator='run_7/imu/front', timestamp_range=(1, 3))"]
 
