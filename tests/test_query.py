@@ -193,6 +193,18 @@ SPEC_CASES: list[tuple[str, dict[str, Any], Answer]] = [
         {"q_one": {"q_one/imu": [0, 0]}, "q_two": {"q_two/imu": [100, 104]}},
     ),
     ("gt", onto(X, {"$gt": 11.0}, **R), {"q_one": {"q_one/imu": [22, 24]}}),
+    ("gt-bound", onto(X, {"$gt": 13.0}, **R), {"q_one": {"q_one/imu": [24, 24]}}),
+    (
+        "lt-bound",
+        onto(X, {"$lt": 1.0}, **R),
+        {"q_one": {"q_one/imu": [0, 0]}, "q_two": {"q_two/imu": [100, 104]}},
+    ),
+    (
+        "leq-bound",
+        onto(X, {"$leq": 1.0}, **R),
+        {"q_one": {"q_one/imu": [0, 1]}, "q_two": {"q_two/imu": [100, 104]}},
+    ),
+    ("geq-bound", onto(X, {"$geq": 13.0}, **R), {"q_one": {"q_one/imu": [23, 24]}}),
     ("geq", onto(X, {"$geq": 11}, **R), {"q_one": {"q_one/imu": [21, 24]}}),
     ("between", onto(X, {"$between": [3, 10.0]}, **R), {"q_one": {"q_one/imu": [3, 20]}}),
     ("between-gap", onto(X, {"$between": [2.5, 2.9]}, **R), {}),
