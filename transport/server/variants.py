@@ -110,17 +110,23 @@ class _RefusalChangesState(ServerModel):
 class _DataLtAsLeq(ServerModel):
     """$lt on a data field is evaluated as $leq (a row equal to the bound matches)."""
 
-    def _do_query(self, op: Operation, req: dict[str, Any], principal: Principal) -> Any:
-        ontology = req.get("ontology")
-        if isinstance(ontology, dict):
-            ontology = {
-                key: {"$leq": cond["$lt"]}
-                if isinstance(cond, dict) and list(cond) == ["$lt"]
-                else cond
-                for key, cond in ontology.items()
-            }
-            req = {**req, "ontology": ontology}
-        return super()._do_query(op, req, principal)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        evaluate = self.handlers["QUERY"]
+
+        def query(state: ServerState, op: Operation, req: dict[str, Any]) -> Any:
+            ontology = req.get("ontology")
+            if isinstance(ontology, dict):
+                ontology = {
+                    key: {"$leq": cond["$lt"]}
+                    if isinstance(cond, dict) and list(cond) == ["$lt"]
+                    else cond
+                    for key, cond in ontology.items()
+                }
+                req = {**req, "ontology": ontology}
+            return evaluate(state, op, req)
+
+        self.handlers["QUERY"] = query
 
 
 VARIANTS: tuple[Variant, ...] = (
