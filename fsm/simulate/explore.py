@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from multiprocessing.pool import Pool
 
 import attrs
 
@@ -129,16 +130,26 @@ class _Runner:
                         [run_scenario(scenario, plan, self.seed, self.make_world, machines, judge)]
                     )
             return self.done[start:]
-        pool = multiprocessing.Pool(min(self.workers, len(tasks)), initializer=_ignore_interrupts)
+        pool: Pool | None = None
         try:
+            # Ctrl-C waits until the pool exists, so no worker is ever left behind.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                pool = multiprocessing.Pool(
+                    min(self.workers, len(tasks)), initializer=_ignore_interrupts
+                )
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             for chunk in pool.imap(_run_chunk, tasks, chunksize=1):
                 self._kept(chunk)
             pool.close()
         except BaseException:
-            pool.terminate()
+            if pool is not None:
+                pool.terminate()
             raise
         finally:
-            pool.join()
+            if pool is not None:
+                pool.join()
         return self.done[start:]
 
 
