@@ -33,6 +33,8 @@ def test_wheel_contains_specs_and_entry_point(tmp_path: Path) -> None:
         names = set(zf.namelist())
         for spec_file in SPEC_FILES:
             assert f"specs/{spec_file}" in names
+        for line_file in sorted((ROOT / "specs" / "lines").glob("*.toml")):
+            assert f"specs/lines/{line_file.name}" in names
         assert "fsm/py.typed" in names and "transport/py.typed" in names
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "mosaico-fsm = fsm.cli:main" in zf.read(entry_points).decode()

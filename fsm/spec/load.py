@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from fsm import enums
 from fsm.errors import SpecError
 from fsm.outcome import ErrorKind
 from fsm.spec.model import (
@@ -39,6 +38,7 @@ from fsm.spec.model import (
     TriggerSpec,
 )
 from fsm.spec.query import SEMANTICS, QueryGrammar, parse_query_grammar
+from fsm.spec.vocabulary import SEED_VOCABULARY, Vocabulary
 
 __all__ = ["SPEC_FILES", "load_documents", "load_spec", "parse_spec"]
 
@@ -52,8 +52,6 @@ SPEC_FILES = (
 )
 MACHINE_FILES = ("session.toml", "topic_writer.toml")
 SERVER_EVENTS = ("ERROR_REPORTED", "DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_END", "DO_PUT_CANCEL")
-PERMISSIONS = tuple(p.value for p in enums.APIKeyPermissionEnum)
-DEVIATION_PARTIES = ("mosaicod-0.3", "sdk-0.3.2")
 SERVER_SETTINGS: Mapping[str, tuple[Any, ...]] = {
     # setting: the values it may take, the specification's first
     "enforce_key_expiry": (True, False),
@@ -110,8 +108,15 @@ def load_spec(directory: Path | None = None, *, check: bool = True) -> Spec:
     return spec
 
 
-def parse_spec(documents: Mapping[str, Mapping[str, Any]], *, check: bool = True) -> Spec:
-    """Build a `Spec` from parsed TOML documents keyed by file name."""
+def parse_spec(
+    documents: Mapping[str, Mapping[str, Any]],
+    *,
+    check: bool = True,
+    vocabulary: Vocabulary = SEED_VOCABULARY,
+) -> Spec:
+    """Build a `Spec` from parsed TOML documents keyed by file name, checking enum,
+    permission and party names against `vocabulary` (that of fsm.enums by default)."""
+    v = vocabulary
     for name in SPEC_FILES:
         if name not in documents:
             raise SpecError(name, "-", "file", "missing")
@@ -119,7 +124,7 @@ def parse_spec(documents: Mapping[str, Mapping[str, Any]], *, check: bool = True
     actions = documents["actions.toml"]
     error_kinds = _error_kinds(actions)
     field_types = _str_map(_R("actions.toml", "field_types", "-"), actions.get("field_types"))
-    operations = _operations(actions, error_kinds, field_types)
+    operations = _operations(actions, error_kinds, field_types, v)
     probes = _probes(actions, operations)
     common = tuple(
         _error_case(_R("actions.toml", "common_errors", f"[{i}]"), raw, error_kinds)
@@ -127,12 +132,12 @@ def parse_spec(documents: Mapping[str, Mapping[str, Any]], *, check: bool = True
             _list(_R("actions.toml", "common_errors", "-"), actions.get("common_errors"))
         )
     )
-    topic = _machine(documents, "topic_writer.toml", operations, probes, error_kinds, None)
-    session = _machine(documents, "session.toml", operations, probes, error_kinds, topic)
-    resources_ = _resources(documents["resources.toml"], operations, error_kinds)
+    topic = _machine(documents, "topic_writer.toml", operations, probes, error_kinds, None, v)
+    session = _machine(documents, "session.toml", operations, probes, error_kinds, topic, v)
+    resources_ = _resources(documents["resources.toml"], operations, error_kinds, v)
     grammar = parse_query_grammar(documents["query.toml"], error_kinds)
     deviations, profiles = _deviations(
-        documents["deviations.toml"], resources_, operations, error_kinds, grammar
+        documents["deviations.toml"], resources_, operations, error_kinds, grammar, v
     )
     spec = Spec(
         version=version,
@@ -258,7 +263,10 @@ def _error_case(r: _R, raw: Any, kinds: Mapping[str, str]) -> ErrorCase:
 
 
 def _operations(
-    doc: Mapping[str, Any], kinds: Mapping[str, str], field_types: Mapping[str, str]
+    doc: Mapping[str, Any],
+    kinds: Mapping[str, str],
+    field_types: Mapping[str, str],
+    vocabulary: Vocabulary,
 ) -> dict[str, Operation]:
     table = doc.get("operations")
     if not isinstance(table, dict):
@@ -285,7 +293,7 @@ def _operations(
         if kind not in ("action", "rpc", "stream"):
             raise r.at("kind").fail(f"must be action, rpc or stream, got {kind!r}")
         permission = _key(r, raw, "permission", str)
-        if permission not in (*PERMISSIONS, "none"):
+        if permission not in (*vocabulary.permissions, "none"):
             raise r.at("permission").fail(f"unknown permission {permission!r}")
         outcomes = frozenset(_names(r.at("outcomes"), raw.get("outcomes"), "outcomes"))
         if not outcomes <= {"ok", "failed", "unknown"}:
@@ -319,7 +327,7 @@ def _operations(
             doc=_key(r, raw, "doc", str),
         )
     wires = {op.wire for op in ops.values() if op.kind == "action"}
-    for action in enums.FlightAction:
+    for action in vocabulary.enums["FlightAction"]:
         if action.value not in wires:
             raise SpecError(
                 "actions.toml", "operations", action.name, "FlightAction has no catalogue entry"
@@ -364,7 +372,7 @@ def _probes(doc: Mapping[str, Any], ops: Mapping[str, Operation]) -> dict[str, P
 # session.toml, topic_writer.toml
 
 
-def _context(r: _R, raw: Any) -> dict[str, ContextVar]:
+def _context(r: _R, raw: Any, vocabulary: Vocabulary) -> dict[str, ContextVar]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -378,18 +386,18 @@ def _context(r: _R, raw: Any) -> dict[str, ContextVar]:
         values = _names(vr, var.get("values"), "values")
         enum_name = var.get("enum")
         if enum_name is not None:
-            members = _enum_members(vr, enum_name)
+            members = _enum_members(vr, enum_name, vocabulary)
             if set(values) != set(members):
                 raise vr.fail(f"values must be the members of {enum_name}: {members}")
         out[name] = ContextVar(name, values, enum_name, str(var.get("doc", "")))
     return out
 
 
-def _enum_members(r: _R, enum_name: Any) -> tuple[str, ...]:
-    enum_cls = getattr(enums, str(enum_name), None)
-    if enum_cls is None or enum_name not in enums.__all__:
+def _enum_members(r: _R, enum_name: Any, vocabulary: Vocabulary) -> tuple[str, ...]:
+    members = vocabulary.members(str(enum_name))
+    if members is None:
         raise r.fail(f"unknown enum {enum_name!r}")
-    return tuple(m.name for m in enum_cls)
+    return members
 
 
 def _route(r: _R, value: Any, triggers: Mapping[str, TriggerSpec]) -> str:
@@ -422,7 +430,7 @@ def _step(
         raise r.fail("a step has exactly one of 'do' and 'topics'")
     outcomes: frozenset[str]
     if do is not None:
-        if do not in ops:
+        if not isinstance(do, str) or do not in ops:
             raise r.at("do").fail(f"unknown operation {do!r}")
         outcomes = ops[do].outcomes
     else:
@@ -488,6 +496,7 @@ def _machine(
     probes: Mapping[str, Probe],
     kinds: Mapping[str, str],
     topic: MachineSpec | None,
+    vocabulary: Vocabulary,
 ) -> MachineSpec:
     doc = documents[file]
     r = _R(file, "machine", "-")
@@ -500,7 +509,7 @@ def _machine(
         raise r.at("name").fail(f"the machine of {file} is named {file.removesuffix('.toml')!r}")
     enum_name = _key(r, head, "enum", str)
     states = _names(r.at("states"), head.get("states"), "states")
-    members = _enum_members(r.at("enum"), enum_name)
+    members = _enum_members(r.at("enum"), enum_name, vocabulary)
     if set(states) != set(members) or len(states) != len(members):
         raise r.at("states").fail(
             f"states must be exactly the members of {enum_name}: {list(members)}"
@@ -511,7 +520,7 @@ def _machine(
     terminals = frozenset(_names(r.at("terminals"), head.get("terminals"), "terminals"))
     if not terminals <= set(states):
         raise r.at("terminals").fail(f"not states: {sorted(terminals - set(states))}")
-    context = _context(_R(file, "context", "-"), doc.get("context"))
+    context = _context(_R(file, "context", "-"), doc.get("context"), vocabulary)
     triggers = {}
     raw_triggers = doc.get("triggers")
     if not isinstance(raw_triggers, dict) or not raw_triggers:
@@ -596,7 +605,10 @@ def _machine(
 
 
 def _resources(
-    doc: Mapping[str, Any], ops: Mapping[str, Operation], kinds: Mapping[str, str]
+    doc: Mapping[str, Any],
+    ops: Mapping[str, Operation],
+    kinds: Mapping[str, str],
+    vocabulary: Vocabulary,
 ) -> dict[str, ResourceSpec]:
     table = doc.get("resources")
     if not isinstance(table, dict):
@@ -622,7 +634,9 @@ def _resources(
         )
         if not locked <= set(states):
             raise r.at("locked").fail(f"not states: {sorted(locked - set(states))}")
-        facts = _context(_R("resources.toml", f"resources.{name}.facts", "-"), raw.get("facts"))
+        facts = _context(
+            _R("resources.toml", f"resources.{name}.facts", "-"), raw.get("facts"), vocabulary
+        )
         rows = []
         for i, row in enumerate(_list(r.at("rows"), raw.get("rows"))):
             rr = _R("resources.toml", f"resources.{name}.rows", f"[{i}]")
@@ -697,6 +711,7 @@ def _patch(
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
     grammar: QueryGrammar,
+    vocabulary: Vocabulary,
 ) -> Patch:
     if not isinstance(raw, dict):
         raise r.fail("a patch must be a table")
@@ -715,7 +730,7 @@ def _patch(
         _unknown_keys(r, raw, ("operation", "permission"))
         if raw["operation"] not in ops:
             raise r.fail(f"unknown operation {raw['operation']!r}")
-        if raw.get("permission") not in (*PERMISSIONS, "none"):
+        if raw.get("permission") not in (*vocabulary.permissions, "none"):
             raise r.fail(f"unknown permission {raw.get('permission')!r}")
         return Patch(operation=raw["operation"], permission=raw["permission"])
     _unknown_keys(r, raw, ("resource", "source", "event", "when", "dest", "error"))
@@ -764,6 +779,7 @@ def _deviations(
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
     grammar: QueryGrammar,
+    vocabulary: Vocabulary,
 ) -> tuple[dict[str, Deviation], dict[str, Profile]]:
     out: dict[str, Deviation] = {}
     for i, raw in enumerate(_list(_R("deviations.toml", "deviations", "-"), doc.get("deviations"))):
@@ -778,22 +794,24 @@ def _deviations(
         if did in out:
             raise r.fail(f"duplicate id {did!r}")
         who = _key(r, raw, "who", str)
-        if who not in DEVIATION_PARTIES:
-            raise r.fail(f"who must be one of {DEVIATION_PARTIES}, got {who!r}")
+        if who not in vocabulary.parties:
+            raise r.fail(f"who must be one of {vocabulary.parties}, got {who!r}")
         patches = tuple(
-            _patch(r.at(f"patch[{j}]"), p, resources_, ops, kinds, grammar)
+            _patch(r.at(f"patch[{j}]"), p, resources_, ops, kinds, grammar, vocabulary)
             for j, p in enumerate(_list(r, raw.get("patch")))
         )
         signature = raw.get("signature", {})
-        if who == "sdk-0.3.2" and not signature:
+        if who in vocabulary.client_parties and not signature:
             raise r.fail("a client deviation needs a signature")
         if not isinstance(signature, dict):
             raise r.fail("signature must be a table")
         _unknown_keys(r.at("signature"), signature, SIGNATURE_KEYS)
         for key in ("extra", "after", "missing", "failed"):
-            if key in signature and signature[key] not in ops:
+            if key in signature and (
+                not isinstance(signature[key], str) or signature[key] not in ops
+            ):
                 raise r.at(f"signature.{key}").fail(f"unknown operation {signature[key]!r}")
-        if who == "mosaicod-0.3" and not patches:
+        if who in vocabulary.server_parties and not patches:
             raise r.fail("a server deviation needs a patch")
         out[did] = Deviation(
             id=did,
@@ -818,7 +836,7 @@ def _deviations(
         for did in ids:
             if did not in out:
                 raise r.fail(f"unknown deviation {did!r}")
-            if out[did].who != "mosaicod-0.3":
+            if out[did].who not in vocabulary.server_parties:
                 raise r.fail(f"{did} is a client deviation; a server profile cannot emulate it")
         profiles[name] = Profile(name, _key(r, raw, "doc", str), ids)
     return out, profiles

@@ -1,0 +1,704 @@
+"""Protocol lines as data: `specs/lines/<line>.toml` and `specs/lines/wire.toml`.
+
+The 0.3 line is the tables of `specs/*.toml` as they are. Every later line names a `base`
+line and says what it changes: catalogue entries (added, removed, changed), resource tables
+removed, lifecycle rows (replaced, added, removed, new states and triggers), the permission
+model, the handshake, the wire shape of each aspect that changed, the enum module, which
+known deviations it fixes or leaves unknown, and what is not known (`[[unknown]]`).
+
+`load_line` applies the chain of patches to the parsed TOML documents and builds the line's
+`Spec` with the same loader and the same soundness checks as 0.3, checked against the line's
+own enums and permissions. This module is the registry of lines: code that differs per line
+asks a `Line` for its data (a wire shape name, an enum set, a table), never for its number.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from fsm.errors import SpecError
+from fsm.spec.line_enums import EnumSet, seed_enum_set
+from fsm.spec.load import load_documents, parse_spec
+from fsm.spec.model import Spec
+from fsm.spec.vocabulary import Vocabulary
+
+__all__ = [
+    "DEFAULT_LINE",
+    "Handshake",
+    "Line",
+    "PermissionModel",
+    "Unknown",
+    "WireAspect",
+    "line_names",
+    "load_line",
+    "load_lines",
+    "load_wire",
+]
+
+DEFAULT_LINE = "0.3"
+"""The line of `specs/*.toml` itself: mosaicolabs 0.3.x."""
+
+LINES_DIR = "lines"
+WIRE_FILE = "wire.toml"
+_LINE_NAME = re.compile(r"^\d+\.\d+$")
+_LINE_KEYS = (
+    "line",
+    "base",
+    "title",
+    "sdk_releases",
+    "enum_release",
+    "server_builds",
+    "changes",
+    "permissions",
+    "handshake",
+    "wire",
+    "catalogue",
+    "resources",
+    "lifecycle",
+    "enums",
+    "deviations",
+    "unknown",
+)
+_OPERATION_KEYS = (
+    "kind",
+    "wire",
+    "permission",
+    "response",
+    "outcomes",
+    "probe",
+    "doc",
+    "request",
+    "errors",
+)
+_INFO_CONFIG = (
+    "grpc_max_decode_message_size",
+    "grpc_max_encode_message_size",
+    "grpc_target_encode_message_size",
+)
+_TOPICS = ("handshake", "permissions", "deviations", "enums", "catalogue")
+"""Subjects an `[[unknown]]` entry may name besides the line's own entries."""
+SERVER_PARTIES = ("mosaicod-0.3",)
+SEED_CLIENT_PARTY = "sdk-0.3.2"
+
+
+@attrs.frozen
+class WireAspect:
+    """A part of the wire that changed between lines, with every shape it has taken."""
+
+    name: str
+    doc: str
+    shapes: Mapping[str, str]
+    examples: Mapping[str, str]
+
+
+@attrs.frozen
+class PermissionModel:
+    """`ranked`: each level includes those before it (read < write < delete < manage).
+    `granular`: independent bits a key holds in any combination."""
+
+    model: Literal["ranked", "granular"]
+    values: tuple[str, ...]
+
+    def covers(self, held: Iterable[str], required: str) -> bool:
+        """True when a key holding `held` may run an operation that needs `required`."""
+        if required == "none":
+            return True
+        held = set(held)
+        if self.model == "granular":
+            return required in held
+        rank = self.values.index(required)
+        return any(self.values.index(h) >= rank for h in held if h in self.values)
+
+
+@attrs.frozen
+class Handshake:
+    """What the line's server answers to its version request: `version` (None: not known)
+    and, where the line's connect reads them, its gRPC size limits."""
+
+    version: str | None
+    config: Mapping[str, int]
+
+
+@attrs.frozen
+class Unknown:
+    """Something that is not known: `about` names the entry it concerns, `stated_in` the line
+    that stated it (a later line inherits it while the entry exists)."""
+
+    about: str
+    text: str
+    stated_in: str
+
+
+@attrs.frozen
+class Line:
+    """One protocol line: its description, its data, and its patched tables (`spec`)."""
+
+    name: str
+    base: str | None
+    chain: tuple[str, ...]
+    title: str
+    sdk_releases: tuple[str, ...]
+    enum_release: str
+    server_builds: tuple[str, ...]
+    changes: tuple[str, ...]
+    permissions: PermissionModel
+    handshake: Handshake
+    wire: Mapping[str, str]
+    enums: EnumSet
+    spec: Spec
+    fixed_deviations: Mapping[str, str]
+    unknown_deviations: frozenset[str]
+    unknown: tuple[Unknown, ...]
+    documents: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+    """The patched TOML documents `spec` was parsed from (a later line patches a copy)."""
+
+    def vocabulary(self) -> Vocabulary:
+        return _vocabulary(self.chain, self.enums, self.permissions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _read(directory: Path | None, name: str) -> dict[str, Any]:
+    where = f"{LINES_DIR}/{name}"
+    try:
+        if directory is None:
+            text = resources.files("specs").joinpath(LINES_DIR, name).read_text(encoding="utf-8")
+        else:
+            text = (directory / LINES_DIR / name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(where, "-", "file", f"cannot be read: {exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(where, "-", "file", f"not valid TOML: {exc}") from exc
+
+
+def _line_files(directory: Path | None) -> list[str]:
+    if directory is None:
+        entries = [p.name for p in resources.files("specs").joinpath(LINES_DIR).iterdir()]
+    else:
+        entries = [p.name for p in (directory / LINES_DIR).iterdir()]
+    return sorted(n for n in entries if n.endswith(".toml") and n != WIRE_FILE)
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in name.split("."))
+
+
+def line_names(directory: Path | None = None) -> list[str]:
+    """The lines described under `specs/lines/` (or `directory/lines/`), oldest first."""
+    names = []
+    for file in _line_files(directory):
+        name = file.removesuffix(".toml")
+        if not _LINE_NAME.match(name):
+            raise SpecError(
+                f"{LINES_DIR}/{file}", "-", "file", "a line file is named <major>.<minor>.toml"
+            )
+        names.append(name)
+    return sorted(names, key=_version_key)
+
+
+def load_wire(directory: Path | None = None) -> dict[str, WireAspect]:
+    """The wire aspects and their shapes (`specs/lines/wire.toml`)."""
+    raw = _read(directory, WIRE_FILE)
+    r = _Where(f"{LINES_DIR}/{WIRE_FILE}", "aspects")
+    _only(r, "-", raw, ("spec_version", "aspects"))
+    aspects = {}
+    for name, entry in _table(r, "-", raw.get("aspects")).items():
+        _only(r, name, _table(r, name, entry), ("doc", "shapes"))
+        shapes: dict[str, str] = {}
+        examples: dict[str, str] = {}
+        for shape, body in _table(r, f"{name}.shapes", entry.get("shapes")).items():
+            e = f"{name}.shapes.{shape}"
+            _only(r, e, _table(r, e, body), ("doc", "example"))
+            shapes[shape] = _text(r, e, body.get("doc"), "doc")
+            if "example" in body:
+                examples[shape] = _text(r, e, body["example"], "example")
+        if not shapes:
+            raise r.fail(name, "an aspect needs at least one shape")
+        aspects[name] = WireAspect(name, _text(r, name, entry.get("doc"), "doc"), shapes, examples)
+    return aspects
+
+
+# ---------------------------------------------------------------------------------------------
+# Small strict readers
+
+
+@attrs.frozen
+class _Where:
+    file: str
+    table: str
+
+    def fail(self, entry: str, problem: str) -> SpecError:
+        return SpecError(self.file, self.table, entry, problem)
+
+
+def _table(r: _Where, entry: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise r.fail(entry, f"expected a table, got {raw!r}")
+    return raw
+
+
+def _only(r: _Where, entry: str, raw: Mapping[str, Any], keys: Iterable[str]) -> None:
+    extra = sorted(set(raw) - set(keys))
+    if extra:
+        raise r.fail(entry, f"unknown key(s) {', '.join(extra)}")
+
+
+def _text(r: _Where, entry: str, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise r.fail(entry, f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _texts(r: _Where, entry: str, value: Any, what: str, *, empty: bool = False) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise r.fail(entry, f"{what} must be a list of non-empty strings, got {value!r}")
+    if not value and not empty:
+        raise r.fail(entry, f"{what} must not be empty")
+    return tuple(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a line
+
+
+_CACHE: dict[tuple[str, str], Line] = {}
+
+
+def load_line(name: str = DEFAULT_LINE, directory: Path | None = None) -> Line:
+    """The line `name` with its patched, checked tables. `directory` is a spec directory
+    holding the 0.3 tables and a `lines/` directory (default: the packaged `specs/`)."""
+    key = (name, "" if directory is None else str(directory.resolve()))
+    if key not in _CACHE:
+        _CACHE[key] = _build(name, directory, load_wire(directory), ())
+    return _CACHE[key]
+
+
+def load_lines(directory: Path | None = None) -> dict[str, Line]:
+    """Every line, oldest first."""
+    return {name: load_line(name, directory) for name in line_names(directory)}
+
+
+def _vocabulary(chain: tuple[str, ...], enums: EnumSet, perms: PermissionModel) -> Vocabulary:
+    return Vocabulary(
+        enums=enums.build(),
+        permissions=perms.values,
+        server_parties=SERVER_PARTIES,
+        client_parties=(SEED_CLIENT_PARTY, *(f"sdk-{n}" for n in chain[1:])),
+    )
+
+
+def _build(
+    name: str, directory: Path | None, wire: Mapping[str, WireAspect], seen: tuple[str, ...]
+) -> Line:
+    file = f"{LINES_DIR}/{name}.toml"
+    if name in seen:
+        raise SpecError(file, "-", "base", f"the bases loop: {' -> '.join((*seen, name))}")
+    if name not in line_names(directory):
+        raise SpecError(
+            file, "-", "file", f"no such line; lines: {', '.join(line_names(directory))}"
+        )
+    raw = _read(directory, f"{name}.toml")
+    r = _Where(file, "-")
+    _only(r, "-", raw, _LINE_KEYS)
+    if raw.get("line") != name:
+        raise r.fail("line", f"must be {name!r} (the file's name), got {raw.get('line')!r}")
+    base_name = raw.get("base")
+    if name == DEFAULT_LINE:
+        if base_name is not None:
+            raise r.fail("base", f"line {DEFAULT_LINE} is the root: it has no base")
+        base = None
+        documents: dict[str, dict[str, Any]] = load_documents(directory)
+        chain: tuple[str, ...] = (name,)
+        enums = seed_enum_set()
+        base_wire: Mapping[str, str] = {}
+        base_perms = None
+        base_unknown: frozenset[str] = frozenset()
+        inherited: tuple[Unknown, ...] = ()
+    else:
+        if not isinstance(base_name, str):
+            raise r.fail("base", f"a line other than {DEFAULT_LINE} names its base line")
+        if _version_key(base_name) >= _version_key(name) if _LINE_NAME.match(base_name) else True:
+            raise r.fail("base", f"the base of {name} must be an earlier line, got {base_name!r}")
+        base = _build(base_name, directory, wire, (*seen, name))
+        documents = copy.deepcopy(dict(base.documents))
+        chain = (*base.chain, name)
+        enums = base.enums
+        base_wire = base.wire
+        base_perms = base.permissions
+        base_unknown = base.unknown_deviations
+        inherited = base.unknown
+
+    title = _text(r, "title", raw.get("title"), "title")
+    releases = _texts(r, "sdk_releases", raw.get("sdk_releases"), "sdk_releases")
+    enum_release = _text(r, "enum_release", raw.get("enum_release"), "enum_release")
+    if enum_release not in releases:
+        raise r.fail(
+            "enum_release", f"{enum_release!r} is not one of sdk_releases {list(releases)}"
+        )
+    builds = _texts(r, "server_builds", raw.get("server_builds"), "server_builds")
+    changes = _texts(r, "changes", raw.get("changes"), "changes")
+
+    if "enums" in raw:
+        enums = enums.patched(SpecError(file, "enums", "-", ""), raw["enums"])
+    perms = _permissions(_Where(file, "permissions"), raw.get("permissions"), base_perms, enums)
+    handshake = _handshake(_Where(file, "handshake"), raw.get("handshake", {}))
+    line_wire = _wire(_Where(file, "wire"), raw.get("wire", {}), base_wire, wire)
+
+    _patch_catalogue(_Where(file, "catalogue"), raw.get("catalogue", {}), documents)
+    _patch_resources(_Where(file, "resources"), raw.get("resources", {}), documents)
+    _patch_lifecycle(_Where(file, "lifecycle"), raw.get("lifecycle", {}), documents)
+    fixed, unknown_devs = _patch_deviations(
+        _Where(file, "deviations"), raw.get("deviations", {}), documents, base_unknown
+    )
+
+    vocabulary = _vocabulary(chain, enums, perms)
+    try:
+        spec = parse_spec(documents, vocabulary=vocabulary)
+    except SpecError as exc:
+        raise SpecError(
+            file,
+            f"{exc.file} [{exc.table}]",
+            exc.entry,
+            f"after this line's changes: {exc.problem}",
+        ) from exc
+    _check_wire_against_catalogue(_Where(file, "wire"), line_wire, spec, handshake)
+    unknown = _unknowns(
+        _Where(file, "unknown"), raw.get("unknown", []), spec, line_wire, fixed, name, inherited
+    )
+    if handshake.version is None and not any(u.about == "handshake" for u in unknown):
+        raise r.fail(
+            "handshake", "no version given: add an [[unknown]] about 'handshake' saying why"
+        )
+    return Line(
+        name=name,
+        base=base.name if base is not None else None,
+        chain=chain,
+        title=title,
+        sdk_releases=releases,
+        enum_release=enum_release,
+        server_builds=builds,
+        changes=changes,
+        permissions=perms,
+        handshake=handshake,
+        wire=line_wire,
+        enums=enums,
+        spec=spec,
+        fixed_deviations=fixed,
+        unknown_deviations=unknown_devs,
+        unknown=unknown,
+        documents=documents,
+    )
+
+
+def _permissions(
+    r: _Where, raw: Any, base: PermissionModel | None, enums: EnumSet
+) -> PermissionModel:
+    if raw is None:
+        if base is None:
+            raise r.fail("-", "the root line states its permission model")
+        perms = base
+    else:
+        _only(r, "-", _table(r, "-", raw), ("model", "levels", "bits"))
+        model = raw.get("model")
+        if model == "ranked":
+            _only(r, "-", raw, ("model", "levels"))
+            perms = PermissionModel("ranked", _texts(r, "levels", raw.get("levels"), "levels"))
+        elif model == "granular":
+            _only(r, "-", raw, ("model", "bits"))
+            perms = PermissionModel("granular", _texts(r, "bits", raw.get("bits"), "bits"))
+        else:
+            raise r.fail("model", f"must be 'ranked' or 'granular', got {model!r}")
+        if len(set(perms.values)) != len(perms.values) or "none" in perms.values:
+            raise r.fail("-", f"permission values must be distinct and not 'none': {perms.values}")
+    enum = enums.resolve("APIKeyPermissionEnum")
+    if perms.model == "ranked":
+        if enum is None or tuple(str(v) for _, v in enum.members) != perms.values:
+            raise r.fail(
+                "-",
+                "a ranked model's levels are the values of the line's APIKeyPermissionEnum, in order",
+            )
+    elif enum is not None:
+        raise r.fail("-", "a granular model has no APIKeyPermissionEnum (remove it under [enums])")
+    return perms
+
+
+def _handshake(r: _Where, raw: Any) -> Handshake:
+    _only(r, "-", _table(r, "-", raw), ("version", "config"))
+    version = raw.get("version")
+    if version is not None and not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?", str(version)):
+        raise r.fail("version", f"must be a semantic version, got {version!r}")
+    config = _table(r, "config", raw.get("config", {}))
+    for key, value in config.items():
+        if key not in _INFO_CONFIG:
+            raise r.fail("config", f"unknown limit {key!r}; limits: {', '.join(_INFO_CONFIG)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise r.fail(f"config.{key}", f"must be a positive number of bytes, got {value!r}")
+    return Handshake(version, dict(config))
+
+
+def _wire(
+    r: _Where, raw: Any, base: Mapping[str, str], aspects: Mapping[str, WireAspect]
+) -> dict[str, str]:
+    result = dict(base)
+    for aspect, shape in _table(r, "-", raw).items():
+        if aspect not in aspects:
+            raise r.fail(aspect, f"unknown wire aspect; aspects: {', '.join(aspects)}")
+        if not isinstance(shape, str) or shape not in aspects[aspect].shapes:
+            raise r.fail(
+                aspect, f"unknown shape {shape!r}; shapes: {', '.join(aspects[aspect].shapes)}"
+            )
+        if base.get(aspect) == shape:
+            raise r.fail(aspect, f"the base line speaks {shape!r} already: drop the entry")
+        result[aspect] = shape
+    missing = [a for a in aspects if a not in result]
+    if missing:
+        raise r.fail("-", f"no shape for aspect(s) {', '.join(missing)}")
+    return result
+
+
+def _patch_catalogue(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
+    raw = _table(r, "-", raw)
+    _only(
+        r, "-", raw, ("remove", "add", "change", "field_types", "probes", "shapes", "common_errors")
+    )
+    actions = documents["actions.toml"]
+    ops = actions.setdefault("operations", {})
+    for name in _texts(r, "remove", raw.get("remove", []), "remove", empty=True):
+        if name not in ops:
+            raise r.fail("remove", f"no operation {name!r} to remove")
+        del ops[name]
+    for name, entry in _table(r, "add", raw.get("add", {})).items():
+        if name in ops:
+            raise r.fail(f"add.{name}", "the operation exists already: change it instead")
+        _only(r, f"add.{name}", _table(r, f"add.{name}", entry), _OPERATION_KEYS)
+        ops[name] = copy.deepcopy(entry)
+    for name, entry in _table(r, "change", raw.get("change", {})).items():
+        if name not in ops:
+            raise r.fail(f"change.{name}", "no such operation to change")
+        body = _table(r, f"change.{name}", entry)
+        _only(r, f"change.{name}", body, _OPERATION_KEYS)
+        if not body:
+            raise r.fail(f"change.{name}", "changes nothing")
+        for key, value in body.items():
+            if ops[name].get(key) == value:
+                raise r.fail(f"change.{name}.{key}", "the base line has this value already")
+            ops[name][key] = copy.deepcopy(value)
+    if "common_errors" in raw:
+        common = raw["common_errors"]
+        if not isinstance(common, list) or not common:
+            raise r.fail("common_errors", "expected a non-empty array of {kind, when}")
+        if common == actions.get("common_errors"):
+            raise r.fail("common_errors", "the base line has these already")
+        actions["common_errors"] = copy.deepcopy(common)
+    types = actions.setdefault("field_types", {})
+    for key, value in _table(r, "field_types", raw.get("field_types", {})).items():
+        types[key] = _text(r, f"field_types.{key}", value, "a field type's description")
+    probes = actions.setdefault("probes", {})
+    for key, value in _table(r, "probes", raw.get("probes", {})).items():
+        _only(
+            r,
+            f"probes.{key}",
+            _table(r, f"probes.{key}", value),
+            ("settles", "reads", "applied_when"),
+        )
+        probes[key] = copy.deepcopy(value)
+    shapes = actions.setdefault("shapes", {})
+    for key, value in _table(r, "shapes", raw.get("shapes", {})).items():
+        body = _table(r, f"shapes.{key}", value)
+        for field, text in body.items():
+            _text(r, f"shapes.{key}.{field}", text, "a shape field's description")
+        shapes[key] = dict(body)
+
+
+def _patch_resources(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
+    raw = _table(r, "-", raw)
+    _only(r, "-", raw, ("remove",))
+    table = documents["resources.toml"].setdefault("resources", {})
+    for name in _texts(r, "remove", raw.get("remove", []), "remove", empty=True):
+        if name not in table:
+            raise r.fail("remove", f"no resource {name!r} to remove")
+        del table[name]
+
+
+def _row_id(row: Any) -> str | None:
+    """The `id` of a row or deviation table, when it is a string (the loader refuses others)."""
+    rid = row.get("id") if isinstance(row, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+def _patch_lifecycle(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
+    """Per machine: `remove` rows by id, `replace` rows by id, `add_states` (a new state takes
+    every row that leaves the state it is `like`), `triggers` (new ones), then `add` rows."""
+    for machine, patch in _table(r, "-", raw).items():
+        file = f"{machine}.toml"
+        if file not in documents or "machine" not in documents[file]:
+            raise r.fail(machine, "not a machine of the spec")
+        m = _table(r, machine, patch)
+        _only(r, machine, m, ("remove", "replace", "add_states", "triggers", "add"))
+        doc = documents[file]
+        rows: list[Any] = doc.setdefault("transitions", [])
+        ids = [_row_id(row) for row in rows]
+        for rid in _texts(r, f"{machine}.remove", m.get("remove", []), "remove", empty=True):
+            if rid not in ids:
+                raise r.fail(f"{machine}.remove", f"no row {rid!r} to remove")
+            rows[:] = [row for row in rows if _row_id(row) != rid]
+            ids = [_row_id(row) for row in rows]
+        replace = m.get("replace", [])
+        if not isinstance(replace, list):
+            raise r.fail(f"{machine}.replace", "expected an array of rows")
+        for i, row in enumerate(replace):
+            replaced = _row_id(row)
+            if replaced is None or replaced not in ids:
+                raise r.fail(f"{machine}.replace[{i}]", f"no row {replaced!r} to replace")
+            if rows[ids.index(replaced)] == row:
+                raise r.fail(f"{machine}.replace[{i}]", f"row {replaced!r} is the base's already")
+            rows[ids.index(replaced)] = copy.deepcopy(row)
+        head = doc["machine"]
+        for state, spec in _table(r, f"{machine}.add_states", m.get("add_states", {})).items():
+            e = f"{machine}.add_states.{state}"
+            _only(r, e, _table(r, e, spec), ("like",))
+            like = spec.get("like")
+            if state in head.get("states", []):
+                raise r.fail(e, f"{state!r} is a state already")
+            if like not in head.get("states", []):
+                raise r.fail(e, f"'like' must name a state of {machine}, got {like!r}")
+            head["states"] = [*head["states"], state]
+            if like in head.get("terminals", []):
+                head["terminals"] = [*head["terminals"], state]
+            for row in rows:
+                sources = row.get("source") if isinstance(row, dict) else None
+                listed = [sources] if isinstance(sources, str) else sources
+                if isinstance(listed, list) and like in listed:
+                    row["source"] = [*listed, state]
+        triggers = doc.setdefault("triggers", {})
+        for name, body in _table(r, f"{machine}.triggers", m.get("triggers", {})).items():
+            if name in triggers:
+                raise r.fail(f"{machine}.triggers.{name}", "the trigger exists already")
+            triggers[name] = copy.deepcopy(body)
+        add = m.get("add", [])
+        if not isinstance(add, list):
+            raise r.fail(f"{machine}.add", "expected an array of rows")
+        for i, row in enumerate(add):
+            if _row_id(row) in ids:
+                raise r.fail(f"{machine}.add[{i}]", f"row {_row_id(row)!r} exists: replace it")
+            rows.append(copy.deepcopy(row))
+
+
+def _patch_deviations(
+    r: _Where, raw: Any, documents: dict[str, dict[str, Any]], base_unknown: frozenset[str]
+) -> tuple[dict[str, str], frozenset[str]]:
+    raw = _table(r, "-", raw)
+    _only(r, "-", raw, ("fixed", "unknown", "confirmed", "add"))
+    doc = documents["deviations.toml"]
+    devs: list[Any] = doc.setdefault("deviations", [])
+    existing = {_row_id(d) for d in devs}
+    fixed = {}
+    for did, why in _table(r, "fixed", raw.get("fixed", {})).items():
+        if did not in existing:
+            raise r.fail(f"fixed.{did}", "no such deviation in the base line")
+        fixed[did] = _text(r, f"fixed.{did}", why, "why it is fixed")
+    devs[:] = [d for d in devs if _row_id(d) not in fixed]
+    for profile in _table(r, "-", doc.get("profiles", {})).values():
+        if isinstance(profile, dict) and isinstance(profile.get("deviations"), list):
+            profile["deviations"] = [d for d in profile["deviations"] if d not in fixed]
+    add = raw.get("add", [])
+    if not isinstance(add, list):
+        raise r.fail("add", "expected an array of deviations")
+    for i, entry in enumerate(add):
+        if not isinstance(_row_id(entry), str):
+            raise r.fail(f"add[{i}]", "a deviation is a table with a string 'id'")
+        if _row_id(entry) in existing:
+            raise r.fail(f"add[{i}]", f"deviation {_row_id(entry)!r} exists already")
+        devs.append(copy.deepcopy(entry))
+    present = {_row_id(d) for d in devs}
+    unknown = set(base_unknown) - set(fixed)
+    for did in _texts(r, "unknown", raw.get("unknown", []), "unknown", empty=True):
+        if did not in present:
+            raise r.fail("unknown", f"no deviation {did!r} in this line")
+        if did in unknown:
+            raise r.fail("unknown", f"{did} is unknown in the base line already")
+        unknown.add(did)
+    for did in _texts(r, "confirmed", raw.get("confirmed", []), "confirmed", empty=True):
+        if did not in unknown:
+            raise r.fail("confirmed", f"{did} is not unknown in the base line")
+        unknown.discard(did)
+    return fixed, frozenset(unknown)
+
+
+def _check_wire_against_catalogue(
+    r: _Where, wire: Mapping[str, str], spec: Spec, handshake: Handshake
+) -> None:
+    """Where a wire shape implies a catalogue entry, the two must agree."""
+    ops = spec.operations
+    action_wires = {op.wire for op in ops.values() if op.kind == "action"}
+    rpc_wires = {w for op in ops.values() if op.kind == "rpc" for w in op.wire.split("|")}
+    connect = wire["connect"]
+    if connect in ("version", "info") and connect not in action_wires:
+        raise r.fail("connect", f"the client connects with {connect!r}, which the catalogue lacks")
+    if connect == "info" and set(handshake.config) != set(_INFO_CONFIG):
+        raise r.fail("connect", f"an info handshake needs [handshake.config] with {_INFO_CONFIG}")
+    if connect != "info" and handshake.config:
+        raise r.fail("connect", "only an info handshake reports limits: drop [handshake.config]")
+    serves_schema = any(op.kind == "rpc" and op.wire == "GetSchema" for op in ops.values())
+    if (wire["get_schema"] == "stored_schema") != serves_schema or "GetSchema" not in rpc_wires:
+        raise r.fail("get_schema", "the shape and the catalogue's GetSchema entry disagree")
+    streams = any(
+        isinstance(op.response, str) and op.response.startswith("stream[") for op in ops.values()
+    )
+    if (wire["filter_answer"] != "none") != streams:
+        raise r.fail("filter_answer", "a streamed answer shape needs a streaming action, and back")
+    create = ops["SESSION_CREATE"].response
+    has_locator = isinstance(create, dict) and "locator" in create
+    if (wire["session_create_answer"] == "uuid_locator") != has_locator:
+        raise r.fail("session_create_answer", "the shape and SESSION_CREATE's response disagree")
+    fields = {f.name for f in ops["SESSION_DELETE"].request}
+    if wire["session_delete_body"] not in fields:
+        raise r.fail("session_delete_body", f"SESSION_DELETE's request has {sorted(fields)}")
+
+
+def _unknowns(
+    r: _Where,
+    raw: Any,
+    spec: Spec,
+    wire: Mapping[str, str],
+    fixed: Mapping[str, str],
+    line: str,
+    inherited: tuple[Unknown, ...],
+) -> tuple[Unknown, ...]:
+    if not isinstance(raw, list):
+        raise r.fail("-", "expected an array of {about, text}")
+    subjects = {
+        *_TOPICS,
+        *spec.operations,
+        *spec.probes,
+        *spec.resources,
+        *spec.deviations,
+        *fixed,
+        *wire,
+        *(row.id for m in spec.machines.values() for row in m.transitions),
+    }
+    out = [u for u in inherited if u.about in subjects and u.about not in fixed]
+    for i, entry in enumerate(raw):
+        body = _table(r, f"[{i}]", entry)
+        _only(r, f"[{i}]", body, ("about", "text"))
+        about = _text(r, f"[{i}]", body.get("about"), "about")
+        if about not in subjects:
+            raise r.fail(
+                f"[{i}]",
+                f"about {about!r} names nothing of this line (an operation, probe, resource, "
+                f"row id, deviation, wire aspect or one of {', '.join(_TOPICS)})",
+            )
+        out.append(Unknown(about, _text(r, f"[{i}]", body.get("text"), "text"), line))
+    return tuple(out)
