@@ -7,9 +7,10 @@ kind in use), its outcome (an accepting row refuses, a refusing row accepts), an
 (each fact flipped, the guard dropped). An operation is mutated in its permission, its wire
 name, each request field (dropped, its type changed, its `required` flipped), its outcomes and
 its probe. A mutant is caught when the spec loader or the soundness checks refuse it, or when
-the conformance suite, whose cases are written from the protocol's text and never read the
-tables, fails on a reference server running the mutant (the engine-side behaviour scenarios run
-too, for the catalogue mutants the client machines use).
+one of the checks written from the protocol's text (`tests/server_checks.py`,
+`tests/catalogue_checks.py`) or the conformance suite (whose cases never read the tables)
+fails on a reference server running the mutant; a crash counts as caught. The engine-side
+behaviour scenarios run too, for the catalogue mutants the client machines use.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fsm.conformance.suite import run_suite
 from fsm.errors import SpecError
 from fsm.spec import load_documents, load_spec, parse_spec
 from fsm.spec.model import Spec
+from tests.catalogue_checks import CATALOGUE_CHECKS, first_catalogue_failure
 from tests.scenarios import ALL_SCENARIOS, run_scenario
 from tests.server_checks import CHECKS, first_failure
 from transport.memory import MemoryTransport
@@ -32,6 +34,7 @@ from transport.server.model import ServerModel
 
 Docs = dict[str, dict[str, Any]]
 Mutant = tuple[str, Callable[[Docs], None]]
+PERMISSIONS = ("none", "read", "write", "delete", "manage")
 
 # Mutants no test can catch, because no request can tell them from the original, with why.
 UNREACHABLE_SESSION_CREATE = "a session UUID is fresh when it is made: the row never runs"
@@ -40,6 +43,48 @@ UNREACHABLE_CANCEL = (
     "a cancel whose stream no longer owns the topic answers before the table; only a "
     "receiving topic has a stream"
 )
+READ_IS_NONE = "every key holds read: permissions none and read admit the same keys"
+REFUSED_FIRST = "refused as unknown or unimplemented before any permission check"
+STREAM_PHASE = (
+    "a client-side phase of one DoPut: the server authorizes and names the stream once, as DO_PUT"
+)
+OUTCOMES = "`outcomes` is only printed by `mosaico-fsm spec`; no behaviour reads it"
+RPC_NAME = "an RPC is chosen by its Flight method, not by this name, which only documents it"
+RAW_BYTES = "carried as raw bytes (an opaque ticket, a criteria string), never as a JSON field"
+QUERY_BODY = "QUERY hands its whole body to the filter compiler, which refuses a bad filter itself"
+
+
+def _operation_equivalents() -> dict[str, str]:
+    ops = load_documents()["actions.toml"]["operations"]
+    found: dict[str, str] = {}
+    for name, op in ops.items():
+        for outcome in op.get("outcomes", []):
+            found[f"actions.{name} outcome {outcome} dropped"] = OUTCOMES
+        if op["permission"] == "read":
+            found[f"actions.{name} permission=none"] = READ_IS_NONE
+        if op["permission"] == "none" and op["wire"] not in ("*",) and "|" not in op["wire"]:
+            found[f"actions.{name} permission=read"] = READ_IS_NONE
+        if name in ("UNKNOWN_ACTION", "UNSUPPORTED_RPC"):
+            for level in PERMISSIONS[1:]:
+                found[f"actions.{name} permission={level}"] = REFUSED_FIRST
+        if name.startswith("STREAM_"):
+            for level in PERMISSIONS:
+                if level != op["permission"]:
+                    found[f"actions.{name} permission={level}"] = STREAM_PHASE
+            found[f"actions.{name} wire renamed"] = STREAM_PHASE
+        if op["kind"] == "rpc":
+            found[f"actions.{name} wire renamed"] = RPC_NAME
+    for name, field in (("DO_GET", "ticket"), ("LIST_FLIGHTS", "criteria")):
+        for mutant in ("dropped", "required flipped", "type=integer"):
+            found[f"actions.{name} request.{field} {mutant}"] = RAW_BYTES
+    for field in ("sequence", "topic", "ontology"):
+        found[f"actions.QUERY request.{field} dropped"] = QUERY_BODY
+    found["actions.QUERY request.ontology type=string"] = (
+        "the server refuses every ontology (data-level) filter, whatever its type"
+    )
+    return found
+
+
 EQUIVALENT: dict[str, str] = {
     **{
         f"resources.session[1] open/reported/finalized/finalized_reported SESSION_CREATE {m}": (
@@ -55,6 +100,7 @@ EQUIVALENT: dict[str, str] = {
         f"resources.topic[12] created/locked DO_PUT_CANCEL {m}": UNREACHABLE_CANCEL
         for m in ("dest=absent", "dest=created", "dest=receiving", "dest=locked", "refuses")
     },
+    **_operation_equivalents(),
 }
 
 
@@ -123,9 +169,6 @@ def _set_row(resource: str, i: int, changes: dict[str, Any]) -> Callable[[Docs],
                 row[key] = copy.deepcopy(value)
 
     return mutate
-
-
-PERMISSIONS = ("none", "read", "write", "delete", "manage")
 
 
 def _operation_mutants(base: Docs) -> Iterator[tuple[str, Mutant]]:
@@ -198,7 +241,9 @@ def _caught(mutate: Callable[[Docs], None], base: Docs, *, engine: bool) -> str 
                     run_scenario(spec, scenario)
                 except AssertionError:
                     return f"scenario: {scenario.name}"
-        checked = first_failure(lambda: ServerModel(spec, seed=1))
+        checked = first_failure(lambda: ServerModel(spec, seed=1)) or first_catalogue_failure(
+            lambda: ServerModel(spec, seed=1)
+        )
         if checked is not None:
             return f"server check: {checked}"
         return _suite_fails(spec)
@@ -238,3 +283,12 @@ def test_every_equivalent_mutant_is_still_made() -> None:
 def test_the_server_checks_pass_on_the_reference_model() -> None:
     for check in CHECKS:
         check(ServerModel(seed=1))
+    for catalogue_check in CATALOGUE_CHECKS:
+        catalogue_check(lambda: ServerModel(seed=1))
+
+
+def test_every_operation_mutant_is_caught() -> None:
+    mutants = list(_operation_mutants(load_documents()))
+    assert len(mutants) > 100
+    survivors = _survivors(mutants, engine=True)
+    assert survivors == [], f"{len(survivors)} of {len(mutants)} survive:\n" + "\n".join(survivors)
