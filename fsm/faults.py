@@ -5,6 +5,8 @@ A `FaultPlan` names operations of the catalogue (`SEQUENCE_CREATE`, `GET_FLIGHT_
 
 - `fail`: refused with an error kind, nothing applied;
 - `lose_reply`: applied by the server, then the reply is lost (the client sees unknown);
+- `lose_request`: the request is lost before the server applies it: nothing is applied, and
+  the client sees unknown (on a stream, the connection dies with it: the stream breaks);
 - `drop_stream` (stream operations): the stream breaks at that point; the server keeps what it
   already stored and locks nothing. On DO_GET the read stream breaks after half of its
   batches (rounded down) were sent.
@@ -42,6 +44,7 @@ E = TypeVar("E", bound=Enum)
 class FaultEffect(Enum):
     FAIL = "fail"
     LOSE_REPLY = "lose_reply"
+    LOSE_REQUEST = "lose_request"
     DROP_STREAM = "drop_stream"
 
 

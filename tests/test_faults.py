@@ -131,7 +131,7 @@ def test_plan_json_defaults() -> None:
         (lambda: FaultPlan(rate=-0.1), "rate must be within"),
         (
             lambda: FaultPlan.loads('{"faults": [{"operation": "VERSION", "effect": "explode"}]}'),
-            "'explode' is not one of fail, lose_reply, drop_stream",
+            "'explode' is not one of fail, lose_reply, lose_request, drop_stream",
         ),
         (
             lambda: FaultPlan.loads('{"faults": [{"operation": "VERSION", "kind": "oops"}]}'),
@@ -327,6 +327,53 @@ def test_lose_reply_is_applied(kind: str, operation: str) -> None:
         assert h2.model.snapshot() == after
 
 
+@pytest.mark.parametrize("operation", list(ACTIONS))
+def test_lose_request_is_not_applied(kind: str, operation: str) -> None:
+    """`lose_request`: the client sees unknown, the server applied nothing and saw nothing."""
+    nth = SETUP_CALLS.get(operation, 0) + 1
+    plan = FaultPlan((Fault(operation, nth, FaultEffect.LOSE_REQUEST),))
+    with harness(kind, faults=plan) as h:
+        h.model.trace = ServerTrace()
+        t = h.transport()
+        context = _setup(t)
+        before, seen = h.model.snapshot(), len(h.model.trace.events)
+        outcome = ACTIONS[operation](t, context)
+        unknown(outcome)
+        injected(outcome, operation)
+        assert h.model.snapshot() == before
+        assert len(h.model.trace.events) == seen, "the server saw the lost request"
+        ok(ACTIONS[operation](t, context))
+        assert h.model.snapshot() != before
+
+
+def test_lose_request_on_open_opens_nothing(kind: str) -> None:
+    """A lost STREAM_OPEN: unknown, no stream on the server; the next stream works."""
+    plan = FaultPlan((Fault("STREAM_OPEN", 1, FaultEffect.LOSE_REQUEST),))
+    with harness(kind, faults=plan) as h:
+        t = h.transport()
+        topic_uuid = _topic(t)
+        unknown(stream_verdict(t, "st/imu", topic_uuid, [batch(0)]))
+        assert topic_view(h, "st/imu")["state"] == "created"
+        assert topic_view(h, "st/imu")["chunks"] == 0
+        ok(stream_verdict(t, "st/imu", topic_uuid, [batch(0, 2)]))
+        assert topic_view(h, "st/imu")["state"] == "locked"
+
+
+@pytest.mark.parametrize("operation", ["STREAM_WRITE", "STREAM_CLOSE"])
+def test_lose_request_on_a_stream_breaks_it_unapplied(kind: str, operation: str) -> None:
+    """A lost write or close: unknown, the batch is not stored, nothing is locked."""
+    plan = FaultPlan(
+        (Fault(operation, 2 if operation == "STREAM_WRITE" else 1, FaultEffect.LOSE_REQUEST),)
+    )
+    with harness(kind, faults=plan) as h:
+        t = h.transport()
+        topic_uuid = _topic(t)
+        unknown(stream_verdict(t, "st/imu", topic_uuid, [batch(0), batch(2)]))
+        view = topic_view(h, "st/imu")
+        assert view["state"] == "created"
+        assert view["chunks"] == (1 if operation == "STREAM_WRITE" else 2)
+
+
 def test_lose_reply_on_session_create_leaves_an_unknown_session(kind: str) -> None:
     """A lost SESSION_CREATE reply: the session exists, the client never learned its UUID."""
     plan = FaultPlan((Fault("SESSION_CREATE", 1, FaultEffect.LOSE_REPLY),))
@@ -499,8 +546,14 @@ def test_stream_open_faults(kind: str, effect: FaultEffect, expect: str) -> None
 
 def _settled(h: Harness, topic: str) -> bool:
     """The server has dealt with the stream's first batch: stored or refused it, or the stream
-    had already ended (refused or broken)."""
-    assert h.model.trace is not None
+    had already ended (refused or broken), or its open never reached the server."""
+    assert h.model.trace is not None and h.schedule is not None
+    opens = h.schedule.counts().get("STREAM_OPEN", 0)
+    if any(
+        f.operation == "STREAM_OPEN" and f.effect is FaultEffect.LOSE_REQUEST and f.nth == opens
+        for f in h.schedule.fired
+    ):
+        return True
     return any(
         e.get("topic") == topic
         and (
@@ -614,7 +667,9 @@ READS: dict[str, Callable[[Transport, bytes], Outcome]] = {
 
 
 @pytest.mark.parametrize("operation", list(READS))
-@pytest.mark.parametrize("effect", [FaultEffect.FAIL, FaultEffect.LOSE_REPLY])
+@pytest.mark.parametrize(
+    "effect", [FaultEffect.FAIL, FaultEffect.LOSE_REPLY, FaultEffect.LOSE_REQUEST]
+)
 def test_read_faults(kind: str, operation: str, effect: FaultEffect) -> None:
     """Faults on reads: the planned call fails (or is unknown), state is untouched, the
     next call answers normally."""

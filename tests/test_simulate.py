@@ -83,6 +83,7 @@ def test_single_faults_reach_every_call_with_every_effect() -> None:
         "STREAM_CLOSE#1:cancelled",
         "STREAM_CLOSE#1:internal",
         "STREAM_CLOSE#1:lose_reply",
+        "STREAM_CLOSE#1:lose_request",
         "STREAM_CLOSE#1:drop_stream",
     }
 

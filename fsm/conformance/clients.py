@@ -153,6 +153,7 @@ class _Run:
     lost: dict[int, ProbeVerdict] = attrs.field(factory=dict)  # replies assumed lost
     lost_left: int = 0  # how many more may be assumed
     candidates: list[int] = attrs.field(factory=list)  # requests a lost reply could explain
+    requests_lost_left: int = 0  # how many requests may be assumed lost before the server
 
     def __attrs_post_init__(self) -> None:
         if self.order is None:
@@ -178,6 +179,7 @@ class _Run:
             dict(self.lost),
             self.lost_left,
             list(self.candidates),
+            self.requests_lost_left,
         )
 
     # -- reading the trace ------------------------------------------------------------------
@@ -285,7 +287,7 @@ class _Matcher:
             if index is None or run.events[index].get("op") != "DO_PUT_END":
                 if failed is not None:
                     return failed  # the stream died earlier: the close fails on the client
-                return self._missing(op, index, row)
+                return self._missing(op, index, row, step)
             return self._taken(index, step)
         wire = WIRE_NAME.get(op, op)
         index = (
@@ -300,7 +302,7 @@ class _Matcher:
             or run.events[index].get("op") != wire
             or not self._same_topic(index, wire)
         ):
-            return self._missing(op, index, row)
+            return self._missing(op, index, row, step)
         return self._taken(index, step)
 
     # -- steps ---------------------------------------------------------------------------
@@ -399,7 +401,10 @@ class _Matcher:
 
     # -- deviations -----------------------------------------------------------------------
 
-    def _missing(self, op: str, index: int | None, row: Transition) -> Outcome:
+    def _missing(self, op: str, index: int | None, row: Transition, step: Step) -> Outcome:
+        """A step whose request is not where the table expects it: a recorded deviation, or,
+        when the run may assume it, a request lost before the server saw it (the client
+        saw unknown, and its probe found the request not applied)."""
         for dev in self.deviations:
             sig = dev.signature
             if sig.get("missing") != op:
@@ -423,6 +428,13 @@ class _Matcher:
                     )
                 )
                 return Outcome.ok()
+        if step.unknown is not None and self.run.requests_lost_left > 0:
+            self.run.requests_lost_left -= 1
+            self._probed = ProbeVerdict.NOT_APPLIED
+            self.run.accepted.append(
+                f"request lost: {op} never reached the server, the client's probe found not_applied"
+            )
+            return Outcome.unknown(f"the {op} request was lost")
         raise _Mismatch(
             index if index is not None else len(self.run.events),
             op,
@@ -534,6 +546,9 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
         if run.session == spec.session.initial and run.accepted:
             return run  # the client gave up after a refused enter
         if run.session not in spec.session.terminals and run.session != spec.session.initial:
+            ended = _end_by_lost_request(run, spec, deviations, depth)
+            if ended is not None:
+                return ended
             run.findings.append(
                 Finding(
                     -1,
@@ -606,6 +621,23 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
     if best is not None and _better(best, failed):
         return best
     return failed
+
+
+def _end_by_lost_request(
+    run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int
+) -> _Run | None:
+    """A run whose trace ends with the session open, explained by a last request lost
+    before the server saw it (when the run may assume one): the first move that ends the
+    session that way, or None."""
+    if run.requests_lost_left <= 0:
+        return None
+    context = {"role": run.role, "policy": run.policy}
+    for trigger in spec.session.allowed(run.session, context):
+        move: tuple[str, str | None, str | None] = (trigger, None, None)
+        done, _, _ = _try(run, spec, deviations, move, depth)
+        if done is not None and done.violation_free() and done.session in spec.session.terminals:
+            return done
+    return None
 
 
 def _try(
@@ -810,9 +842,11 @@ def check_client_trace(
     sequence: str = "",
     client: str = "sdk-0.3.2",
     lost_replies: int = 0,
+    lost_requests: int = 0,
 ) -> ClientReport:
     """Check one sequence's server-side trace (in the order the server saw it), making at
-    most `lost_replies` assumptions of lost replies where nothing else explains it."""
+    most `lost_replies` assumptions of lost replies and `lost_requests` of requests lost
+    before the server saw them, where nothing else explains it."""
     deviations = [d for d in spec.deviations.values() if d.who == client]
     events = list(events)
     first = next(
@@ -826,6 +860,7 @@ def check_client_trace(
     )
     empty = _Run(events, set(), spec.session.initial, "writer", "Report", {}, [], [], [])
     empty.lost_left = lost_replies
+    empty.requests_lost_left = lost_requests
     if first is None:
         done = _search(empty, spec, deviations)
     else:

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from fsm.errors import OutcomeUnknown
-from fsm.faults import Fault
+from fsm.faults import Fault, FaultEffect
 from fsm.simulate.scenarios import Row, Scenario
 
 __all__ = ["NA", "OK", "UNKNOWN", "VIOLATED", "Facts", "Verdict"]
@@ -27,6 +27,12 @@ class Verdict:
     invariant: str
     status: str
     message: str = ""
+
+
+PROBE_READS = frozenset(
+    {"GET_FLIGHT_INFO", "SEQUENCE_NOTIFICATION_LIST", "TOPIC_NOTIFICATION_LIST"}
+)
+"""The reads a probe makes to settle an unknown outcome."""
 
 
 @attrs.frozen
@@ -63,8 +69,15 @@ class Facts:
 
     @property
     def unsettled(self) -> bool:
-        """The user was told of a lost reply that could not be settled."""
+        """The user was told of a lost reply that could not be settled, or a request was
+        lost and a read that may have settled it was itself faulted (its answer, such as a
+        not_found, did not describe the server)."""
         if isinstance(self.raised, OutcomeUnknown):
+            return True
+        if any(f.effect is FaultEffect.LOSE_REQUEST for f in self.fired) and any(
+            f.operation in PROBE_READS and f.effect is not FaultEffect.LOSE_REQUEST
+            for f in self.fired
+        ):
             return True
         return any(
             step.get("probe") == "unresolved"

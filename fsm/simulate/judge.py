@@ -8,7 +8,7 @@ from typing import Any
 from fsm.conformance.clients import WIRE_NAME, check_client_trace
 from fsm.engine.trace import check_trace
 from fsm.faults import Fault, FaultEffect
-from fsm.simulate.facts import OK, UNKNOWN, VIOLATED, Facts, Verdict
+from fsm.simulate.facts import OK, PROBE_READS, UNKNOWN, VIOLATED, Facts, Verdict
 from fsm.simulate.scenarios import SEQUENCE
 from fsm.spec.model import Spec
 
@@ -16,11 +16,6 @@ __all__ = ["Judge"]
 
 
 _WIRE = {**WIRE_NAME, "STREAM_OPEN": "DO_PUT_OPEN", "STREAM_WRITE": "DO_PUT_WRITE"}
-
-
-_PROBE_READS = frozenset(
-    {"GET_FLIGHT_INFO", "SEQUENCE_NOTIFICATION_LIST", "TOPIC_NOTIFICATION_LIST"}
-)
 
 
 def _lost_replies(facts: Facts) -> int:
@@ -31,11 +26,11 @@ def _lost_replies(facts: Facts) -> int:
         1
         for f in facts.fired
         if f.effect is FaultEffect.LOSE_REPLY
-        or (f.operation == "STREAM_OPEN" and f.effect is not FaultEffect.FAIL)
+        or (f.operation == "STREAM_OPEN" and f.effect is FaultEffect.DROP_STREAM)
     )
     if not lost:
         return 0
-    return lost + sum(1 for f in facts.fired if f.operation in _PROBE_READS)
+    return lost + sum(1 for f in facts.fired if f.operation in PROBE_READS)
 
 
 def _fault_index(events: Sequence[Mapping[str, Any]], fired: Sequence[Fault], fault: Fault) -> int:
@@ -45,7 +40,9 @@ def _fault_index(events: Sequence[Mapping[str, Any]], fired: Sequence[Fault], fa
     earlier = sum(
         1
         for f in fired
-        if f.operation == fault.operation and f.nth < fault.nth and f.effect is FaultEffect.FAIL
+        if f.operation == fault.operation
+        and f.nth < fault.nth
+        and f.effect in (FaultEffect.FAIL, FaultEffect.LOSE_REQUEST)
     )
     nth = fault.nth - earlier
     seen = 0
@@ -119,8 +116,10 @@ class Judge:
         name = "client-conformance"
         events = [e for e in facts.events if e.get("sequence") == SEQUENCE]
         lost = _lost_replies(facts)
+        dropped = sum(1 for f in facts.fired if f.effect is FaultEffect.LOSE_REQUEST)
         key = (
             lost,
+            dropped,
             *(
                 (e.get("op"), self._outcome(e.get("outcome")), e.get("topic"), e.get("rows"))
                 + ((e.get("source"),) if "source" in e else ())
@@ -130,7 +129,12 @@ class Judge:
         if key in self._accepted:
             return Verdict(name, OK)
         report = check_client_trace(
-            events, self.spec, sequence=SEQUENCE, client="mosaico-fsm", lost_replies=lost
+            events,
+            self.spec,
+            sequence=SEQUENCE,
+            client="mosaico-fsm",
+            lost_replies=lost,
+            lost_requests=dropped,
         )
         if not report.findings:
             self._accepted.add(key)

@@ -2,7 +2,8 @@
 
 A position is one call of one operation, `(operation, nth)`, taken from the calls a run
 made. The effects of an operation are: refused with each error kind the catalogue lists for
-it, and `internal`; its reply lost after the server applied it; and, for the stream
+it, and `internal`; its reply lost after the server applied it; its request lost before
+the server saw it; and, for the stream
 operations, the stream dropped.
 """
 
@@ -28,6 +29,7 @@ def effects(spec: Spec, operation: str) -> list[tuple[FaultEffect, ErrorKind]]:
         kinds.append(ErrorKind.INTERNAL)
     out = [(FaultEffect.FAIL, k) for k in dict.fromkeys(kinds)]
     out.append((FaultEffect.LOSE_REPLY, ErrorKind.INTERNAL))
+    out.append((FaultEffect.LOSE_REQUEST, ErrorKind.INTERNAL))
     if operation in STREAM_OPERATIONS:
         out.append((FaultEffect.DROP_STREAM, ErrorKind.INTERNAL))
     return out
@@ -55,21 +57,25 @@ _FAULT = re.compile(r"^(?P<op>[A-Z_]+)#(?P<nth>\d+):(?P<what>[a-z_]+)$")
 
 
 def parse_fault(text: str) -> Fault:
-    """A fault written as `OPERATION#N:EFFECT`, EFFECT an error kind, `lose_reply` or
-    `drop_stream` (the form `Fault.describe` prints). ValueError when malformed."""
+    """A fault written as `OPERATION#N:EFFECT`, EFFECT an error kind, `lose_reply`,
+    `lose_request` or `drop_stream` (the form `Fault.describe` prints). ValueError when malformed."""
     found = _FAULT.match(text.strip())
     if found is None:
         raise ValueError(
             f"a fault reads OPERATION#N:EFFECT, e.g. SESSION_FINALIZE#1:internal; got {text!r}"
         )
     op, nth, what = found["op"], int(found["nth"]), found["what"]
-    if what in (FaultEffect.LOSE_REPLY.value, FaultEffect.DROP_STREAM.value):
+    if what in (
+        FaultEffect.LOSE_REPLY.value,
+        FaultEffect.LOSE_REQUEST.value,
+        FaultEffect.DROP_STREAM.value,
+    ):
         return Fault(op, nth, FaultEffect(what))
     try:
         kind = ErrorKind(what)
     except ValueError:
         choices = ", ".join(k.value for k in ErrorKind)
         raise ValueError(
-            f"unknown effect {what!r}: lose_reply, drop_stream or one of {choices}"
+            f"unknown effect {what!r}: lose_reply, lose_request, drop_stream or one of {choices}"
         ) from None
     return Fault(op, nth, FaultEffect.FAIL, kind)

@@ -16,6 +16,9 @@ The effects of a fault:
 - `lose_reply`: the call is applied (or refused) by the server, then the reply is lost: the
   client sees unknown. On a stream the connection is gone, so the stream is cancelled
   (a clean end that was applied stays locked).
+- `lose_request`: the request never reaches the server: nothing is applied or observed, and
+  the client sees unknown. On a stream the connection is gone, so the stream is cancelled;
+  on STREAM_OPEN no stream was opened.
 - `drop_stream`: the stream breaks (cancelled). On STREAM_OPEN the server had opened the stream
   when the connection died; on STREAM_WRITE and STREAM_CLOSE the call is not applied. On
   DO_GET the read stream breaks after half of its batches (rounded down) were sent.
@@ -57,6 +60,8 @@ class InjectedFault(Exception):
             self.kind, suffix = fault.kind, ""
         elif fault.effect is FaultEffect.DROP_STREAM:
             self.kind, suffix = ErrorKind.CANCELLED, ": stream dropped"
+        elif fault.effect is FaultEffect.LOSE_REQUEST:
+            self.kind, suffix = None, ": request lost"
         else:
             self.kind, suffix = None, ": reply lost"
         self.message = f"injected fault {fault.describe()}{suffix}"
@@ -147,6 +152,8 @@ class FaultGate:
     ) -> PutHandle:
         """Open a stream (authenticating with `principal()`): its handle, or a refusal."""
         fault = self.faults.next("STREAM_OPEN")
+        if fault is not None and fault.effect is FaultEffect.LOSE_REQUEST:
+            raise InjectedFault(fault)  # the server never saw the stream
         if fault is not None and fault.effect is FaultEffect.FAIL:
             injected = InjectedFault(fault)
             self.model.observe("DO_PUT_OPEN", injected.traced, body=command)
@@ -210,6 +217,9 @@ class FaultGate:
     ) -> T:
         """The one rule of every call: given its `fault`, apply (or not), observe what the
         server did, break the stream (`broken`) unless the call ended well, then answer."""
+        if fault is not None and fault.effect is FaultEffect.LOSE_REQUEST:
+            broken(ErrorKind.CANCELLED.value)  # the server saw only the connection die
+            raise InjectedFault(fault)
         if fault is not None and fault.effect is not FaultEffect.LOSE_REPLY:
             injected = InjectedFault(fault)
             observe(injected.traced)
