@@ -27,6 +27,7 @@ class ErrorKind(Enum):
     CANCELLED = "cancelled"
     ABORTED = "aborted"
     UNIMPLEMENTED = "unimplemented"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
 
 
 class OutcomeStatus(Enum):

@@ -182,6 +182,7 @@ SPEC_SECTIONS = (
     "probes",
     "errors",
     "query",
+    "limits",
     "deviations",
 )
 """The sections of `spec_text`, in the order it prints them."""
@@ -228,7 +229,11 @@ def spec_text(spec: Spec, sections: Iterable[str] = SPEC_SECTIONS) -> str:
     if "operations" in chosen:
         lines.append("== operations")
         for op in spec.operations.values():
-            fields = ", ".join(f"{f.name}{'' if f.required else '?'}: {f.type}" for f in op.request)
+            fields = ", ".join(
+                f"{f.name}{'' if f.required else '?'}: {f.type}"
+                + (f" (at most {f.limit})" if f.limit else "")
+                for f in op.request
+            )
             lines.append(f"   {op.name:<30} {op.kind:<6} {op.wire:<30} permission {op.permission}")
             lines.append(f"      {op.doc}")
             if fields:
@@ -255,6 +260,10 @@ def spec_text(spec: Spec, sections: Iterable[str] = SPEC_SECTIONS) -> str:
         lines.append("")
     if "query" in chosen:
         lines += query_text(spec.query)
+    if "limits" in chosen:
+        lines.append("== limits (what one request may carry; beyond them: invalid_argument)")
+        lines += [f"   {lim.name:<22} {lim.value:>9}  {lim.doc}" for lim in spec.limits.values()]
+        lines.append("")
     if "deviations" in chosen:
         lines.append("== deviations")
         for dev in spec.deviations.values():

@@ -181,7 +181,10 @@ def test_a_failed_session_create_leaves_an_orphan_sequence(server: RunningServer
     )
     with (
         _client(server) as client,
-        pytest.raises(Exception, match="internal: injected fault SESSION_CREATE"),
+        pytest.raises(
+            Exception,
+            match="Flight returned internal error, with message: injected fault SESSION_CREATE",
+        ),
     ):
         _write(client, "orphan", 1)
     assert "orphan" in server.model.snapshot()["sequences"], "the SDK left the sequence behind"

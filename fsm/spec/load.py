@@ -24,6 +24,7 @@ from fsm.spec.model import (
     ErrorCase,
     FailedRoute,
     Field,
+    Limit,
     MachineSpec,
     Operation,
     Patch,
@@ -124,7 +125,8 @@ def parse_spec(
     actions = documents["actions.toml"]
     error_kinds = _error_kinds(actions)
     field_types = _str_map(_R("actions.toml", "field_types", "-"), actions.get("field_types"))
-    operations = _operations(actions, error_kinds, field_types, v)
+    limits = _limits(actions)
+    operations = _operations(actions, error_kinds, field_types, v, limits)
     probes = _probes(actions, operations)
     common = tuple(
         _error_case(_R("actions.toml", "common_errors", f"[{i}]"), raw, error_kinds)
@@ -151,6 +153,7 @@ def parse_spec(
         deviations=deviations,
         profiles=profiles,
         query=grammar,
+        limits=limits,
     )
     if check:
         from fsm.spec.soundness import check_spec
@@ -262,11 +265,26 @@ def _error_case(r: _R, raw: Any, kinds: Mapping[str, str]) -> ErrorCase:
     return ErrorCase(kind=kind, when=_key(r, raw, "when", str))
 
 
+def _limits(doc: Mapping[str, Any]) -> dict[str, Limit]:
+    r = _R("actions.toml", "limits", "-")
+    limits = {}
+    for name, raw in _table(r, doc.get("limits", {})).items():
+        e = r.at(name)
+        entry = _table(e, raw)
+        _unknown_keys(e, entry, ("value", "doc"))
+        value = _key(e, entry, "value", int)
+        if isinstance(value, bool) or value < 1:
+            raise e.at("value").fail(f"must be a positive integer, got {value!r}")
+        limits[name] = Limit(name, value, _key(e, entry, "doc", str))
+    return limits
+
+
 def _operations(
     doc: Mapping[str, Any],
     kinds: Mapping[str, str],
     field_types: Mapping[str, str],
     vocabulary: Vocabulary,
+    limits: Mapping[str, Limit],
 ) -> dict[str, Operation]:
     table = doc.get("operations")
     if not isinstance(table, dict):
@@ -304,11 +322,14 @@ def _operations(
         for i, f in enumerate(_list(r.at("request"), raw.get("request", []))):
             fr = r.at(f"request[{i}]")
             ftype = _key(fr, f, "type", str)
-            _unknown_keys(fr, f, ("name", "type", "required"))
+            _unknown_keys(fr, f, ("name", "type", "required", "limit"))
             if ftype not in field_types:
                 raise fr.fail(f"unknown field type {ftype!r}")
             required = _typed(fr.at("required"), f.get("required", False), bool, "'required'")
-            fields.append(Field(_key(fr, f, "name", str), ftype, required))
+            limit = _typed(fr.at("limit"), f["limit"], str, "'limit'") if "limit" in f else None
+            if limit is not None and limit not in limits:
+                raise fr.at("limit").fail(f"unknown limit {limit!r}")
+            fields.append(Field(_key(fr, f, "name", str), ftype, required, limit))
         if "response" not in raw:
             raise r.fail("missing key 'response'")
         ops[name] = Operation(

@@ -223,6 +223,17 @@ class Field:
     name: str
     type: str
     required: bool
+    limit: str | None = None
+    """The entry of `Spec.limits` bounding the field's size, if any."""
+
+
+@attrs.frozen
+class Limit:
+    """A bound on what a request may carry; beyond it the server answers invalid_argument."""
+
+    name: str
+    value: int
+    doc: str
 
 
 @attrs.frozen
@@ -364,6 +375,7 @@ class Spec:
     deviations: Mapping[str, Deviation]
     profiles: Mapping[str, Profile]
     query: QueryGrammar
+    limits: Mapping[str, Limit] = attrs.field(factory=dict)
 
     @property
     def session(self) -> MachineSpec:

@@ -1,14 +1,12 @@
 """The Mosaico wire format over Arrow Flight (PROTOCOL.md §4 to §7), both directions.
 
 Action envelopes, FlightInfo for sequences and topics (schema metadata, app_metadata,
-endpoints with `mosaico:` locations) and the mapping between error kinds and Flight errors.
+endpoints with `mosaico:` locations) and how a pyarrow client's exception reads as an error kind.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -21,11 +19,10 @@ __all__ = [
     "ABORT_MESSAGE",
     "decode_envelope",
     "encode_envelope",
-    "error_to_flight",
     "flight_error_outcome",
-    "lost_reply_error",
+    "flight_info_parts",
     "parse_flight_info",
-    "render_flight_info",
+    "topic_endpoint_metadata",
 ]
 
 ABORT_MESSAGE = b"mosaico-fsm:abort"
@@ -59,7 +56,8 @@ def decode_envelope(action_type: str, body: bytes) -> Any:
 # FlightInfo
 
 
-def _topic_endpoint_metadata(topic: TopicInfo) -> bytes:
+def topic_endpoint_metadata(topic: TopicInfo) -> bytes:
+    """The app_metadata of a topic's endpoint (and of a topic's FlightInfo)."""
     info: dict[str, Any] | None = None
     if topic.info is not None:
         timestamp = None
@@ -81,16 +79,11 @@ def _topic_endpoint_metadata(topic: TopicInfo) -> bytes:
     ).encode()
 
 
-def _endpoint(topic: TopicInfo) -> flight.FlightEndpoint:
-    return flight.FlightEndpoint(
-        topic.ticket, [f"mosaico:/{topic.locator}"], app_metadata=_topic_endpoint_metadata(topic)
-    )
-
-
-def render_flight_info(
-    view: SequenceInfo | TopicInfo, descriptor: flight.FlightDescriptor
-) -> flight.FlightInfo:
-    """The FlightInfo a Mosaico server answers for a sequence or a topic."""
+def flight_info_parts(
+    view: SequenceInfo | TopicInfo,
+) -> tuple[pa.Schema, bytes, tuple[TopicInfo, ...]]:
+    """What the FlightInfo of a sequence or a topic holds: its schema, its app_metadata and
+    the topics that get an endpoint (PROTOCOL.md §7.1)."""
     if isinstance(view, SequenceInfo):
         schema = pa.schema(
             [],
@@ -113,14 +106,9 @@ def render_flight_info(
                 for s in view.sessions
             ],
         }
-        endpoints = [_endpoint(t) for t in view.topics]
-        return flight.FlightInfo(
-            schema, descriptor, endpoints, -1, -1, app_metadata=json.dumps(app_metadata).encode()
-        )
+        return schema, json.dumps(app_metadata).encode(), view.topics
     schema = view.schema if view.schema is not None else pa.schema([])
-    return flight.FlightInfo(
-        schema, descriptor, [_endpoint(view)], -1, -1, app_metadata=_topic_endpoint_metadata(view)
-    )
+    return schema, topic_endpoint_metadata(view), (view,)
 
 
 def _json_meta(metadata: dict[bytes, bytes], key: str) -> Any:
@@ -203,70 +191,51 @@ def parse_flight_info(fi: flight.FlightInfo) -> SequenceInfo | TopicInfo:
 # -----------------------------------------------------------------------------------------------
 # Errors
 #
-# Arrow Flight's Python server can only produce some gRPC codes: NOT_FOUND (KeyError),
-# INVALID_ARGUMENT (ValueError), UNIMPLEMENTED, PERMISSION_DENIED, UNAUTHENTICATED, CANCELLED,
-# INTERNAL, UNAVAILABLE. ALREADY_EXISTS, FAILED_PRECONDITION and ABORTED have no Python
-# spelling, so the reference server sends them as UNKNOWN; every message starts with the error
-# kind ("failed_precondition: ..."), which the client reads first.
+# A gRPC status reaches a pyarrow client as an exception whose text starts with a fixed phrase
+# per code (PROTOCOL.md §2.3): the class alone does not tell the code (ArrowInvalid is raised for
+# INVALID_ARGUMENT, FAILED_PRECONDITION and RESOURCE_EXHAUSTED), the phrase does. mosaicod and the
+# reference server both send plain statuses, so one table reads both.
 
-_KIND_PREFIX = re.compile(r"(?:^|message: )(" + "|".join(k.value for k in ErrorKind) + r"): ")
+_PHRASES: tuple[tuple[str, ErrorKind | None], ...] = (
+    ("Flight returned not found error", ErrorKind.NOT_FOUND),
+    ("Flight returned already exists error", ErrorKind.ALREADY_EXISTS),
+    ("gRPC returned precondition failed error", ErrorKind.FAILED_PRECONDITION),
+    ("Flight returned invalid argument error", ErrorKind.INVALID_ARGUMENT),
+    ("Flight returned unauthorized error", ErrorKind.PERMISSION_DENIED),
+    ("Flight returned unauthenticated error", ErrorKind.UNAUTHENTICATED),
+    ("Flight returned internal error", ErrorKind.INTERNAL),
+    ("Flight cancelled call", ErrorKind.CANCELLED),
+    ("gRPC returned aborted error", ErrorKind.ABORTED),
+    ("Flight returned unimplemented error", ErrorKind.UNIMPLEMENTED),
+    ("gRPC returned resource exhausted error", ErrorKind.RESOURCE_EXHAUSTED),
+    ("Flight returned unavailable error", None),
+    ("Flight returned timeout error", None),
+)
+"""The phrase each gRPC status starts with in pyarrow, and its kind (None: the server may have
+applied the call, the outcome is unknown)."""
 
-
-_RAISED_AS: dict[ErrorKind, Callable[[str], Exception]] = {
-    ErrorKind.NOT_FOUND: pa.ArrowKeyError,
-    ErrorKind.INVALID_ARGUMENT: pa.ArrowInvalid,
-    ErrorKind.PERMISSION_DENIED: flight.FlightUnauthorizedError,
-    ErrorKind.UNAUTHENTICATED: flight.FlightUnauthenticatedError,
-    ErrorKind.CANCELLED: flight.FlightCancelledError,
-    ErrorKind.INTERNAL: flight.FlightInternalError,
-    ErrorKind.UNIMPLEMENTED: NotImplementedError,
-}
-
-
-def error_to_flight(kind: ErrorKind, message: str) -> Exception:
-    """The exception a pyarrow Flight server raises to answer `kind` (FlightServerError, i.e.
-    UNKNOWN on the wire, for the kinds Arrow cannot spell)."""
-    make: Callable[[str], Exception] = _RAISED_AS.get(kind, flight.FlightServerError)
-    return make(f"{kind.value}: {message}")
-
-
-def lost_reply_error(message: str) -> Exception:
-    """What the server raises when a fault loses the reply of an applied request
-    (UNAVAILABLE: the client cannot tell whether the request was applied)."""
-    make: Callable[[str], Exception] = flight.FlightUnavailableError
-    return make(message)
+_BY_CLASS: tuple[tuple[type[BaseException], ErrorKind | None], ...] = (
+    (flight.FlightUnavailableError, None),
+    (flight.FlightTimedOutError, None),
+    (ConnectionError, None),
+    (flight.FlightUnauthorizedError, ErrorKind.PERMISSION_DENIED),
+    (flight.FlightUnauthenticatedError, ErrorKind.UNAUTHENTICATED),
+    (flight.FlightCancelledError, ErrorKind.CANCELLED),
+    (pa.ArrowKeyError, ErrorKind.NOT_FOUND),
+    (pa.ArrowInvalid, ErrorKind.INVALID_ARGUMENT),
+    (pa.ArrowNotImplementedError, ErrorKind.UNIMPLEMENTED),
+)
+"""When no phrase matches (a failure of the connection rather than a status): the class."""
 
 
 def flight_error_outcome(exc: BaseException) -> Outcome:
     """The outcome a client sees for a Flight call that raised `exc`."""
-    text = str(exc).split(". Detail: Python exception", 1)[0]
-    if isinstance(
-        exc, (flight.FlightUnavailableError, flight.FlightTimedOutError, ConnectionError)
-    ):
-        return Outcome.unknown(text)
-    match = _KIND_PREFIX.search(text)
-    if match is not None:
-        return Outcome.failed(ErrorKind(match.group(1)), text)
-    lowered = text.lower()
-    kind = ErrorKind.INTERNAL
-    if isinstance(exc, flight.FlightUnauthorizedError):
-        kind = ErrorKind.PERMISSION_DENIED
-    elif isinstance(exc, flight.FlightUnauthenticatedError):
-        kind = ErrorKind.UNAUTHENTICATED
-    elif isinstance(exc, flight.FlightCancelledError):
-        kind = ErrorKind.CANCELLED
-    elif isinstance(exc, flight.FlightInternalError):
-        kind = ErrorKind.ABORTED if "aborted" in lowered else ErrorKind.INTERNAL
-    elif isinstance(exc, pa.ArrowKeyError):
-        kind = ErrorKind.NOT_FOUND
-    elif isinstance(exc, pa.ArrowInvalid):
-        kind = (
-            ErrorKind.FAILED_PRECONDITION
-            if "precondition" in lowered
-            else ErrorKind.INVALID_ARGUMENT
-        )
-    elif isinstance(exc, pa.ArrowNotImplementedError):
-        kind = ErrorKind.UNIMPLEMENTED
-    elif "already exists" in lowered:
-        kind = ErrorKind.ALREADY_EXISTS
-    return Outcome.failed(kind, text)
+    text = str(exc)
+    phrase_text = text.removeprefix("Unknown: ")
+    for phrase, kind in _PHRASES:
+        if phrase_text.startswith(phrase):
+            return Outcome.unknown(text) if kind is None else Outcome.failed(kind, text)
+    for cls, kind in _BY_CLASS:
+        if isinstance(exc, cls):
+            return Outcome.unknown(text) if kind is None else Outcome.failed(kind, text)
+    return Outcome.failed(ErrorKind.INTERNAL, text)

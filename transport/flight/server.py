@@ -1,10 +1,19 @@
-"""The Flight reference server: a `ServerModel` behind pyarrow.flight, moto-style.
+"""The Flight reference server: a `ServerModel` behind the Arrow Flight gRPC service, moto-style.
 
-Any Mosaico client, the real SDK included, can connect to it. It answers ListFlights,
-DoAction (every action of the catalogue), DoPut, GetFlightInfo and DoGet in the shapes of
-PROTOCOL.md; the other RPCs answer UNIMPLEMENTED. A `FaultPlan` makes chosen calls fail, lose
-their reply (the client sees UNAVAILABLE after the server applied the call) or break a stream,
-exactly as in the in-memory transport (both apply it through `transport.server.faults`).
+The service is written on grpcio (the Flight protobuf service, Arrow IPC through pyarrow), so
+every answer is a plain gRPC status with the bare message, as mosaicod sends it: a pyarrow
+client raises the same exception class with the same text against either server. It answers
+ListFlights, DoAction (every action of the catalogue), DoPut, GetFlightInfo and DoGet in the
+shapes of PROTOCOL.md; Handshake, PollFlightInfo, GetSchema, ListActions and DoExchange answer
+UNIMPLEMENTED. A `FaultPlan` makes chosen calls fail, lose their reply (the client sees
+UNAVAILABLE after the server applied the call) or break a stream, exactly as in the in-memory
+transport (both apply it through `transport.server.faults`).
+
+Every DoPut message is decoded and validated before the model sees it (`transport.flight.
+frames`, then the model's own checks): a message the server cannot use ends the stream with a
+refusal, never with an OK that leaves rows out. Resources are bounded by `ServerLimits`: the
+size of one gRPC message, the number of DoPut streams open at once and how long a stream may
+stay silent.
 
 `start_server()` runs it in-process (port 0 picks a free port) for tests; `serve_forever()`
 is what `mosaico-fsm serve` runs, stopping cleanly on SIGINT or SIGTERM.
@@ -15,24 +24,24 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import attrs
+import grpc
 import pyarrow as pa
-from pyarrow import flight
+from google.protobuf.message import DecodeError
 
 from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
-from transport.flight.codec import (
-    encode_envelope,
-    error_to_flight,
-    lost_reply_error,
-    render_flight_info,
-)
+from fsm.transport import SequenceInfo, TopicInfo
+from transport.flight import frames
+from transport.flight.protocol import flight_pb2 as pb
 from transport.server.auth import HEADER, Principal
 from transport.server.errors import ServerError
 from transport.server.faults import FaultGate, InjectedFault
@@ -41,6 +50,7 @@ from transport.server.model import PutHandle, ServerModel
 __all__ = [
     "ReferenceServer",
     "RunningServer",
+    "ServerLimits",
     "SignalStop",
     "TlsFiles",
     "serve_forever",
@@ -51,7 +61,31 @@ log = logging.getLogger("mosaico_fsm.server")
 T = TypeVar("T")
 
 STOP_TIMEOUT = 5.0
-"""Seconds `RunningServer.stop` waits for running calls before giving up on them."""
+"""Seconds `RunningServer.stop` lets running calls finish before cancelling them."""
+
+SERVICE = "arrow.flight.protocol.FlightService"
+
+CLEAN_END_SETTLE = 0.05
+"""Seconds the server waits, once a DoPut's messages end, before taking the end as clean.
+
+gRPC reports the end of a client's messages the same way whether the client half-closed the
+call or its connection died; the death is reported an instant later, as the call's termination.
+Committing only after this wait keeps a dead client's stream from locking its topic."""
+
+STATUS: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
+    ErrorKind.ABORTED: grpc.StatusCode.ABORTED,
+    ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+"""The gRPC status each error kind is answered with (PROTOCOL.md §10)."""
 
 
 @attrs.frozen
@@ -61,48 +95,100 @@ class TlsFiles:
     cert: Path
     key: Path
 
-    def pair(self) -> flight.CertKeyPair:
-        return flight.CertKeyPair(self.cert.read_bytes(), self.key.read_bytes())
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
 
 
-class _Token(flight.ServerMiddleware):  # type: ignore[misc]
-    def __init__(self, token: str | None) -> None:
-        self.token = token
+@attrs.frozen
+class ServerLimits:
+    """What one server lets its clients hold.
+
+    - `max_message_bytes`: the largest gRPC message received or sent (a larger one ends its
+      call with RESOURCE_EXHAUSTED, from gRPC itself). mosaicod's default is 50 MB.
+    - `max_streams`: DoPut streams open at once; one more is refused (RESOURCE_EXHAUSTED).
+    - `stream_idle_timeout`: seconds a DoPut stream may stay without a message before the server
+      cancels it (the topic is not locked, the batches it stored stay); None: no limit.
+    - `control_workers`: threads for the calls that are not DoPut streams.
+    """
+
+    max_message_bytes: int = 50 * 1024 * 1024
+    max_streams: int = 64
+    stream_idle_timeout: float | None = 300.0
+    control_workers: int = 16
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_message_bytes < 1024:
+            raise ValueError("max_message_bytes must be at least 1024")
+        if self.max_streams < 1 or self.control_workers < 1:
+            raise ValueError("max_streams and control_workers must be at least 1")
+        if self.stream_idle_timeout is not None and self.stream_idle_timeout <= 0:
+            raise ValueError("stream_idle_timeout must be positive (None: no limit)")
 
 
-class _TokenFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
-    """Keeps the mosaico-api-key-token header of each call for the handlers."""
+class _Refusal(Exception):
+    """Ends a call with `code` and the bare `message`."""
 
-    def start_call(self, info: flight.CallInfo, headers: dict[str, list[Any]]) -> _Token:
-        values = headers.get(HEADER) or []
-        token = values[0] if values else None
-        if isinstance(token, bytes):
-            token = token.decode("utf-8", "replace")
-        return _Token(token)
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
-class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
-    """The Flight front of a `ServerModel`; faults are applied by a `FaultGate`."""
+def _refuse(kind: ErrorKind, message: str) -> _Refusal:
+    return _Refusal(STATUS[kind], message)
+
+
+@attrs.define(eq=False)
+class _OpenStream:
+    """A DoPut call in progress: its topic (once accepted) and when it last received."""
+
+    context: grpc.ServicerContext
+    handle: PutHandle | None = None
+    last_seen: float = attrs.field(factory=time.monotonic)
+    idle: bool = False
+    terminated: threading.Event = attrs.field(factory=threading.Event)
+
+
+def _token(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == HEADER:
+            return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+    return None
+
+
+def _parse(message: type[T], raw: bytes, what: str) -> T:
+    try:
+        return message.FromString(raw)  # type: ignore[attr-defined, no-any-return]
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise _refuse(ErrorKind.INVALID_ARGUMENT, f"{what} is not a valid message: {exc}") from None
+
+
+def _descriptor_parts(descriptor: pb.FlightDescriptor) -> tuple[str, bytes]:
+    if descriptor.type == pb.FlightDescriptor.CMD:
+        return "cmd", bytes(descriptor.cmd)
+    if descriptor.type == pb.FlightDescriptor.PATH:
+        return "path", b""
+    raise _refuse(ErrorKind.INVALID_ARGUMENT, "the descriptor is neither CMD nor PATH")
+
+
+class ReferenceServer:
+    """The Flight service of a `ServerModel`; faults are applied by a `FaultGate`."""
 
     def __init__(
         self,
         model: ServerModel,
-        location: str,
         *,
         faults: FaultPlan | FaultSchedule | None = None,
-        tls: TlsFiles | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.model = model
+        self.limits = limits or ServerLimits()
         schedule = faults if isinstance(faults, FaultSchedule) else FaultSchedule(faults)
         self.gate = FaultGate(model, schedule)
         self._stopping = threading.Event()
-        self._puts_lock = threading.Lock()
-        self._puts: dict[int, PutHandle] = {}
-        super().__init__(
-            location,
-            tls_certificates=[tls.pair()] if tls else None,
-            middleware={"token": _TokenFactory()},
-        )
+        self._streams_lock = threading.Lock()
+        self._streams: set[_OpenStream] = set()
+        self._watchdog: threading.Thread | None = None
 
     @property
     def faults(self) -> FaultSchedule:
@@ -113,8 +199,32 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
     def faults(self, schedule: FaultSchedule) -> None:
         self.gate.faults = schedule
 
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The gRPC handler of the Flight service (requests and replies as raw bytes)."""
+        unary_stream, unary_unary = (
+            grpc.unary_stream_rpc_method_handler,
+            grpc.unary_unary_rpc_method_handler,
+        )
+        stream_stream = grpc.stream_stream_rpc_method_handler
+        methods = {
+            "ListFlights": unary_stream(self._guard(self.list_flights)),
+            "GetFlightInfo": unary_unary(self._guard(self.get_flight_info)),
+            "DoGet": unary_stream(self._guard(self.do_get)),
+            "DoPut": stream_stream(self._guard(self.do_put)),
+            "DoAction": unary_stream(self._guard(self.do_action)),
+        }
+        for name, make in (
+            ("Handshake", stream_stream),
+            ("PollFlightInfo", unary_unary),
+            ("GetSchema", unary_unary),
+            ("DoExchange", stream_stream),
+            ("ListActions", unary_stream),
+        ):
+            methods[name] = make(self._guard(self._unimplemented(name)))
+        return grpc.method_handlers_generic_handler(SERVICE, methods)
+
     # -------------------------------------------------------------------------------------------
-    # Stopping
+    # Stopping and watching streams
 
     def begin_stop(self) -> None:
         """From now on, a DoPut stream that sends anything (or ends) is cancelled instead of
@@ -122,82 +232,126 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
         self._stopping.set()
 
     def cancel_open_streams(self) -> list[str]:
-        """Cancel, in the model, every DoPut stream still open (their calls end when their
-        clients go away); answers their topics."""
-        with self._puts_lock:
-            handles = list(self._puts.values())
+        """Cancel, in the model, every DoPut stream still open; answers their topics."""
+        with self._streams_lock:
+            handles = [s.handle for s in self._streams if s.handle is not None]
         for handle in handles:
             self.gate.put_cancel(handle, ErrorKind.CANCELLED.value)
         return [h.locator for h in handles]
 
-    # -------------------------------------------------------------------------------------------
+    def start_watchdog(self) -> None:
+        """Cancel DoPut streams silent for longer than the idle timeout (one thread)."""
+        idle = self.limits.stream_idle_timeout
+        if idle is None or self._watchdog is not None:
+            return
+        self._watchdog = threading.Thread(
+            target=self._watch, args=(idle,), name="mosaico-fsm-stream-watchdog", daemon=True
+        )
+        self._watchdog.start()
 
-    def _principal(self, context: flight.ServerCallContext) -> Principal:
-        middleware = context.get_middleware("token")
-        token = middleware.token if middleware is not None else None
-        return self.model.authenticate(token)
+    def _watch(self, idle: float) -> None:
+        period = min(1.0, idle / 4)
+        while not self._stopping.wait(period):
+            now = time.monotonic()
+            with self._streams_lock:
+                silent = [s for s in self._streams if not s.idle and now - s.last_seen > idle]
+                for stream in silent:
+                    stream.idle = True
+            for stream in silent:
+                log.info("DoPut stream idle for more than %.3g s: cancelled", idle)
+                stream.context.cancel()
+
+    # -------------------------------------------------------------------------------------------
+    # Answers
+
+    def _guard(self, method: Callable[[Any, grpc.ServicerContext], T]) -> Callable[..., T]:
+        """Run `method`; a refusal becomes its gRPC status with the bare message, anything
+        unexpected an INTERNAL status (logged, its details never sent)."""
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> T:
+            try:
+                return method(request, context)
+            except _Refusal as refusal:
+                context.abort(refusal.code, refusal.message)
+            except Exception:
+                log.exception("%s failed", getattr(method, "__name__", "a call"))
+                context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+            raise AssertionError("abort returned")  # pragma: no cover
+
+        return guarded
 
     @staticmethod
     def _answer(what: str, call: Callable[[], T]) -> T:
-        """Run `call` (through the gate); its refusal or injected fault becomes the matching
-        Flight error."""
+        """Run `call` (through the gate); its refusal or injected fault becomes a _Refusal."""
         try:
             return call()
         except InjectedFault as exc:
             log.debug("%s: %s", what, exc.message)
             if exc.kind is None:
-                raise lost_reply_error(exc.message) from None
-            raise error_to_flight(exc.kind, exc.message) from None
+                raise _Refusal(grpc.StatusCode.UNAVAILABLE, exc.message) from None
+            raise _refuse(exc.kind, exc.message) from None
         except ServerError as exc:
             log.debug("%s: refused %s", what, exc)
-            raise error_to_flight(exc.kind, exc.message) from None
+            raise _refuse(exc.kind, exc.message) from None
 
     def _guarded(
         self, operation: str, what: str, apply: Callable[[], T], body: bytes | None = None
     ) -> T:
         return self._answer(what, lambda: self.gate.call(operation, apply, body))
 
+    def _principal(self, context: grpc.ServicerContext) -> Principal:
+        return self.model.authenticate(_token(context))
+
+    @staticmethod
+    def _unimplemented(name: str) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+            raise _refuse(ErrorKind.UNIMPLEMENTED, f"{name} is not part of the protocol")
+
+        refuse.__name__ = name
+        return refuse
+
     # -------------------------------------------------------------------------------------------
     # RPCs
 
-    def do_action(
-        self, context: flight.ServerCallContext, action: flight.Action
-    ) -> Iterator[bytes]:
-        action_type = action.type
-        body = action.body.to_pybytes() if action.body is not None else b""
-        log.debug("DoAction %s %s", action_type, body[:200])
+    def do_action(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        action = _parse(pb.Action, raw, "the Action")
+        action_type, body = action.type, bytes(action.body)
+        log.debug("DoAction %s %r", action_type[:100], body[:200])
         op = self.model.spec.operation_for_wire(action_type)
 
         def apply() -> bytes:
+            from transport.flight.codec import encode_envelope
+
             response = self.model.handle_action(self._principal(context), action_type, body)
             return encode_envelope(action_type, response)
 
-        envelope = self._guarded(
-            op.name if op else "UNKNOWN_ACTION", f"DoAction {action_type}", apply, body
-        )
-        return iter([envelope])
+        envelope = self._guarded(op.name if op else "UNKNOWN_ACTION", "DoAction", apply, body)
+        return iter([pb.Result(body=envelope).SerializeToString()])
 
-    def list_flights(
-        self, context: flight.ServerCallContext, criteria: bytes
-    ) -> Iterator[flight.FlightInfo]:
-        log.debug("ListFlights %r", criteria)
+    def list_flights(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        criteria = bytes(_parse(pb.Criteria, raw, "the Criteria").expression)
+        log.debug("ListFlights %r", criteria[:200])
         names = self._guarded(
             "LIST_FLIGHTS",
             "ListFlights",
-            lambda: self.model.list_sequences(self._principal(context), bytes(criteria or b"")),
+            lambda: self.model.list_sequences(self._principal(context), criteria),
         )
-        empty = pa.schema([])
-        for name in names:
-            descriptor = flight.FlightDescriptor.for_path(name)
-            yield flight.FlightInfo(
-                empty, descriptor, [flight.FlightEndpoint(name.encode(), [])], -1, -1
-            )
+        empty = frames.schema_bytes(pa.schema([]))
+        infos = [
+            pb.FlightInfo(
+                schema=empty,
+                flight_descriptor=pb.FlightDescriptor(type=pb.FlightDescriptor.PATH, path=[name]),
+                endpoint=[pb.FlightEndpoint(ticket=pb.Ticket(ticket=name.encode()))],
+                total_records=-1,
+                total_bytes=-1,
+            ).SerializeToString()
+            for name in names
+        ]
+        return iter(infos)
 
-    def get_flight_info(
-        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
-    ) -> flight.FlightInfo:
-        kind = "cmd" if descriptor.descriptor_type == flight.DescriptorType.CMD else "path"
-        command = bytes(descriptor.command or b"") if kind == "cmd" else b""
+    def get_flight_info(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        descriptor = _parse(pb.FlightDescriptor, raw, "the FlightDescriptor")
+        kind, command = _descriptor_parts(descriptor)
         log.debug("GetFlightInfo %s %r", kind, command[:200])
         view = self._guarded(
             "GET_FLIGHT_INFO",
@@ -205,106 +359,199 @@ class ReferenceServer(flight.FlightServerBase):  # type: ignore[misc]
             lambda: self.model.flight_info(self._principal(context), kind, command),
             command,
         )
-        return render_flight_info(view, descriptor)
+        return render_flight_info(view, descriptor).SerializeToString()
 
-    def do_get(
-        self, context: flight.ServerCallContext, ticket: flight.Ticket
-    ) -> flight.FlightDataStream:
-        log.debug("DoGet %r", ticket.ticket[:200])
+    def do_get(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        ticket = bytes(_parse(pb.Ticket, raw, "the Ticket").ticket)
+        log.debug("DoGet %r", ticket[:200])
         reading = self._answer(
-            "DoGet", lambda: self.gate.read(lambda: self._principal(context), ticket.ticket)
+            "DoGet", lambda: self.gate.read(lambda: self._principal(context), ticket)
         )
-        return flight.GeneratorStream(reading.schema, self._sent("DoGet", reading.batches))
+        return self._sent(context, reading.schema, reading.batches)
 
     @staticmethod
-    def _sent(what: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """The batches of a DoGet; a fault that breaks the stream ends the call with its
-        Flight error after the batches already sent."""
+    def _sent(
+        context: grpc.ServicerContext, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+    ) -> Iterator[bytes]:
+        """The frames of a DoGet; a fault that breaks the stream ends the call with its status
+        after the batches already sent."""
+        yield frames.schema_frame(schema)
         try:
-            yield from batches
+            for batch in batches:
+                yield frames.batch_frame(batch)
         except InjectedFault as exc:
-            log.debug("%s: %s", what, exc.message)
-            raise error_to_flight(exc.kind or ErrorKind.CANCELLED, exc.message) from None
+            log.debug("DoGet: %s", exc.message)
+            kind = exc.kind or ErrorKind.CANCELLED
+            context.abort(STATUS[kind], exc.message)
 
-    def do_put(
-        self,
-        context: flight.ServerCallContext,
-        descriptor: flight.FlightDescriptor,
-        reader: flight.MetadataRecordBatchReader,
-        writer: flight.FlightMetadataWriter,
+    # -------------------------------------------------------------------------------------------
+    # DoPut
+
+    def do_put(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Accept the stream's header, store each validated batch, then end the stream cleanly
+        (or refuse, or cancel it). The server sends no PutResult."""
+        stream = _OpenStream(context)
+        context.add_callback(stream.terminated.set)
+        with self._streams_lock:
+            if len(self._streams) >= self.limits.max_streams:
+                raise _Refusal(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"DoPut: {self.limits.max_streams} streams are open, the most this server "
+                    "accepts at once; retry when one has ended",
+                )
+            self._streams.add(stream)
+        try:
+            self._put(stream, requests, context)
+        finally:
+            with self._streams_lock:
+                self._streams.discard(stream)
+            if stream.handle is not None:
+                # Whatever ended the call, a stream that did not end cleanly leaves nothing
+                # receiving (a no-op, not recorded, when it already ended).
+                self.gate.put_cancel(stream.handle, ErrorKind.INTERNAL.value)
+        return iter(())
+
+    def _put(
+        self, stream: _OpenStream, requests: Iterator[bytes], context: grpc.ServicerContext
     ) -> None:
-        kind = "cmd" if descriptor.descriptor_type == flight.DescriptorType.CMD else "path"
-        command = bytes(descriptor.command or b"") if kind == "cmd" else b""
+        try:
+            first = next(requests, None)
+        except grpc.RpcError:
+            return  # the client went away before sending anything
+        if first is None:
+            raise _refuse(ErrorKind.INVALID_ARGUMENT, "DoPut: the stream carried no message")
+        try:
+            header = frames.decode_frame(first)
+        except frames.FrameError as exc:
+            raise _refuse(
+                ErrorKind.INVALID_ARGUMENT, f"DoPut: not a FlightData message: {exc}"
+            ) from None
+        if header.descriptor is None:
+            raise _refuse(ErrorKind.INVALID_ARGUMENT, "DoPut: the first message has no descriptor")
+        kind, command = _descriptor_parts(
+            _parse(pb.FlightDescriptor, header.descriptor, "the DoPut descriptor")
+        )
+        schema = _stream_schema(header)
         log.debug("DoPut %s %r", kind, command[:200])
         handle = self._answer(
             "DoPut",
-            lambda: self.gate.put_open(
-                lambda: self._principal(context), kind, command, reader.schema
-            ),
+            lambda: self.gate.put_open(lambda: self._principal(context), kind, command, schema),
         )
-        with self._puts_lock:
-            self._puts[handle.stream] = handle
-        try:
-            self._receive(context, handle, reader)
-        finally:
-            with self._puts_lock:
-                self._puts.pop(handle.stream, None)
-            # Whatever ended the call, a stream that did not end cleanly leaves nothing
-            # receiving (a no-op, not recorded, when it already ended).
-            self.gate.put_cancel(handle, ErrorKind.INTERNAL.value)
+        stream.handle = handle
+        self._receive(stream, handle, requests)
 
-    def _receive(
-        self,
-        context: flight.ServerCallContext,
-        handle: PutHandle,
-        reader: flight.MetadataRecordBatchReader,
-    ) -> None:
+    def _receive(self, stream: _OpenStream, handle: PutHandle, requests: Iterator[bytes]) -> None:
         """Store the stream's batches, then end it cleanly (or refuse, or cancel it)."""
         what = f"DoPut {handle.locator}"
         while True:
             try:
-                chunk = reader.read_chunk()
-            except StopIteration:
+                raw = next(requests, None)
+            except grpc.RpcError:
+                reason = "idle for too long" if stream.idle else "the client cancelled the stream"
+                self._end_early(handle, ErrorKind.CANCELLED, reason)
+            stream.last_seen = time.monotonic()
+            if self._stopping.is_set():
+                self._end_early(handle, ErrorKind.CANCELLED, "the server is stopping")
+            if raw is None:
+                if stream.terminated.wait(CLEAN_END_SETTLE) or not stream.context.is_active():
+                    self._end_early(handle, ErrorKind.CANCELLED, "the client went away")
                 break
-            except (flight.FlightError, pa.ArrowException, OSError) as exc:
-                if context.is_cancelled() or isinstance(exc, flight.FlightCancelledError):
-                    self._end_early(handle, ErrorKind.CANCELLED, f"stream broken: {exc}")
-                # A message that is not a record batch: a second schema (PROTOCOL.md §6.2).
-                self._end_early(handle, ErrorKind.ABORTED, f"unsupported stream message: {exc}")
-            self._check_going(context, handle)
-            if chunk.data is None:  # a message without data: the client aborts the stream
-                log.debug("%s: aborted by the client", what)
-                self.gate.put_abort(handle)
-                raise error_to_flight(
-                    ErrorKind.ABORTED, "the client aborted the stream; nothing was committed"
+            try:
+                frame = frames.decode_frame(raw)
+            except frames.FrameError as exc:
+                self._end_early(
+                    handle, ErrorKind.INVALID_ARGUMENT, f"DoPut: not a FlightData message: {exc}"
                 )
-            self._answer(what, partial(self.gate.put_write, handle, chunk.data))
-        self._check_going(context, handle)
+            if not len(frame.header):
+                # A message without data: an unsupported stream message (PROTOCOL.md §6.2), which
+                # is also how a client aborts its stream.
+                log.debug("%s: a message without data ends the stream", what)
+                self.gate.put_abort(handle)
+                raise _refuse(
+                    ErrorKind.ABORTED,
+                    "DoPut: unsupported stream message (a message without data); the stream is "
+                    "aborted and not committed",
+                )
+            batch = self._batch(handle, frame)
+            self._answer(what, partial(self.gate.put_write, handle, batch))
         self._answer(what, lambda: self.gate.put_end(handle))
 
-    def _check_going(self, context: flight.ServerCallContext, handle: PutHandle) -> None:
-        """Cancel the stream when its client went away (the end of its messages is then no
-        clean end) or the server is stopping."""
-        if context.is_cancelled():
-            self._end_early(handle, ErrorKind.CANCELLED, "the client cancelled the stream")
-        if self._stopping.is_set():
-            self._end_early(handle, ErrorKind.CANCELLED, "the server is stopping")
+    def _batch(self, handle: PutHandle, frame: frames.FlightFrame) -> pa.RecordBatch:
+        """The record batch a stream message carries, decoded against the stream's schema."""
+        try:
+            message = frames.ipc_message(frame.header, frame.body)
+        except frames.FrameError as exc:
+            self._end_early(handle, ErrorKind.INVALID_ARGUMENT, f"DoPut: {exc}")
+        if message.type != "record batch":
+            self.gate.put_abort(handle)
+            raise _refuse(
+                ErrorKind.ABORTED,
+                f"DoPut: unsupported stream message (a {message.type} message); the stream is "
+                "aborted and not committed",
+            )
+        try:
+            return pa.ipc.read_record_batch(message, handle.schema)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            self._end_early(
+                handle,
+                ErrorKind.INVALID_ARGUMENT,
+                f"DoPut: a batch cannot be read with the stream's schema: {str(exc)[:300]}",
+            )
 
     def _end_early(self, handle: PutHandle, kind: ErrorKind, message: str) -> NoReturn:
         log.debug("DoPut %s: %s", handle.locator, message)
         self.gate.put_cancel(handle, kind.value)
-        raise error_to_flight(kind, f"{message}; nothing was committed")
+        raise _refuse(kind, f"{message}; the stream is not committed")
 
-    def list_actions(self, context: flight.ServerCallContext) -> Any:
-        raise error_to_flight(ErrorKind.UNIMPLEMENTED, "ListActions is not part of the protocol")
 
-    def get_schema(
-        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
-    ) -> Any:
-        raise error_to_flight(ErrorKind.UNIMPLEMENTED, "GetSchema is not part of the protocol")
+def _stream_schema(header: frames.FlightFrame) -> pa.Schema:
+    """The schema the first DoPut message carries (MissingSchema when it carries none)."""
+    if not len(header.header):
+        raise _refuse(ErrorKind.INVALID_ARGUMENT, "DoPut: the first message has no schema")
+    try:
+        message = frames.ipc_message(header.header, header.body)
+        if message.type != "schema":
+            raise frames.FrameError(f"the first message is a {message.type} message")
+        return pa.ipc.read_schema(message)
+    except (frames.FrameError, pa.ArrowException, OSError, ValueError) as exc:
+        raise _refuse(
+            ErrorKind.INVALID_ARGUMENT, f"DoPut: the first message has no usable schema: {exc}"
+        ) from None
 
-    def do_exchange(self, context: flight.ServerCallContext, *args: Any) -> Any:
-        raise error_to_flight(ErrorKind.UNIMPLEMENTED, "DoExchange is not part of the protocol")
+
+# -----------------------------------------------------------------------------------------------
+# FlightInfo
+
+
+def _endpoint(topic: TopicInfo) -> pb.FlightEndpoint:
+    from transport.flight.codec import topic_endpoint_metadata
+
+    return pb.FlightEndpoint(
+        ticket=pb.Ticket(ticket=topic.ticket),
+        location=[pb.Location(uri=f"mosaico:/{topic.locator}")],
+        app_metadata=topic_endpoint_metadata(topic),
+    )
+
+
+def render_flight_info(
+    view: SequenceInfo | TopicInfo, descriptor: pb.FlightDescriptor
+) -> pb.FlightInfo:
+    """The FlightInfo a Mosaico server answers for a sequence or a topic."""
+    from transport.flight.codec import flight_info_parts
+
+    schema, app_metadata, topics = flight_info_parts(view)
+    return pb.FlightInfo(
+        schema=frames.schema_bytes(schema),
+        flight_descriptor=descriptor,
+        endpoint=[_endpoint(t) for t in topics],
+        total_records=-1,
+        total_bytes=-1,
+        app_metadata=app_metadata,
+    )
+
+
+# -----------------------------------------------------------------------------------------------
+# Running it
 
 
 @attrs.define
@@ -312,18 +559,20 @@ class RunningServer:
     """A reference server running in this process; a context manager that stops it."""
 
     server: ReferenceServer
+    grpc_server: grpc.Server
     host: str
+    port: int
     tls: bool
     api_keys: dict[str, str] = attrs.field(factory=dict)
-    _shutdown: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self.server.port)
+    _done: threading.Event | None = None
 
     @property
     def model(self) -> ServerModel:
         return self.server.model
+
+    @property
+    def limits(self) -> ServerLimits:
+        return self.server.limits
 
     @property
     def location(self) -> str:
@@ -333,34 +582,32 @@ class RunningServer:
     @property
     def stopped(self) -> bool:
         """True once the server has stopped: every call ended and the port is released."""
-        return self._shutdown is not None and not self._shutdown.is_alive()
+        return self._done is not None and self._done.is_set()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop accepting calls, let running calls finish, release the port.
+        """Stop accepting calls, let running calls finish for `timeout` seconds, then cancel
+        the rest and release the port.
 
-        A DoPut stream that sends anything more is cancelled. A stream its client left open
-        without sending anything cannot be ended from the server: after `timeout` seconds
-        such streams are cancelled in the model, a warning is logged and `stop` returns; the
-        server finishes stopping (and releases the port) when their clients go away.
+        A DoPut stream that sends anything more is cancelled at once. Streams still open after
+        `timeout` (a client that stays silent) are cancelled: their topics are not locked and
+        a warning names them.
         """
-        if self._shutdown is not None:
+        if self._done is not None:
             return
         self.server.begin_stop()
-        self._shutdown = threading.Thread(
-            target=self.server.shutdown, name="mosaico-fsm-server-stop", daemon=True
-        )
-        self._shutdown.start()
-        self._shutdown.join(timeout)
-        if self._shutdown.is_alive():
+        self._done = self.grpc_server.stop(timeout)
+        if not self._done.wait(timeout):
             topics = self.server.cancel_open_streams()
-            log.warning(
-                "the server on %s did not stop within %.3g s: %d DoPut stream(s) left open by "
-                "their client (%s) are cancelled; the port is released when they end",
-                self.location,
-                timeout,
-                len(topics),
-                ", ".join(topics) or "no stream: another call is still running",
-            )
+            if topics:
+                log.warning(
+                    "the server on %s did not stop within %.3g s: %d DoPut stream(s) left open "
+                    "by their client (%s) are cancelled",
+                    self.location,
+                    timeout,
+                    len(topics),
+                    ", ".join(topics),
+                )
+            self._done.wait(timeout)
 
     def __enter__(self) -> RunningServer:
         return self
@@ -383,13 +630,36 @@ def start_server(
     auth: bool = False,
     tls: TlsFiles | None = None,
     faults: FaultPlan | FaultSchedule | None = None,
+    limits: ServerLimits | None = None,
 ) -> RunningServer:
-    """Start a reference server in this process (port 0: a free port); gRPC's own threads
-    serve it until `stop()`. With `auth`, a manage key is issued into `api_keys['manage']`."""
+    """Start a reference server in this process (port 0: a free port); gRPC's threads serve it
+    until `stop()`. With `auth`, a manage key is issued into `api_keys['manage']`."""
     model = model if model is not None else ServerModel(profile=profile, auth=auth)
-    scheme = "grpc+tls" if tls else "grpc"
-    server = ReferenceServer(model, f"{scheme}://{host}:{port}", faults=faults, tls=tls)
-    running = RunningServer(server, host, tls is not None)
+    service = ReferenceServer(model, faults=faults, limits=limits)
+    limits = service.limits
+    workers = limits.max_streams + limits.control_workers
+    grpc_server = grpc.server(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mosaico-fsm-server"),
+        handlers=[service.handler()],
+        options=[
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        # A call beyond the threads is refused (RESOURCE_EXHAUSTED), never queued unseen.
+        maximum_concurrent_rpcs=workers,
+    )
+    address = f"{host}:{port}"
+    bound = (
+        grpc_server.add_secure_port(address, tls.credentials())
+        if tls is not None
+        else grpc_server.add_insecure_port(address)
+    )
+    if not bound:
+        raise OSError(f"cannot listen on {address}")
+    grpc_server.start()
+    service.start_watchdog()
+    running = RunningServer(service, grpc_server, host, bound, tls is not None)
     if model.auth:
         running.api_keys["manage"] = model.bootstrap_key()
     return running

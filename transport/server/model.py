@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -29,6 +28,7 @@ import pyarrow as pa
 from fsm.enums import APIKeyPermissionEnum
 from fsm.outcome import ErrorKind
 from fsm.spec import Spec, load_spec
+from fsm.spec.model import Limit
 from fsm.spec.soundness import apply_deviations, apply_query_deviations
 from fsm.transport import SequenceInfo, TopicData, TopicInfo
 from transport.server import auth, put, reads
@@ -43,6 +43,7 @@ from transport.server.state import Handler, ServerState
 from transport.server.trace import ServerTrace, attribute
 from transport.server.validate import (
     INT64,
+    check_size,
     normalize_topic_locator,
     parse_json_object,
     validate_request,
@@ -248,8 +249,10 @@ class ServerModel:
         op = self.spec.operation_for_wire(action_type)
         if op is None:
             raise ServerError(ErrorKind.INVALID_ARGUMENT, f"unknown action {action_type!r}")
-        raw = parse_json_object(body, f"{action_type} body")
-        request = validate_request(op, raw)
+        limits = self.spec.limits
+        size_limit = "query_body_bytes" if op.name == "QUERY" else "action_body_bytes"
+        raw = parse_json_object(body, f"{action_type} body", limits, size_limit)
+        request = validate_request(op, raw, limits)
         self.authorize(principal, op.name)
         if op.name == "QUERY":  # every key of a query is a filter: unknown ones are refused
             request = raw
@@ -269,7 +272,9 @@ class ServerModel:
                 ErrorKind.INVALID_ARGUMENT, "DoPut needs a CMD descriptor, not a PATH"
             )
         op = self.spec.operations["DO_PUT"]
-        request = validate_request(op, parse_json_object(command, "DoPut descriptor"))
+        limits = self.spec.limits
+        raw = parse_json_object(command, "DoPut descriptor", limits, "descriptor_bytes")
+        request = validate_request(op, raw, limits)
         self.authorize(principal, "DO_PUT")
         put.check_schema(schema)
         with self._lock:
@@ -282,11 +287,9 @@ class ServerModel:
             )
 
     def put_write(self, handle: PutHandle, batch: pa.RecordBatch) -> None:
-        """Store one received batch as one chunk."""
-        if not batch.schema.equals(handle.schema, check_metadata=False):
-            raise ServerError(
-                ErrorKind.ABORTED, "DoPut: a batch does not match the stream's schema"
-            )
+        """Store one received batch as one chunk (checked in full first: nothing invalid is
+        stored or read)."""
+        put.check_batch(batch, handle.schema)
         with self._lock:
             put.write(self.state, handle, batch)
 
@@ -310,7 +313,9 @@ class ServerModel:
         if descriptor_kind != "cmd":
             raise ServerError(ErrorKind.INVALID_ARGUMENT, "GetFlightInfo needs a CMD descriptor")
         op = self.spec.operations["GET_FLIGHT_INFO"]
-        request = validate_request(op, parse_json_object(command, "GetFlightInfo descriptor"))
+        limits = self.spec.limits
+        raw = parse_json_object(command, "GetFlightInfo descriptor", limits, "descriptor_bytes")
+        request = validate_request(op, raw, limits)
         self.authorize(principal, op.name)
         start, end = request.get("timestamp_ns_start"), request.get("timestamp_ns_end")
         with self._lock:
@@ -326,7 +331,7 @@ class ServerModel:
     def read(self, principal: Principal, ticket: bytes) -> TopicData:
         """DoGet: the topic's chunks in write order, limited to the ticket's time range."""
         self.authorize(principal, "DO_GET")
-        locator, start, end = _decode_ticket(ticket)
+        locator, start, end = _decode_ticket(ticket, self.spec.limits)
         with self._lock:
             chunks, schema = reads.read_chunks(self.state, locator)
         if start is not None or end is not None:
@@ -360,13 +365,16 @@ def _permission(value: str) -> APIKeyPermissionEnum | None:
     return None if value == "none" else APIKeyPermissionEnum(value)
 
 
-def _decode_ticket(ticket: bytes) -> tuple[str, int | None, int | None]:
+def _decode_ticket(
+    ticket: bytes, limits: Mapping[str, Limit]
+) -> tuple[str, int | None, int | None]:
+    check_size(len(ticket), limits, "ticket_bytes", "DoGet: the ticket")
     if not ticket.startswith(TICKET_PREFIX):
         raise ServerError(
             ErrorKind.INVALID_ARGUMENT, "DoGet: this ticket was not issued by this server"
         )
     try:
-        raw = json.loads(ticket[len(TICKET_PREFIX) :])
+        raw = parse_json_object(ticket[len(TICKET_PREFIX) :], "the ticket", limits)
         locator = normalize_topic_locator(raw["locator"])
         start, end = raw["start"], raw["end"]
         for bound in (start, end):

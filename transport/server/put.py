@@ -18,7 +18,7 @@ from transport.server.errors import ServerError
 from transport.server.records import TopicRecord
 from transport.server.state import ServerState, Step
 
-__all__ = ["PutHandle", "cancel", "check_schema", "end", "open_stream", "write"]
+__all__ = ["PutHandle", "cancel", "check_batch", "check_schema", "end", "open_stream", "write"]
 
 
 @attrs.frozen
@@ -30,12 +30,64 @@ class PutHandle:
     schema: pa.Schema
 
 
+def _dictionary_paths(field: pa.Field, path: str) -> Iterator[str]:
+    """The dotted names of the dictionary-encoded fields at or under `field`."""
+    kind = field.type
+    if pa.types.is_dictionary(kind):
+        yield path
+        return
+    children: list[pa.Field] = []
+    if pa.types.is_struct(kind) or pa.types.is_union(kind):
+        children = [kind.field(i) for i in range(kind.num_fields)]
+    elif (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+    ):
+        children = [kind.value_field]
+    elif pa.types.is_map(kind):
+        children = [kind.key_field, kind.item_field]
+    elif pa.types.is_run_end_encoded(kind):
+        children = [pa.field("values", kind.value_type)]
+    for child in children:
+        yield from _dictionary_paths(child, f"{path}.{child.name}")
+
+
 def check_schema(schema: pa.Schema) -> None:
+    """Refuse (INVALID_ARGUMENT) a DoPut schema the server cannot store and serve back: no
+    int64 `timestamp_ns` field (PROTOCOL.md §6.2), or a dictionary-encoded field at any depth
+    (the server stores no dictionaries and could not serve them back), named."""
     index = schema.get_field_index("timestamp_ns")
     if index < 0 or schema.field(index).type != pa.int64():
         raise ServerError(
             ErrorKind.INVALID_ARGUMENT, "DoPut: the schema needs an int64 field 'timestamp_ns'"
         )
+    for field in schema:
+        for path in _dictionary_paths(field, field.name):
+            raise ServerError(
+                ErrorKind.INVALID_ARGUMENT,
+                f"DoPut: column {path!r} is dictionary-encoded; this server stores plain "
+                "columns only (decode it before sending)",
+            )
+
+
+def check_batch(batch: pa.RecordBatch, schema: pa.Schema) -> None:
+    """Refuse a batch that is not exactly of the stream's schema (ABORTED) or whose buffers do
+    not hold what the schema says (INVALID_ARGUMENT): Arrow's full validation checks every
+    buffer's size and every offset against the schema, so a forged message can neither crash
+    the server nor store data that cannot be read back."""
+    if not batch.schema.equals(schema, check_metadata=False):
+        raise ServerError(ErrorKind.ABORTED, "DoPut: a batch does not match the stream's schema")
+    try:
+        batch.validate(full=True)
+    except (pa.ArrowException, ValueError) as exc:
+        raise ServerError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"DoPut: a batch of {batch.num_rows} rows is not valid for the stream's schema: "
+            f"{str(exc)[:300]}",
+        ) from None
 
 
 def open_stream(

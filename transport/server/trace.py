@@ -39,6 +39,11 @@ class ServerTrace(JsonLines):
         return list(seen)
 
 
+_ATTRIBUTED = 1 << 20
+"""Bodies up to this many bytes are read for attribution (a larger one is refused anyway, and
+a deeply nested one must not cost the trace its event)."""
+
+
 def attribute(
     operation: str,
     outcome: str,
@@ -54,8 +59,8 @@ def attribute(
     the sequence of a session UUID, when a request names only the session."""
     if body is not None:
         try:
-            parsed = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            parsed = json.loads(body.decode("utf-8")) if len(body) <= _ATTRIBUTED else None
+        except (UnicodeDecodeError, ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict):
             value = parsed.get("locator", parsed.get("resource_locator"))

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from fsm.enums import APIKeyPermissionEnum, SerializationFormat
 from fsm.outcome import ErrorKind
-from fsm.spec.model import Operation
+from fsm.spec.model import Limit, Operation
 from transport.server.errors import ServerError
 
 __all__ = [
     "INT64",
+    "check_size",
+    "limit_of",
     "normalize_sequence_locator",
     "normalize_topic_locator",
     "parse_json_object",
@@ -32,11 +36,38 @@ def _bad(message: str) -> ServerError:
     return ServerError(ErrorKind.INVALID_ARGUMENT, message)
 
 
+def limit_of(limits: Mapping[str, Limit], name: str) -> int:
+    """The value of limit `name` of `specs/actions.toml` (no bound when a spec lacks it)."""
+    entry = limits.get(name)
+    return entry.value if entry is not None else sys.maxsize
+
+
+def check_size(size: int, limits: Mapping[str, Limit], name: str, what: str) -> None:
+    """Refuse `what` when its `size` in bytes is beyond limit `name`."""
+    bound = limit_of(limits, name)
+    if size > bound:
+        raise _bad(f"{what} is {size} bytes, more than the {bound} allowed ({name})")
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-MAX_BODY_DEPTH = 64
+_DOUBLE_RANGE = 2**1024
+
+
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond the range of a double")
+    return value
+
+
+def _strict_int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= _DOUBLE_RANGE:
+        raise ValueError(f"the number {text[:40]}... is beyond the range of a double")
+    return value
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -52,41 +83,57 @@ def _depth(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
-    """Decode `raw` as a UTF-8 JSON object (strict: no NaN or Infinity, at most
-    MAX_BODY_DEPTH levels of nesting), or refuse with INVALID_ARGUMENT."""
+def parse_json_object(
+    raw: bytes, what: str, limits: Mapping[str, Limit], size_limit: str = "action_body_bytes"
+) -> dict[str, Any]:
+    """Decode `raw` as a UTF-8 JSON object, or refuse with INVALID_ARGUMENT.
+
+    Strict: at most `size_limit` bytes, no NaN or Infinity, no number beyond a double's range,
+    no lone surrogate in a string, at most json_depth levels of nesting."""
+    check_size(len(raw), limits, size_limit, what)
+    depth = limit_of(limits, "json_depth")
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        value = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_no_constant,
+            parse_float=_strict_float,
+            parse_int=_strict_int,
+        )
+        # Every string must be encodable text: a lone surrogate escape ("\ud800") is not.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise _bad(f"{what} nests deeper than {depth} levels (json_depth)") from None
+    except (UnicodeError, ValueError) as exc:
         raise _bad(f"{what} is not valid JSON: {str(exc)[:200]}") from None
-    if _depth(value, MAX_BODY_DEPTH):
-        raise _bad(f"{what} nests deeper than {MAX_BODY_DEPTH} levels")
+    if _depth(value, depth):
+        raise _bad(f"{what} nests deeper than {depth} levels (json_depth)")
     if not isinstance(value, dict):
         raise _bad(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
 
 
 def normalize_sequence_locator(value: str) -> str:
-    """A sequence name without surrounding spaces or a leading '/', checked."""
-    name = value.strip()
-    name = name.removeprefix("/")
+    """A sequence name without its optional leading '/', checked; never otherwise altered."""
+    name = value.removeprefix("/")
     if not _SEQUENCE.fullmatch(name):
         raise _bad(
-            f"bad sequence locator {value!r}: expected an alphanumeric start, then [A-Za-z0-9_-]"
+            f"bad sequence locator {value[:300]!r}: expected an ASCII letter or digit, then "
+            "[A-Za-z0-9_-]"
         )
     return name
 
 
 def split_topic_locator(value: str) -> tuple[str, str]:
     """('<sequence>', '<topic path>') of a topic locator, checked."""
-    text = value.strip().removeprefix("/")
+    text = value.removeprefix("/")
     sequence, sep, path = text.partition("/")
     if not sep or not path:
-        raise _bad(f"bad topic locator {value!r}: expected '<sequence>/<topic path>'")
+        raise _bad(f"bad topic locator {value[:300]!r}: expected '<sequence>/<topic path>'")
     sequence = normalize_sequence_locator(sequence)
-    if not _TOPIC_PATH.fullmatch(path) or path.endswith("/"):
+    if not _TOPIC_PATH.fullmatch(path) or any(not part for part in path.split("/")):
         raise _bad(
-            f"bad topic locator {value!r}: the topic path needs an alphanumeric start, then [A-Za-z0-9_/-]"
+            f"bad topic locator {value[:300]!r}: the topic path needs an ASCII letter or digit "
+            "first, then [A-Za-z0-9_-] in segments separated by single '/'"
         )
     return sequence, path
 
@@ -124,7 +171,7 @@ def _fingerprint(value: str) -> str:
 def _locator(value: str) -> str:
     return (
         normalize_topic_locator(value)
-        if "/" in value.strip().removeprefix("/")
+        if "/" in value.removeprefix("/")
         else normalize_sequence_locator(value)
     )
 
@@ -142,9 +189,24 @@ _STRING_CHECKS: dict[str, Callable[[str], str]] = {
 }
 
 
-def validate_request(op: Operation, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's fields, checked against the catalogue and normalised (locators without a
-    leading '/', UUIDs in canonical form). Unknown fields are ignored."""
+_LOCATOR_LIMITS = {
+    "sequence_locator": "sequence_name_bytes",
+    "topic_locator": "topic_locator_bytes",
+    "locator": "topic_locator_bytes",
+}
+
+
+def _field_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def validate_request(
+    op: Operation, body: Mapping[str, Any], limits: Mapping[str, Limit]
+) -> dict[str, Any]:
+    """The request's fields, checked against the catalogue and its limits, and normalised
+    (locators without a leading '/', UUIDs in canonical form). Unknown fields are ignored."""
     out: dict[str, Any] = {}
     for field in op.request:
         if field.name not in body or (body[field.name] is None and not field.required):
@@ -153,6 +215,9 @@ def validate_request(op: Operation, body: Mapping[str, Any]) -> dict[str, Any]:
             continue
         value = body[field.name]
         where = f"{op.wire}: field {field.name!r}"
+        size_limit = field.limit or _LOCATOR_LIMITS.get(field.type)
+        if size_limit is not None and isinstance(value, (str, dict, list)):
+            check_size(_field_size(value), limits, size_limit, where)
         if field.type in _STRING_CHECKS:
             if not isinstance(value, str):
                 raise _bad(f"{where} must be a string, got {type(value).__name__}")

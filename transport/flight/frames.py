@@ -1,0 +1,164 @@
+"""Flight data frames on the wire: the FlightData protobuf message and the Arrow IPC messages
+it carries, in both directions, for a server written on grpcio.
+
+A FlightData (Apache Arrow's format/Flight.proto) holds an optional descriptor (field 1), the
+flatbuffer header of one IPC message (field 2), application metadata (field 3) and the IPC body
+(field 1000). It is decoded here by hand rather than through the generated class: the body is
+then a slice of the received bytes, copied once, into aligned Arrow memory, when the IPC message
+is rebuilt. Anything that is not a well-formed FlightData raises `FrameError`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import attrs
+import pyarrow as pa
+
+__all__ = [
+    "FlightFrame",
+    "FrameError",
+    "batch_frame",
+    "decode_frame",
+    "encode_frame",
+    "ipc_message",
+    "schema_bytes",
+    "schema_frame",
+]
+
+_CONTINUATION = b"\xff\xff\xff\xff"
+_DESCRIPTOR, _HEADER, _APP_METADATA, _BODY = 1, 2, 3, 1000
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+
+
+class FrameError(ValueError):
+    """A message that is not a well-formed FlightData, or an IPC message that cannot be read."""
+
+
+@attrs.frozen
+class FlightFrame:
+    """One decoded FlightData: each field as received (empty when absent)."""
+
+    descriptor: bytes | None
+    header: memoryview
+    app_metadata: memoryview
+    body: memoryview
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data):
+            raise FrameError("a protobuf varint runs past the end of the message")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise FrameError("a protobuf varint is longer than 10 bytes")
+
+
+def decode_frame(raw: bytes) -> FlightFrame:
+    """The fields of one FlightData message (unknown fields are skipped, as protobuf does)."""
+    data = memoryview(raw)
+    empty = data[0:0]
+    fields: dict[int, memoryview] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise FrameError("a protobuf field has number 0")
+        if wire == _VARINT:
+            _, pos = _varint(data, pos)
+        elif wire == _I64:
+            pos += 8
+        elif wire == _I32:
+            pos += 4
+        elif wire == _LEN:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise FrameError(f"field {number} is longer than the message")
+            if number in (_DESCRIPTOR, _HEADER, _APP_METADATA, _BODY):
+                fields[number] = data[pos : pos + size]
+            pos += size
+            continue
+        else:
+            raise FrameError(f"field {number} has the unsupported wire type {wire}")
+        if number in (_DESCRIPTOR, _HEADER, _APP_METADATA, _BODY):
+            raise FrameError(f"field {number} of FlightData must be length-delimited")
+        if pos > len(data):
+            raise FrameError(f"field {number} is longer than the message")
+    descriptor = fields.get(_DESCRIPTOR)
+    return FlightFrame(
+        descriptor=bytes(descriptor) if descriptor is not None else None,
+        header=fields.get(_HEADER, empty),
+        app_metadata=fields.get(_APP_METADATA, empty),
+        body=fields.get(_BODY, empty),
+    )
+
+
+def _length_delimited(number: int, size: int) -> bytes:
+    out = bytearray()
+    for value in (number << 3 | _LEN, size):
+        while True:
+            low, value = value & 0x7F, value >> 7
+            out.append(low | (0x80 if value else 0))
+            if not value:
+                break
+    return bytes(out)
+
+
+def encode_frame(header: pa.Buffer | bytes, body: pa.Buffer | bytes | None = None) -> bytes:
+    """One FlightData message holding an IPC header and its body."""
+    parts: list[bytes | pa.Buffer] = [_length_delimited(_HEADER, len(header)), header]
+    if body is not None and len(body):
+        parts += [_length_delimited(_BODY, len(body)), body]
+    return b"".join(parts)
+
+
+def ipc_message(header: memoryview, body: memoryview) -> pa.ipc.Message:
+    """The IPC message made of a FlightData's header and body, rebuilt in aligned memory.
+
+    Raises FrameError when the header is not an IPC message or the body's length is not the
+    one the header declares."""
+    if not len(header):
+        raise FrameError("the message has no IPC header")
+    pad = -len(header) % 8
+    prefix = 8 + len(header) + pad
+    buffer = pa.allocate_buffer(prefix + len(body))
+    view = memoryview(buffer).cast("B")
+    view[0:4] = _CONTINUATION
+    view[4:8] = struct.pack("<i", len(header) + pad)
+    view[8 : 8 + len(header)] = header
+    view[8 + len(header) : prefix] = bytes(pad)
+    view[prefix:] = body
+    try:
+        message = pa.ipc.read_message(buffer)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise FrameError(f"not an Arrow IPC message: {exc}") from None
+    declared = message.body.size if message.body is not None else 0
+    if declared != len(body):
+        raise FrameError(
+            f"the IPC header declares a body of {declared} bytes, the message carries {len(body)}"
+        )
+    return message
+
+
+def schema_bytes(schema: pa.Schema) -> bytes:
+    """A schema in its encapsulated IPC form, as FlightInfo and SchemaResult carry it."""
+    return bytes(schema.serialize().to_pybytes())
+
+
+def schema_frame(schema: pa.Schema) -> bytes:
+    """The first FlightData of a DoGet: the schema message."""
+    message = pa.ipc.read_message(schema.serialize())
+    return encode_frame(message.metadata)
+
+
+def batch_frame(batch: pa.RecordBatch) -> bytes:
+    """One FlightData holding a record batch."""
+    message = pa.ipc.read_message(batch.serialize())
+    return encode_frame(message.metadata, message.body)

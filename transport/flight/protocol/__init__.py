@@ -1,0 +1,1 @@
+"""The Arrow Flight protobuf messages (generated from flight.proto; see README.md here)."""
