@@ -73,6 +73,30 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         type=writable_path,
         help="record every request and answer as JSON lines in F",
     )
+    from transport.flight.limits import ServerLimits
+
+    defaults = ServerLimits()
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        metavar="N",
+        help="largest gRPC message received or sent",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=defaults.max_streams,
+        metavar="N",
+        help="DoPut streams open at once; one more is refused (resource_exhausted)",
+    )
+    p.add_argument(
+        "--stream-idle-timeout",
+        type=float,
+        default=defaults.stream_idle_timeout,
+        metavar="S",
+        help="cancel a DoPut stream silent for S seconds (0: never)",
+    )
 
 
 def check_address(host: str, port: int) -> None:
@@ -166,6 +190,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(
                 f"--fault-plan {args.fault_plan}: {exc}", "see README, 'Fault plans'"
             ) from None
+    from transport.flight.limits import ServerLimits
+
+    try:
+        limits = ServerLimits(
+            max_message_bytes=args.max_message_bytes,
+            max_streams=args.max_streams,
+            stream_idle_timeout=args.stream_idle_timeout or None,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), "see mosaico-fsm serve --help") from None
     check_address(args.host, args.port)
 
     from transport.flight.server import SignalStop, TlsFiles, serve_forever, start_server
@@ -182,11 +216,20 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         model.trace = ServerTrace(args.trace)
     with SignalStop() as signals:
         try:
-            running = start_server(model, host=args.host, port=args.port, tls=tls, faults=faults)
+            running = start_server(
+                model, host=args.host, port=args.port, tls=tls, faults=faults, limits=limits
+            )
         except Exception as exc:  # whatever the server library raises: one line, no traceback
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CliError(f"the server did not start on {args.host}:{args.port}: {first}") from exc
-        out.write(f"mosaico-fsm reference server on {running.location} (profile {args.profile})\n")
+        idle = limits.stream_idle_timeout
+        out.write(
+            f"mosaico-fsm reference server on {running.location} (profile {args.profile}; "
+            f"gRPC messages up to {limits.max_message_bytes} bytes, {limits.max_streams} DoPut "
+            "streams at once, "
+            + (f"idle streams cancelled after {idle:g} s" if idle else "no idle timeout")
+            + ")\n"
+        )
         if args.api_key_auth:
             token = running.api_keys["manage"]
             if args.bootstrap_key_file:

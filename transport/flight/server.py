@@ -41,6 +41,7 @@ from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
 from fsm.transport import SequenceInfo, TopicInfo
 from transport.flight import frames
+from transport.flight.limits import ServerLimits
 from transport.flight.protocol import flight_pb2 as pb
 from transport.server.auth import HEADER, Principal
 from transport.server.errors import ServerError
@@ -97,32 +98,6 @@ class TlsFiles:
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
-
-
-@attrs.frozen
-class ServerLimits:
-    """What one server lets its clients hold.
-
-    - `max_message_bytes`: the largest gRPC message received or sent (a larger one ends its
-      call with RESOURCE_EXHAUSTED, from gRPC itself). mosaicod's default is 50 MB.
-    - `max_streams`: DoPut streams open at once; one more is refused (RESOURCE_EXHAUSTED).
-    - `stream_idle_timeout`: seconds a DoPut stream may stay without a message before the server
-      cancels it (the topic is not locked, the batches it stored stay); None: no limit.
-    - `control_workers`: threads for the calls that are not DoPut streams.
-    """
-
-    max_message_bytes: int = 50 * 1024 * 1024
-    max_streams: int = 64
-    stream_idle_timeout: float | None = 300.0
-    control_workers: int = 16
-
-    def __attrs_post_init__(self) -> None:
-        if self.max_message_bytes < 1024:
-            raise ValueError("max_message_bytes must be at least 1024")
-        if self.max_streams < 1 or self.control_workers < 1:
-            raise ValueError("max_streams and control_workers must be at least 1")
-        if self.stream_idle_timeout is not None and self.stream_idle_timeout <= 0:
-            raise ValueError("stream_idle_timeout must be positive (None: no limit)")
 
 
 class _Refusal(Exception):

@@ -1,0 +1,552 @@
+"""The reference server on the wire, as a pyarrow client and as an attacker see it.
+
+- Every error kind of `specs/actions.toml`, produced by a real request: the exception class and
+  text a pyarrow client sees are those a plain gRPC status gives (as from mosaicod).
+- DoPut cannot be fooled: forged batches, messages without data, a second schema, garbage and
+  dictionary columns end the stream with a refusal; what was stored before stays, unlocked.
+- Limits: names, metadata, notifications, tags, bodies, tickets and descriptors beyond the
+  limits of `specs/actions.toml` are refused (invalid_argument) and change nothing.
+- Streams: an idle stream is cancelled, streams beyond the cap are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pyarrow as pa
+import pytest
+from pyarrow import flight
+
+import fsm
+from fsm.enums import FlightAction
+from fsm.outcome import ErrorKind
+from tests import wire
+from tests.harness import SCHEMA, batch, create_sequence, create_topic, ok, wait_until
+from transport.flight import frames
+from transport.flight.client import FlightTransport
+from transport.flight.server import RunningServer, ServerLimits, start_server
+from transport.server.auth import HEADER
+from transport.server.model import ServerModel
+
+pytestmark = pytest.mark.flight
+
+TIMEOUT = 20.0
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    with start_server(ServerModel(seed=0)) as running:
+        yield running
+
+
+def open_topic(running: RunningServer, sequence: str, path: str = "imu") -> tuple[str, str]:
+    """A new topic in an open session: its locator and UUID."""
+    t = FlightTransport(running.location, timeout=TIMEOUT)
+    try:
+        locator = f"{sequence}/{path}"
+        return locator, create_topic(t, create_sequence(t, sequence), locator)
+    finally:
+        t.close()
+
+
+def topic_state(running: RunningServer, locator: str) -> tuple[str, int, int]:
+    topic = running.model.snapshot()["topics"][locator]
+    return topic["state"], topic["chunks"], topic["rows"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a pyarrow client sees, per error kind (the phrases of a plain gRPC status in pyarrow)
+
+SEEN_AS: dict[ErrorKind, tuple[type[Exception], str]] = {
+    ErrorKind.NOT_FOUND: (pa.ArrowKeyError, "Flight returned not found error"),
+    ErrorKind.ALREADY_EXISTS: (pa.ArrowException, "Unknown: Flight returned already exists error"),
+    ErrorKind.FAILED_PRECONDITION: (pa.ArrowInvalid, "gRPC returned precondition failed error"),
+    ErrorKind.INVALID_ARGUMENT: (pa.ArrowInvalid, "Flight returned invalid argument error"),
+    ErrorKind.PERMISSION_DENIED: (
+        flight.FlightUnauthorizedError,
+        "Flight returned unauthorized error",
+    ),
+    ErrorKind.UNAUTHENTICATED: (
+        flight.FlightUnauthenticatedError,
+        "Flight returned unauthenticated error",
+    ),
+    ErrorKind.INTERNAL: (flight.FlightInternalError, "Flight returned internal error"),
+    ErrorKind.CANCELLED: (flight.FlightCancelledError, "Flight cancelled call"),
+    ErrorKind.ABORTED: (flight.FlightInternalError, "gRPC returned aborted error"),
+    ErrorKind.UNIMPLEMENTED: (pa.ArrowNotImplementedError, "Flight returned unimplemented error"),
+    ErrorKind.RESOURCE_EXHAUSTED: (pa.ArrowInvalid, "gRPC returned resource exhausted error"),
+}
+
+
+def _action(client: flight.FlightClient, name: str, body: dict[str, Any], **kw: Any) -> None:
+    list(client.do_action(flight.Action(name, json.dumps(body).encode()), **kw))
+
+
+def _put_descriptor(locator: str, topic_uuid: str) -> flight.FlightDescriptor:
+    command = json.dumps({"resource_locator": locator, "topic_uuid": topic_uuid})
+    return flight.FlightDescriptor.for_command(command.encode())
+
+
+def _not_found(running: RunningServer, c: flight.FlightClient) -> str:
+    _action(c, "session_create", {"locator": "missing"})
+    return ""
+
+
+def _already_exists(running: RunningServer, c: flight.FlightClient) -> str:
+    _action(c, "sequence_create", {"locator": "twice", "user_metadata": {}})
+    _action(c, "sequence_create", {"locator": "twice", "user_metadata": {}})
+    return ""
+
+
+def _failed_precondition(running: RunningServer, c: flight.FlightClient) -> str:
+    _action(c, "sequence_create", {"locator": "empty", "user_metadata": {}})
+    session = json.loads(
+        next(
+            iter(c.do_action(flight.Action("session_create", b'{"locator": "empty"}')))
+        ).body.to_pybytes()
+    )["response"]["uuid"]
+    _action(c, "session_finalize", {"session_uuid": session})
+    return ""
+
+
+def _invalid_argument(running: RunningServer, c: flight.FlightClient) -> str:
+    _action(c, "sequence_create", {"locator": "a b", "user_metadata": {}})
+    return ""
+
+
+def _permission_denied(running: RunningServer, c: flight.FlightClient) -> str:
+    running.model.auth = True
+    token = running.model.bootstrap_key(fsm.enums.APIKeyPermissionEnum.Read)
+    options = flight.FlightCallOptions(headers=[(HEADER.encode(), token.encode())])
+    _action(c, "sequence_create", {"locator": "r", "user_metadata": {}}, options=options)
+    return ""
+
+
+def _unauthenticated(running: RunningServer, c: flight.FlightClient) -> str:
+    running.model.auth = True
+    _action(c, "version", {})
+    return ""
+
+
+def _internal(running: RunningServer, c: flight.FlightClient) -> str:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug, not a refusal")
+
+    running.model.handle_action = broken  # type: ignore[method-assign]
+    _action(c, "version", {})
+    return ""
+
+
+def _cancelled(running: RunningServer, c: flight.FlightClient) -> str:
+    locator, topic_uuid = open_topic(running, "idle")
+    writer, _ = c.do_put(_put_descriptor(locator, topic_uuid), SCHEMA)
+    writer.write_batch(batch(0, 2))
+    wait_until(lambda: topic_state(running, locator)[0] == "created", "the idle stream cancelled")
+    writer.close()
+    return ""
+
+
+def _aborted(running: RunningServer, c: flight.FlightClient) -> str:
+    locator, topic_uuid = open_topic(running, "abort")
+    writer, _ = c.do_put(_put_descriptor(locator, topic_uuid), SCHEMA)
+    writer.write_batch(batch(0, 2))
+    writer.write_metadata(b"not data")  # a message without data mid-stream
+    writer.close()
+    return ""
+
+
+def _unimplemented(running: RunningServer, c: flight.FlightClient) -> str:
+    list(c.list_actions())
+    return ""
+
+
+def _resource_exhausted(running: RunningServer, c: flight.FlightClient) -> str:
+    locator, topic_uuid = open_topic(running, "cap")
+    first, _ = c.do_put(_put_descriptor(locator, topic_uuid), SCHEMA)
+    first.write_batch(batch(0, 1))
+    wait_until(lambda: topic_state(running, locator)[1] == 1, "the first stream is open")
+    second, _ = c.do_put(_put_descriptor(locator, topic_uuid), SCHEMA)
+    try:
+        second.close()
+    finally:
+        first.close()
+    return ""
+
+
+PRODUCE: dict[ErrorKind, tuple[Callable[[RunningServer, flight.FlightClient], str], str]] = {
+    ErrorKind.NOT_FOUND: (_not_found, "session_create: sequence is absent"),
+    ErrorKind.ALREADY_EXISTS: (_already_exists, "sequence_create: sequence is present"),
+    ErrorKind.FAILED_PRECONDITION: (_failed_precondition, "session_finalize: session is open"),
+    ErrorKind.INVALID_ARGUMENT: (_invalid_argument, "sequence_create: field 'locator'"),
+    ErrorKind.PERMISSION_DENIED: (_permission_denied, "unauthorized: SEQUENCE_CREATE needs"),
+    ErrorKind.UNAUTHENTICATED: (_unauthenticated, "missing API key in request header"),
+    ErrorKind.INTERNAL: (_internal, "internal server error"),
+    ErrorKind.CANCELLED: (_cancelled, ""),
+    ErrorKind.ABORTED: (_aborted, "DoPut: unsupported stream message (a message without data)"),
+    ErrorKind.UNIMPLEMENTED: (_unimplemented, "ListActions is not part of the protocol"),
+    ErrorKind.RESOURCE_EXHAUSTED: (_resource_exhausted, "DoPut: 1 streams are open"),
+}
+
+
+def test_every_error_kind_of_the_spec_is_produced_here() -> None:
+    """No error kind of specs/actions.toml goes without its over-the-wire case below."""
+    assert {k.value for k in PRODUCE} == set(fsm.load_spec().error_kinds)
+
+
+@pytest.mark.parametrize("kind", list(PRODUCE), ids=lambda k: k.value)
+def test_a_pyarrow_client_sees_each_kind_as_from_mosaicod(kind: ErrorKind) -> None:
+    """A real request of each kind: the pyarrow exception class, and its text is the status
+    phrase followed by the bare message (no kind prefix, no 'Detail:', no traceback)."""
+    limits = ServerLimits(stream_idle_timeout=0.5, max_streams=1)
+    with start_server(ServerModel(seed=0), limits=limits) as running:
+        client = flight.FlightClient(running.location)
+        produce, message = PRODUCE[kind]
+        cls, phrase = SEEN_AS[kind]
+        try:
+            with pytest.raises(cls) as caught:
+                produce(running, client)
+        finally:
+            client.close()
+    text = str(caught.value)
+    assert text.startswith(f"{phrase}, with message: {message}"), text
+    assert "Detail" not in text and "Traceback" not in text and "Python" not in text
+    # The engine's transport reads the same kind back from that exception.
+    from transport.flight.codec import flight_error_outcome
+
+    assert flight_error_outcome(caught.value).kind is kind
+
+
+# ---------------------------------------------------------------------------------------------
+# DoPut that cannot be fooled
+
+
+WIDE = pa.schema([("timestamp_ns", pa.int64()), ("x", pa.float64())])
+NARROW = pa.schema([("timestamp_ns", pa.int8()), ("x", pa.int8())])
+
+
+def _stream(running: RunningServer, name: str, schema: pa.Schema = WIDE) -> tuple[str, bytes]:
+    locator, topic_uuid = open_topic(running, name)
+    return locator, wire.header_frame(locator, topic_uuid, schema)
+
+
+def short_body(start: int, rows: int) -> bytes:
+    """A well-formed FlightData whose body is 8 bytes shorter than its IPC header declares."""
+    stamps = list(range(start, start + rows))
+    data = pa.record_batch([pa.array(stamps, pa.int64()), pa.array([0.5] * rows)], schema=WIDE)
+    message = pa.ipc.read_message(data.serialize())
+    return frames.encode_frame(message.metadata, message.body.to_pybytes()[:-8])
+
+
+def wide(start: int, rows: int) -> bytes:
+    stamps = list(range(start, start + rows))
+    return frames.batch_frame(
+        pa.record_batch([pa.array(stamps, pa.int64()), pa.array([0.5] * rows)], schema=WIDE)
+    )
+
+
+@pytest.mark.parametrize("rows", [1_000, 1_000_000])
+def test_a_batch_forged_for_other_types_is_refused(server: RunningServer, rows: int) -> None:
+    """Buffers encoded for (int8, int8) on an (int64, float64) stream: refused before use
+    (invalid_argument), nothing stored, the topic not locked."""
+    locator, header = _stream(server, f"forged{rows}")
+    answer = wire.do_put(server.port, [header, wide(0, 5), wire.forged_batch(NARROW, rows)])
+    assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+    assert "Buffer #1 too small" in answer.details
+    assert topic_state(server, locator) == ("created", 1, 5)
+
+
+def test_rows_after_an_empty_message_are_never_lost_behind_an_ok(server: RunningServer) -> None:
+    """Schema, 100 rows, a message without data, 7 rows: the stream ends aborted; the 100 rows
+    received before stay stored, the topic is not locked, and the 7 were never accepted."""
+    locator, header = _stream(server, "gap")
+    answer = wire.do_put(server.port, [header, wide(0, 100), wire.empty_frame(), wide(100, 7)])
+    assert answer.code is grpc.StatusCode.ABORTED, answer
+    assert topic_state(server, locator) == ("created", 1, 100)
+
+
+def test_a_second_schema_mid_stream_is_aborted(server: RunningServer) -> None:
+    locator, header = _stream(server, "schema2")
+    answer = wire.do_put(server.port, [header, wide(0, 2), frames.schema_frame(WIDE), wide(2, 2)])
+    assert answer.code is grpc.StatusCode.ABORTED, answer
+    assert "a schema message" in answer.details
+    assert topic_state(server, locator) == ("created", 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "messages", "code"),
+    [
+        ("nothing", [], grpc.StatusCode.INVALID_ARGUMENT),
+        ("no_descriptor", [frames.schema_frame(WIDE)], grpc.StatusCode.INVALID_ARGUMENT),
+        ("garbage_first", [b"\xff\xff\xff"], grpc.StatusCode.INVALID_ARGUMENT),
+        ("garbage_later", ["HEADER", b"\x12\x05ab"], grpc.StatusCode.INVALID_ARGUMENT),
+        ("not_ipc", ["HEADER", frames.encode_frame(b"12345678")], grpc.StatusCode.INVALID_ARGUMENT),
+        ("cut_frame", ["HEADER", wide(0, 4)[:-8]], grpc.StatusCode.INVALID_ARGUMENT),
+        ("short_body", ["HEADER", short_body(0, 4)], grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_malformed_messages_are_refused_and_commit_nothing(
+    server: RunningServer, name: str, messages: list[Any], code: grpc.StatusCode
+) -> None:
+    locator, header = _stream(server, name.replace("_", "-"))
+    sent = [header if m == "HEADER" else m for m in messages]
+    answer = wire.do_put(server.port, sent)
+    assert answer.code is code, answer
+    assert topic_state(server, locator) == ("created", 0, 0)
+
+
+def test_a_dictionary_column_is_refused_naming_it(server: RunningServer) -> None:
+    """Dictionary-encoded columns are refused when the stream opens, naming the column: never
+    accepted and then unreadable."""
+    nested = pa.schema(
+        [
+            ("timestamp_ns", pa.int64()),
+            ("pose", pa.struct([("frame", pa.dictionary(pa.int32(), pa.string()))])),
+        ]
+    )
+    locator, header = _stream(server, "dict", nested)
+    answer = wire.do_put(server.port, [header])
+    assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+    assert "column 'pose.frame' is dictionary-encoded" in answer.details
+    assert topic_state(server, locator) == ("created", 0, 0)
+
+
+_SURVIVOR = """
+import sys
+from transport.flight.server import start_server
+running = start_server()
+print(running.port, flush=True)
+sys.stdin.read()
+running.stop()
+"""
+
+
+def test_the_batch_that_crashed_pyarrows_server_leaves_this_one_running() -> None:
+    """The forged 1,000,000-row batch, against a server in its own process: refused, and the
+    process still answers afterwards."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SURVIVOR],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": ":".join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        t = FlightTransport(f"grpc://127.0.0.1:{port}", timeout=TIMEOUT)
+        try:
+            locator = "crash/imu"
+            topic_uuid = create_topic(t, create_sequence(t, "crash"), locator)
+            header = wire.header_frame(locator, topic_uuid, WIDE)
+            answer = wire.do_put(port, [header, wire.forged_batch(NARROW, 1_000_000)])
+            assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+            assert child.poll() is None, "the server process died"
+            assert ok(t.action(FlightAction.VERSION, {}))["version"]
+        finally:
+            t.close()
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(TIMEOUT)
+    assert child.returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict input, stated limits
+
+
+def _limit(name: str) -> int:
+    return fsm.load_spec().limits[name].value
+
+
+def _body(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+BAD_BODIES: dict[str, tuple[str, bytes]] = {
+    "long_name": ("sequence_create", _body(locator="n" * 257, user_metadata={})),
+    "nbsp_name": ("sequence_create", _body(locator="ws\u00a0", user_metadata={})),
+    "space_name": ("sequence_create", _body(locator=" ws", user_metadata={})),
+    "huge_metadata": ("sequence_create", _body(locator="m", user_metadata={"k": "v" * 70_000})),
+    "deep_metadata": (
+        "sequence_create",
+        b'{"locator": "d", "user_metadata": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}",
+    ),
+    "infinite_number": ("sequence_create", b'{"locator": "i", "user_metadata": {"x": 1e400}}'),
+    "nan": ("sequence_create", b'{"locator": "i", "user_metadata": {"x": NaN}}'),
+    "huge_integer": (
+        "sequence_create",
+        b'{"locator": "i", "user_metadata": {"x": 1' + b"0" * 400 + b"}}",
+    ),
+    "lone_surrogate": ("sequence_create", b'{"locator": "i", "user_metadata": {"x": "\\ud800"}}'),
+    "nested_brackets": ("sequence_create", b"[" * 100_000),
+    "huge_body": ("sequence_create", b" " * (_limit("action_body_bytes") + 1)),
+    "long_notification": (
+        "sequence_notification_create",
+        _body(locator="kept", notification_type="error", msg="e" * 16_385),
+    ),
+    "huge_query": ("query", _body(sequence={"locator": {"$eq": "x" * 70_000}})),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+def test_input_beyond_the_limits_is_refused_and_changes_nothing(
+    server: RunningServer, case: str
+) -> None:
+    t = FlightTransport(server.location, timeout=TIMEOUT)
+    try:
+        ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": "kept", "user_metadata": {}}))
+    finally:
+        t.close()
+    before = server.model.snapshot()
+    name, body = BAD_BODIES[case]
+    answer = wire.action(server.port, name, body)
+    assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+    assert len(answer.details) < 1000
+    assert server.model.snapshot() == before
+
+
+def test_limits_on_tags_tickets_and_descriptors(server: RunningServer) -> None:
+    t = FlightTransport(server.location, timeout=TIMEOUT)
+    try:
+        session = create_sequence(t, "lim")
+        too_long_tag = {
+            "session_uuid": session,
+            "locator": "lim/t",
+            "serialization_format": "default",
+            "ontology_tag": "t" * 257,
+            "user_metadata": {},
+        }
+        before = server.model.snapshot()
+        outcome = t.action(FlightAction.TOPIC_CREATE, too_long_tag)
+        assert outcome.kind is ErrorKind.INVALID_ARGUMENT, outcome
+        assert "ontology_tag_bytes" in str(outcome.detail)
+        for ticket in (
+            b"x" * (_limit("ticket_bytes") + 1),
+            b"mosaico-fsm/ticket/v1:" + b"[" * 100_000,
+        ):
+            assert t.read(ticket).kind is ErrorKind.INVALID_ARGUMENT
+        from fsm.transport import Descriptor
+
+        huge = Descriptor("cmd", command=b"{" + b" " * _limit("descriptor_bytes") + b"}")
+        assert t.flight_info(huge).kind is ErrorKind.INVALID_ARGUMENT
+        assert t.flight_info(Descriptor("cmd", command=b"[" * 100_000)).kind is (
+            ErrorKind.INVALID_ARGUMENT
+        )
+        assert server.model.snapshot() == before
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize(
+    ("locator", "stored"),
+    [
+        ("seq/x/y", "seq/x/y"),
+        ("/seq/x/y", "seq/x/y"),  # the optional leading '/' of a locator
+        ("seq/x//y", None),
+        ("seq/x/y/", None),
+        ("seq/ x", None),
+        ("seq/x\u00a0", None),
+        ("seq/x\t", None),
+    ],
+)
+def test_topic_names_are_stored_exactly_or_refused(
+    server: RunningServer, locator: str, stored: str | None
+) -> None:
+    t = FlightTransport(server.location, timeout=TIMEOUT)
+    try:
+        session = create_sequence(t, "seq")
+        outcome = t.action(
+            FlightAction.TOPIC_CREATE,
+            {
+                "session_uuid": session,
+                "locator": locator,
+                "serialization_format": "default",
+                "ontology_tag": "imu",
+                "user_metadata": {},
+            },
+        )
+    finally:
+        t.close()
+    topics = set(server.model.snapshot()["topics"])
+    if stored is None:
+        assert outcome.kind is ErrorKind.INVALID_ARGUMENT, outcome
+        assert topics == set()
+    else:
+        ok(outcome)
+        assert topics == {stored}
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams are bounded
+
+
+def test_an_idle_stream_is_cancelled_and_releases_its_topic() -> None:
+    limits = ServerLimits(stream_idle_timeout=0.3)
+    with start_server(ServerModel(seed=0), limits=limits) as running:
+        locator, topic_uuid = open_topic(running, "quiet")
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            stream = ok(t.open_stream(_descriptor(locator, topic_uuid), SCHEMA))
+            ok(stream.write(batch(0, 2)))
+            wait_until(lambda: topic_state(running, locator) == ("created", 1, 2), "cancelled")
+            assert stream.close().kind is ErrorKind.CANCELLED
+            # The topic takes a new stream, which locks it.
+            again = ok(t.open_stream(_descriptor(locator, topic_uuid), SCHEMA))
+            ok(again.write(batch(2, 1)))
+            ok(again.close())
+        finally:
+            t.close()
+        assert topic_state(running, locator) == ("locked", 2, 3)
+
+
+def _descriptor(locator: str, topic_uuid: str) -> Any:
+    from fsm.transport import Descriptor
+
+    return Descriptor.for_topic(locator, topic_uuid)
+
+
+def test_streams_beyond_the_cap_are_refused_then_accepted_again() -> None:
+    limits = ServerLimits(max_streams=2)
+    with start_server(ServerModel(seed=0), limits=limits) as running:
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            topics = [open_topic(running, f"cap{i}") for i in range(3)]
+            held = []
+            for locator, topic_uuid in topics[:2]:
+                stream = ok(t.open_stream(_descriptor(locator, topic_uuid), SCHEMA))
+                ok(stream.write(batch(0, 1)))
+                held.append(stream)
+            wait_until(
+                lambda: all(topic_state(running, loc)[1] == 1 for loc, _ in topics[:2]), "open"
+            )
+            third = ok(t.open_stream(_descriptor(*topics[2]), SCHEMA))
+            written = third.write(batch(0, 1))
+            outcome = third.close() if written.is_ok else written
+            assert outcome.kind is ErrorKind.RESOURCE_EXHAUSTED, outcome
+            for stream in held:
+                ok(stream.close())
+            stream = ok(t.open_stream(_descriptor(*topics[2]), SCHEMA))
+            ok(stream.write(batch(0, 1)))
+            ok(stream.close())
+        finally:
+            t.close()
+        assert [topic_state(running, loc)[0] for loc, _ in topics] == ["locked"] * 3
+
+
+def test_the_message_size_limit_is_configurable() -> None:
+    limits = ServerLimits(max_message_bytes=64 * 1024)
+    with start_server(ServerModel(seed=0), limits=limits) as running:
+        assert running.limits.max_message_bytes == 64 * 1024
+        locator, header = _stream(running, "big")
+        answer = wire.do_put(running.port, [header, wide(0, 10_000)])
+        assert answer.code is grpc.StatusCode.RESOURCE_EXHAUSTED, answer
+        assert topic_state(running, locator) == ("created", 0, 0)
+        time.sleep(0)  # the server still answers
+        assert wire.action(running.port, "version", b"{}").code is grpc.StatusCode.OK
