@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -550,3 +551,94 @@ def test_the_message_size_limit_is_configurable() -> None:
         assert topic_state(running, locator) == ("created", 0, 0)
         time.sleep(0)  # the server still answers
         assert wire.action(running.port, "version", b"{}").code is grpc.StatusCode.OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadlines: a client never waits forever on a server that does not answer
+
+
+@pytest.fixture
+def hung_port() -> Iterator[int]:
+    """A gRPC server that accepts every Flight call and never answers it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+
+    def hang(request: Any, context: grpc.ServicerContext) -> Any:
+        release.wait(60)
+        return iter(())
+
+    methods = {
+        "DoAction": grpc.unary_stream_rpc_method_handler(hang),
+        "ListFlights": grpc.unary_stream_rpc_method_handler(hang),
+        "DoGet": grpc.unary_stream_rpc_method_handler(hang),
+        "GetFlightInfo": grpc.unary_unary_rpc_method_handler(hang),
+        "DoPut": grpc.stream_stream_rpc_method_handler(hang),
+    }
+    hung = grpc.server(
+        ThreadPoolExecutor(16),
+        handlers=[
+            grpc.method_handlers_generic_handler("arrow.flight.protocol.FlightService", methods)
+        ],
+    )
+    port = hung.add_insecure_port("127.0.0.1:0")
+    hung.start()
+    yield port
+    release.set()
+    hung.stop(0)
+
+
+def test_every_call_has_a_deadline_by_default() -> None:
+    t = FlightTransport("grpc://127.0.0.1:1")
+    try:
+        assert t.timeout is not None and t.stream_timeout is not None
+    finally:
+        t.close()
+    with pytest.raises(ValueError, match="timeout"):
+        FlightTransport("grpc://127.0.0.1:1", timeout=0)
+
+
+def test_a_hung_server_gives_unknown_within_the_deadline(hung_port: int) -> None:
+    from fsm.outcome import OutcomeStatus
+    from fsm.transport import Descriptor
+
+    t = FlightTransport(f"grpc://127.0.0.1:{hung_port}", timeout=0.5, stream_timeout=0.5)
+    try:
+        calls: dict[str, Callable[[], Any]] = {
+            "action": lambda: t.action(FlightAction.VERSION, {}),
+            "flight_info": lambda: t.flight_info(Descriptor.for_resource("a")),
+            "read": lambda: t.read(b"ticket"),
+            "list_sequences": t.list_sequences,
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
+            outcome = call()
+            assert time.monotonic() - started < 5, name
+            assert outcome.status is OutcomeStatus.UNKNOWN, (name, outcome)
+            assert "no answer within the timeout of 0.5 s" in str(outcome.detail), outcome
+        started = time.monotonic()
+        opened = t.open_stream(Descriptor.for_topic("a/b", "u"), SCHEMA)
+        if opened.is_ok:
+            written = opened.value.write(batch(0, 1))
+            outcome = opened.value.close() if written.is_ok else written
+        else:
+            outcome = opened
+        assert time.monotonic() - started < 5
+        assert outcome.status is OutcomeStatus.UNKNOWN, outcome
+        assert "stream_timeout of 0.5 s" in str(outcome.detail), outcome
+    finally:
+        t.close()
+
+
+def test_the_engine_on_a_hung_server_ends_with_a_clear_error(hung_port: int) -> None:
+    from fsm import SessionLevelErrorPolicy, SessionStatus
+    from fsm.engine import Client
+    from fsm.errors import OutcomeUnknown
+
+    client = Client(FlightTransport(f"grpc://127.0.0.1:{hung_port}", timeout=0.5))
+    started = time.monotonic()
+    seq = client.sequence_create("hung", {}, on_error=SessionLevelErrorPolicy.Delete)
+    with pytest.raises(OutcomeUnknown, match=r"no answer within the timeout of 0\.5 s"), seq:
+        pytest.fail("the block must not run")
+    assert time.monotonic() - started < 10
+    assert seq.session_status is SessionStatus.Null

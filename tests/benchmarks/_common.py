@@ -90,9 +90,19 @@ class ServerProcess:
     """`python -m fsm.cli serve --port 0` as a child process; `location` is parsed from the
     first line it prints."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fsm.cli", "serve", "--port", "0", "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "fsm.cli",
+                "serve",
+                "--port",
+                "0",
+                "--log-level",
+                "warning",
+                *options,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

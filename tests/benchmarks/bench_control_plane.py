@@ -27,13 +27,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pyarrow as pa
 from _common import IMU_SCHEMA, ServerProcess, header, imu_row, median
 from pyarrow import flight
 
 from fsm.engine import Client
 from transport.flight.client import FlightTransport
-from transport.flight.server import ReferenceServer, RunningServer
+from transport.flight.protocol import flight_pb2 as pb
+from transport.flight.server import ReferenceServer, start_server
 from transport.server.model import ServerModel
 
 TOPICS = 10
@@ -58,29 +60,29 @@ class RecordingServer(ReferenceServer):
         self.calls: list[tuple[str, str, str]] = []
         self._calls_lock = threading.Lock()
 
-    def _note(self, context: flight.ServerCallContext, rpc: str, detail: str = "") -> None:
+    def _note(self, context: grpc.ServicerContext, rpc: str, detail: str = "") -> None:
         with self._calls_lock:
             self.calls.append((rpc, detail, context.peer()))
 
-    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Any:
-        self._note(context, "DoAction", action.type)
-        return super().do_action(context, action)
+    def do_action(self, raw: bytes, context: grpc.ServicerContext) -> Any:
+        self._note(context, "DoAction", pb.Action.FromString(raw).type)
+        return super().do_action(raw, context)
 
-    def do_put(self, context: flight.ServerCallContext, descriptor: Any, *args: Any) -> None:
+    def do_put(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         self._note(context, "DoPut")
-        super().do_put(context, descriptor, *args)
+        return super().do_put(requests, context)
 
-    def get_flight_info(self, context: flight.ServerCallContext, descriptor: Any) -> Any:
+    def get_flight_info(self, raw: bytes, context: grpc.ServicerContext) -> Any:
         self._note(context, "GetFlightInfo")
-        return super().get_flight_info(context, descriptor)
+        return super().get_flight_info(raw, context)
 
-    def list_flights(self, context: flight.ServerCallContext, criteria: bytes) -> Iterator[Any]:
+    def list_flights(self, raw: bytes, context: grpc.ServicerContext) -> Any:
         self._note(context, "ListFlights")
-        return super().list_flights(context, criteria)
+        return super().list_flights(raw, context)
 
-    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> Any:
+    def do_get(self, raw: bytes, context: grpc.ServicerContext) -> Any:
         self._note(context, "DoGet")
-        return super().do_get(context, ticket)
+        return super().do_get(raw, context)
 
 
 class CountingFlightClient(flight.FlightClient):  # type: ignore[misc]
@@ -155,8 +157,8 @@ def raw_session(raw: flight.FlightClient, batch: pa.RecordBatch) -> list[float]:
 
 def count_calls() -> tuple[list[tuple[str, str, str]], int]:
     """Run one engine session against a recording server; its calls and FlightClients built."""
-    server = RecordingServer(ServerModel(), "grpc://127.0.0.1:0")
-    running = RunningServer(server, "127.0.0.1", False)
+    server = RecordingServer(ServerModel())
+    running = start_server(service=server)
     real = flight.FlightClient
     flight.FlightClient = CountingFlightClient
     try:

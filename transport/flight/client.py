@@ -38,16 +38,37 @@ INVALID_ARGUMENT), or an I/O failure of the connection (OSError, such as "Stream
 Anything else is a bug in the caller or here, and propagates."""
 
 
+def _outcome(exc: BaseException, deadline: str) -> Outcome:
+    """The outcome of a failed call; a passed deadline is named (`deadline` says which)."""
+    outcome = flight_error_outcome(exc)
+    if isinstance(exc, flight.FlightTimedOutError) or "Flight returned timeout error" in str(exc):
+        return Outcome.unknown(f"no answer within {deadline}: {outcome.detail}")
+    return outcome
+
+
+def _seconds(value: float | None, name: str) -> str:
+    return f"the {name} of {value:g} s" if value is not None else f"the {name}"
+
+
 def _descriptor(d: Descriptor) -> flight.FlightDescriptor:
     if d.kind == "path":
         return flight.FlightDescriptor.for_path(*d.path)
     return flight.FlightDescriptor.for_command(d.command)
 
 
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a call (an action, GetFlightInfo, ListFlights, a whole DoGet) may take by default."""
+DEFAULT_STREAM_TIMEOUT = 3600.0
+"""Seconds a whole DoPut stream may last by default, from its opening to the server's verdict."""
+
+
 class FlightTransport(Transport):
     """A transport to any Mosaico server reachable at `location` (grpc:// or grpc+tls://).
 
-    `timeout` bounds every call (None: no bound); `connect_timeout` bounds `wait_ready`.
+    Every call has a deadline: `timeout` seconds for a call, `stream_timeout` for a whole DoPut
+    stream, `connect_timeout` for `wait_ready`. A server that does not answer in time gives
+    an unknown outcome that says which deadline passed. None disables a deadline, and only
+    when asked.
     """
 
     def __init__(
@@ -56,7 +77,8 @@ class FlightTransport(Transport):
         *,
         api_key: str | None = None,
         tls_root_certs: bytes | None = None,
-        timeout: float | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        stream_timeout: float | None = DEFAULT_STREAM_TIMEOUT,
         connect_timeout: float = 5.0,
     ) -> None:
         parsed = urlparse(location)
@@ -70,7 +92,18 @@ class FlightTransport(Transport):
             kwargs["tls_root_certs"] = tls_root_certs
         self._client = flight.FlightClient(location, **kwargs)
         headers = [(HEADER.encode(), api_key.encode())] if api_key else []
+        for name, value in (
+            ("timeout", timeout),
+            ("stream_timeout", stream_timeout),
+            ("connect_timeout", connect_timeout),
+        ):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds (or None)")
+        self.timeout, self.stream_timeout = timeout, stream_timeout
+        self._deadline = _seconds(timeout, "timeout")
+        self._stream_deadline = _seconds(stream_timeout, "stream_timeout")
         self._options = flight.FlightCallOptions(headers=headers, timeout=timeout)
+        self._stream_options = flight.FlightCallOptions(headers=headers, timeout=stream_timeout)
         self._ready_options = flight.FlightCallOptions(headers=headers, timeout=connect_timeout)
         self._closed = threading.Event()
         self._streams_lock = threading.Lock()
@@ -88,7 +121,7 @@ class FlightTransport(Transport):
         try:
             results = list(self._client.do_action(flight.Action(action_type, body), self._options))
         except _FLIGHT_ERRORS as exc:
-            return flight_error_outcome(exc)
+            return _outcome(exc, self._deadline)
         payload = b"".join(r.body.to_pybytes() for r in results)
         try:
             return Outcome.ok(decode_envelope(action_type, payload))
@@ -97,10 +130,12 @@ class FlightTransport(Transport):
 
     def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
         try:
-            writer, reader = self._client.do_put(_descriptor(descriptor), schema, self._options)
+            writer, reader = self._client.do_put(
+                _descriptor(descriptor), schema, self._stream_options
+            )
         except _FLIGHT_ERRORS as exc:
-            return flight_error_outcome(exc)
-        stream = _FlightStream(writer, reader, schema, self._forget)
+            return _outcome(exc, self._stream_deadline)
+        stream = _FlightStream(writer, reader, schema, self._forget, self._stream_deadline)
         with self._streams_lock:
             self._streams.add(stream)
         return Outcome.ok(stream)
@@ -113,7 +148,7 @@ class FlightTransport(Transport):
         try:
             info = self._client.get_flight_info(_descriptor(descriptor), self._options)
         except _FLIGHT_ERRORS as exc:
-            return flight_error_outcome(exc)
+            return _outcome(exc, self._deadline)
         try:
             return Outcome.ok(parse_flight_info(info))
         except (ValueError, KeyError, TypeError) as exc:
@@ -132,7 +167,7 @@ class FlightTransport(Transport):
                     batches.append(chunk.data)
             schema = reader.schema
         except _FLIGHT_ERRORS as exc:
-            return flight_error_outcome(exc)
+            return _outcome(exc, self._deadline)
         return Outcome.ok(TopicData(schema, tuple(batches)))
 
     def read_stream(self, ticket: bytes) -> Outcome:
@@ -152,7 +187,8 @@ class FlightTransport(Transport):
         try:
             infos = list(self._client.list_flights(criteria, options))
         except _FLIGHT_ERRORS as exc:
-            return flight_error_outcome(exc)
+            ready = options is self._ready_options
+            return _outcome(exc, "the connect_timeout" if ready else self._deadline)
         names = []
         for info in infos:
             path = info.descriptor.path or []
@@ -235,7 +271,9 @@ class _FlightStream:
         reader: flight.FlightMetadataReader,
         schema: pa.Schema,
         on_end: Callable[[_FlightStream], None],
+        deadline: str,
     ) -> None:
+        self._deadline = deadline
         self._schema = schema
         self._writer = writer
         self._reader = reader
@@ -255,7 +293,7 @@ class _FlightStream:
                 pass
         except _FLIGHT_ERRORS as exc:
             if not self._closing:
-                self._early = flight_error_outcome(exc)
+                self._early = _outcome(exc, self._deadline)
             return
         if not self._closing:  # the server ended the call before the client did: a refusal
             self._early = Outcome.failed(ErrorKind.CANCELLED, "the server ended the stream early")
@@ -302,7 +340,7 @@ class _FlightStream:
         except _FLIGHT_ERRORS as verdict:  # the server's verdict on the call
             exc = verdict
         if exc is not None:
-            outcome = flight_error_outcome(exc)
+            outcome = _outcome(exc, self._deadline)
         else:
             outcome = self._early or Outcome.failed(
                 ErrorKind.CANCELLED, "the server ended the stream"
@@ -321,7 +359,7 @@ class _FlightStream:
             self._writer.done_writing()
             self._writer.close()
         except _FLIGHT_ERRORS as exc:
-            outcome = flight_error_outcome(exc)
+            outcome = _outcome(exc, self._deadline)
             failed = Outcome.failed(
                 outcome.kind or ErrorKind.CANCELLED, f"stream already closed: {outcome.detail}"
             )

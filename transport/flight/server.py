@@ -66,7 +66,7 @@ STOP_TIMEOUT = 5.0
 
 SERVICE = "arrow.flight.protocol.FlightService"
 
-CLEAN_END_SETTLE = 0.05
+CLEAN_END_SETTLE = 0.02
 """Seconds the server waits, once a DoPut's messages end, before taking the end as clean.
 
 gRPC reports the end of a client's messages the same way whether the client half-closed the
@@ -606,11 +606,16 @@ def start_server(
     tls: TlsFiles | None = None,
     faults: FaultPlan | FaultSchedule | None = None,
     limits: ServerLimits | None = None,
+    service: ReferenceServer | None = None,
 ) -> RunningServer:
     """Start a reference server in this process (port 0: a free port); gRPC's threads serve it
-    until `stop()`. With `auth`, a manage key is issued into `api_keys['manage']`."""
-    model = model if model is not None else ServerModel(profile=profile, auth=auth)
-    service = ReferenceServer(model, faults=faults, limits=limits)
+    until `stop()`. With `auth`, a manage key is issued into `api_keys['manage']`. `service`
+    serves an already built service instead (a subclass, say, that records each call); its
+    model, faults and limits are then its own."""
+    if service is None:
+        model = model if model is not None else ServerModel(profile=profile, auth=auth)
+        service = ReferenceServer(model, faults=faults, limits=limits)
+    model = service.model
     limits = service.limits
     workers = limits.max_streams + limits.control_workers
     grpc_server = grpc.server(

@@ -1,0 +1,278 @@
+"""The reference server itself: DoPut ingest speed, and memory over rejected requests.
+
+1. Ingest: one 160 MB IMU stream (int64 timestamp + 9 float64, in 10 MiB batches) sent with
+   pyarrow.flight to `mosaico-fsm serve` (every batch decoded, fully validated and stored) and,
+   in the same run, to a bare pyarrow `FlightServerBase` that validates each batch in full and
+   discards it; both servers in their own processes, interleaved rounds, medians. Target:
+   the reference server at >= 0.5x of the bare one.
+2. Rejected requests: the server's RSS after a warm-up and after N more rejected requests of
+   every kind (bad JSON, unknown action, not found, already exists, failed precondition, a bad
+   key, no key, a bad ticket, a forged DoPut batch, 100,000 nested brackets, an oversized
+   name), sent with a raw grpcio client. Flat means no growth beyond allocator noise.
+
+    python tests/benchmarks/bench_server.py [--mb 160] [--rounds 3] [--requests 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import grpc
+import pyarrow as pa
+from _common import MB, ROOT, MiB, ServerProcess, header, imu_batch, median, rss_of
+from pyarrow import flight
+
+from transport.flight import frames
+from transport.flight.protocol import flight_pb2 as pb
+
+_BARE = """
+import sys
+import pyarrow as pa
+from pyarrow import flight
+
+class Bare(flight.FlightServerBase):
+    def do_put(self, context, descriptor, reader, writer):
+        for chunk in reader:
+            chunk.data.validate(full=True)
+
+server = Bare("grpc://127.0.0.1:0")
+print(f"grpc://127.0.0.1:{server.port}", flush=True)
+sys.stdin.read()
+server.shutdown()
+"""
+
+
+class BareServer:
+    """A pyarrow FlightServerBase that validates every batch in full and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BARE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.location = self.proc.stdout.readline().strip()
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _batches(total_mb: int) -> list[pa.RecordBatch]:
+    rows = (10 * MiB) // 80
+    out, start = [], 0
+    while sum(b.nbytes for b in out) < total_mb * MB:
+        out.append(imu_batch(rows, start))
+        start += rows
+    return out
+
+
+def _put(
+    location: str, descriptor: flight.FlightDescriptor, batches: list[pa.RecordBatch]
+) -> float:
+    client = flight.FlightClient(location)
+    try:
+        started = time.perf_counter()
+        writer, _ = client.do_put(descriptor, batches[0].schema)
+        for b in batches:
+            writer.write_batch(b)
+        writer.close()
+        return time.perf_counter() - started
+    finally:
+        client.close()
+
+
+def _reference_descriptor(location: str, name: str) -> flight.FlightDescriptor:
+    client = flight.FlightClient(location)
+
+    def act(action: str, body: dict[str, object]) -> object:
+        result = list(client.do_action(flight.Action(action, json.dumps(body).encode())))
+        return json.loads(result[0].body.to_pybytes())["response"]
+
+    try:
+        act("sequence_create", {"locator": name, "user_metadata": {}})
+        session = act("session_create", {"locator": name})["uuid"]  # type: ignore[index]
+        topic = act(
+            "topic_create",
+            {
+                "session_uuid": session,
+                "locator": f"{name}/imu",
+                "serialization_format": "default",
+                "ontology_tag": "imu",
+                "user_metadata": {},
+            },
+        )["uuid"]  # type: ignore[index]
+    finally:
+        client.close()
+    command = json.dumps({"resource_locator": f"{name}/imu", "topic_uuid": topic})
+    return flight.FlightDescriptor.for_command(command.encode())
+
+
+def ingest(total_mb: int, rounds: int) -> None:
+    batches = _batches(total_mb)
+    size = sum(b.nbytes for b in batches)
+    bare, reference = BareServer(), ServerProcess()
+    times: dict[str, list[float]] = {"bare": [], "reference": []}
+    try:
+        for r in range(rounds):
+            times["bare"].append(
+                _put(bare.location, flight.FlightDescriptor.for_command(b"x"), batches)
+            )
+            descriptor = _reference_descriptor(reference.location, f"ingest{r}")
+            times["reference"].append(_put(reference.location, descriptor, batches))
+    finally:
+        bare.stop()
+        reference.stop()
+    bare_rate = size / MB / median(times["bare"])
+    ref_rate = size / MB / median(times["reference"])
+    print(f"Ingest: one DoPut of {size / MB:.0f} MB ({len(batches)} batches), median of {rounds}")
+    print(f"  bare pyarrow FlightServerBase (validate, discard)  {bare_rate:8.0f} MB/s")
+    print(f"  reference server (decode, validate, store)        {ref_rate:8.0f} MB/s")
+    print(
+        f"  reference / bare                                  {ref_rate / bare_rate:8.2f}x  (target >= 0.5x)"
+    )
+    print()
+
+
+def _rejections(location: str, token: str) -> dict[str, Callable[[grpc.Channel], grpc.StatusCode]]:
+    good = (("mosaico-api-key-token", token),)
+    bad = (("mosaico-api-key-token", "msco_" + "a1" * 16 + "_00000000"),)
+    schema = pa.schema([("timestamp_ns", pa.int64()), ("x", pa.float64())])
+    forged_schema = pa.schema([("timestamp_ns", pa.int8()), ("x", pa.int8())])
+    forged = frames.batch_frame(
+        pa.record_batch([pa.array([1] * 1000, pa.int8())] * 2, schema=forged_schema)
+    )
+    client = flight.FlightClient(location)
+    options = flight.FlightCallOptions(headers=[(b"mosaico-api-key-token", token.encode())])
+
+    def act(action: str, body: dict[str, object]) -> object:
+        result = list(client.do_action(flight.Action(action, json.dumps(body).encode()), options))
+        return json.loads(result[0].body.to_pybytes())["response"]
+
+    act("sequence_create", {"locator": "kept", "user_metadata": {}})
+    session = act("session_create", {"locator": "kept"})["uuid"]  # type: ignore[index]
+    topic = act(
+        "topic_create",
+        {
+            "session_uuid": session,
+            "locator": "kept/imu",
+            "serialization_format": "default",
+            "ontology_tag": "imu",
+            "user_metadata": {},
+        },
+    )["uuid"]  # type: ignore[index]
+    client.close()
+    command = json.dumps({"resource_locator": "kept/imu", "topic_uuid": topic}).encode()
+    put_header = pb.FlightData(
+        flight_descriptor=pb.FlightDescriptor(type=pb.FlightDescriptor.CMD, cmd=command)
+    ).SerializeToString() + frames.schema_frame(schema)
+
+    def action(
+        name: str, body: bytes, metadata: tuple[tuple[str, str], ...] = good
+    ) -> Callable[[grpc.Channel], grpc.StatusCode]:
+        request = pb.Action(type=name, body=body).SerializeToString()
+
+        def call(channel: grpc.Channel) -> grpc.StatusCode:
+            try:
+                list(
+                    channel.unary_stream("/arrow.flight.protocol.FlightService/DoAction")(
+                        request, metadata=metadata, timeout=10
+                    )
+                )
+            except grpc.RpcError as exc:
+                return exc.code()  # type: ignore[attr-defined, no-any-return]
+            return grpc.StatusCode.OK
+
+        return call
+
+    def do_get(channel: grpc.Channel) -> grpc.StatusCode:
+        try:
+            list(
+                channel.unary_stream("/arrow.flight.protocol.FlightService/DoGet")(
+                    pb.Ticket(ticket=b"[" * 5000).SerializeToString(), metadata=good, timeout=10
+                )
+            )
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[attr-defined, no-any-return]
+        return grpc.StatusCode.OK
+
+    def do_put(channel: grpc.Channel) -> grpc.StatusCode:
+        try:
+            list(
+                channel.stream_stream("/arrow.flight.protocol.FlightService/DoPut")(
+                    iter([put_header, forged]), metadata=good, timeout=10
+                )
+            )
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[attr-defined, no-any-return]
+        return grpc.StatusCode.OK
+
+    finalize = json.dumps({"session_uuid": session}).encode()
+    return {
+        "bad JSON": action("sequence_create", b"{not json"),
+        "unknown action": action("no_such_action", b"{}"),
+        "not found": action("session_create", b'{"locator": "missing"}'),
+        "already exists": action("sequence_create", b'{"locator": "kept", "user_metadata": {}}'),
+        "failed precondition": action("session_finalize", finalize),
+        "bad key": action("version", b"{}", bad),
+        "no key": action("version", b"{}", ()),
+        "bad ticket": do_get,
+        "forged DoPut batch": do_put,
+        "100,000 nested [": action("sequence_create", b"[" * 100_000),
+        "oversized name": action(
+            "sequence_create", json.dumps({"locator": "n" * 10 * MB, "user_metadata": {}}).encode()
+        ),
+    }
+
+
+def rejected(requests: int) -> None:
+    server = ServerProcess("--api-key-auth")
+    try:
+        assert server.proc.stdout is not None
+        token = server.proc.stdout.readline().split(":", 1)[1].strip()
+        kinds = _rejections(server.location, token)
+        host = server.location.removeprefix("grpc://")
+        print(
+            f"Rejected requests: server RSS (MB) after a warm-up of {requests // 10} "
+            f"and after {requests} more, per kind"
+        )
+        print(f"  {'kind':<22} {'answer':<22} {'warm':>8} {'after':>8} {'growth':>9}")
+        with grpc.insecure_channel(
+            host, options=[("grpc.max_send_message_length", 64 * MB)]
+        ) as channel:
+            for name, call in kinds.items():
+                for _ in range(max(1, requests // 10)):
+                    code = call(channel)
+                warm = rss_of(server.pid)
+                for _ in range(requests):
+                    code = call(channel)
+                after = rss_of(server.pid)
+                print(
+                    f"  {name:<22} {code.name:<22} {warm / MiB:8.1f} {after / MiB:8.1f} "
+                    f"{(after - warm) / requests:7.0f} B/request"
+                )
+    finally:
+        server.stop()
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=int, default=160)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=10_000)
+    args = parser.parse_args()
+    header("bench_server", [f"load average before: {os.getloadavg()[0]:.2f}", f"root {ROOT}"])
+    ingest(args.mb, args.rounds)
+    rejected(args.requests)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
