@@ -334,7 +334,7 @@ def test_serve_applies_a_fault_plan(served: list[Served], tmp_path: Path) -> Non
     s = Served("--fault-plan", str(plan_file), "--profile", "mosaicod-0.3")
     served.append(s)
     first = s.line()
-    assert "(profile mosaicod-0.3)" in first
+    assert "(profile mosaicod-0.3;" in first
     location = first.split(" on ", 1)[1].split(" ")[0]
     t = FlightTransport(location, timeout=TIMEOUT)
     try:
