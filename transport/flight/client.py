@@ -57,16 +57,16 @@ def _descriptor(d: Descriptor) -> flight.FlightDescriptor:
 
 
 DEFAULT_TIMEOUT = 60.0
-"""Seconds a call (an action, GetFlightInfo, ListFlights, a whole DoGet) may take by default."""
+"""Seconds a call (an action, GetFlightInfo, ListFlights) may take by default."""
 DEFAULT_STREAM_TIMEOUT = 3600.0
-"""Seconds a whole DoPut stream may last by default, from its opening to the server's verdict."""
+"""Seconds a whole DoPut or DoGet stream may last by default, from its start to its end."""
 
 
 class FlightTransport(Transport):
     """A transport to any Mosaico server reachable at `location` (grpc:// or grpc+tls://).
 
     Every call has a deadline: `timeout` seconds for a call, `stream_timeout` for a whole DoPut
-    stream, `connect_timeout` for `wait_ready`. A server that does not answer in time gives
+    or DoGet stream, `connect_timeout` for `wait_ready`. A server that does not answer in time gives
     an unknown outcome that says which deadline passed. None disables a deadline, and only
     when asked.
     """
@@ -156,7 +156,7 @@ class FlightTransport(Transport):
 
     def read(self, ticket: bytes) -> Outcome:
         try:
-            reader = self._client.do_get(flight.Ticket(ticket), self._options)
+            reader = self._client.do_get(flight.Ticket(ticket), self._stream_options)
             batches = []
             while True:
                 try:
@@ -167,16 +167,16 @@ class FlightTransport(Transport):
                     batches.append(chunk.data)
             schema = reader.schema
         except _FLIGHT_ERRORS as exc:
-            return _outcome(exc, self._deadline)
+            return _outcome(exc, self._stream_deadline)
         return Outcome.ok(TopicData(schema, tuple(batches)))
 
     def read_stream(self, ticket: bytes) -> Outcome:
         try:
-            reader = self._client.do_get(flight.Ticket(ticket), self._options)
+            reader = self._client.do_get(flight.Ticket(ticket), self._stream_options)
             schema = reader.schema
         except _FLIGHT_ERRORS as exc:
-            return flight_error_outcome(exc)
-        reading = _FlightReading(reader, schema, self._readings.discard)
+            return _outcome(exc, self._stream_deadline)
+        reading = _FlightReading(reader, schema, self._readings.discard, self._stream_deadline)
         self._readings.add(reading)
         return Outcome.ok(reading)
 
@@ -224,8 +224,10 @@ class _FlightReading:
         reader: flight.FlightStreamReader,
         schema: pa.Schema,
         on_end: Callable[[_FlightReading], None],
+        deadline: str,
     ) -> None:
         self.schema = schema
+        self._deadline = deadline
         self._reader = reader
         self._on_end = on_end
         self._end: Outcome | None = None
@@ -246,7 +248,7 @@ class _FlightReading:
         except StopIteration:
             return self._ended(Outcome.ok(None))
         except _FLIGHT_ERRORS as exc:
-            return self._ended(flight_error_outcome(exc))
+            return self._ended(_outcome(exc, self._deadline))
 
     def close(self) -> None:
         if self._end is None:
