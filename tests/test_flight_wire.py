@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pyarrow import flight
 
 import fsm
 from fsm.enums import FlightAction
+from fsm.faults import Fault, FaultEffect, FaultPlan
 from fsm.outcome import ErrorKind
 from tests import wire
 from tests.harness import SCHEMA, batch, create_sequence, create_topic, ok, wait_until
@@ -648,3 +650,44 @@ def test_the_engine_on_a_hung_server_ends_with_a_clear_error(hung_port: int) -> 
         pytest.fail("the block must not run")
     assert time.monotonic() - started < 10
     assert seq.session_status is SessionStatus.Null
+
+
+def test_push_row_after_a_known_stream_failure_raises_at_that_push() -> None:
+    """The server refuses a batch sent in the background: once the failure is known, the very
+    next push_row raises it, and the topic is not Active again."""
+    from fsm import SessionLevelErrorPolicy, TopicLevelErrorPolicy, TopicWriterStatus
+    from fsm.engine import BatchPolicy, Client
+    from fsm.errors import ActionFailed
+
+    plan = FaultPlan((Fault("STREAM_WRITE", 1, FaultEffect.FAIL, ErrorKind.INVALID_ARGUMENT),))
+    seen: dict[str, Any] = {}
+    with start_server(ServerModel(seed=0), faults=plan) as running:
+        client = Client(FlightTransport(running.location, timeout=TIMEOUT))
+        try:
+            seq = client.sequence_create("rows", {}, on_error=SessionLevelErrorPolicy.Report)
+            with contextlib.suppress(ActionFailed), seq:
+                topic = seq.topic_create(
+                    "imu",
+                    schema=pa.schema(
+                        [
+                            pa.field("timestamp_ns", pa.int64(), nullable=False),
+                            ("value", pa.float64()),
+                        ]
+                    ),
+                    ontology_tag="imu",
+                    on_error=TopicLevelErrorPolicy.Raise,
+                    batch_policy=BatchPolicy(batch_bytes=64, buffer_rows=2),
+                )
+                for i in range(3):  # the third converts the first two, sent in the background
+                    topic.push_row({"timestamp_ns": i, "value": 0.5})
+                wait_until(lambda: not topic.is_active, "the refusal reaches the client")
+                try:
+                    topic.push_row({"timestamp_ns": 3, "value": 0.5})
+                except ActionFailed as exc:
+                    seen["raised"] = str(exc)
+                seen["status"] = topic.status
+        finally:
+            client.close()
+    # pyarrow hands the refusal's own text over only at close; the push names the failure.
+    assert "STREAM_WRITE failed" in seen.get("raised", ""), seen
+    assert seen["status"] is not TopicWriterStatus.Active
