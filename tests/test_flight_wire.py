@@ -691,3 +691,39 @@ def test_push_row_after_a_known_stream_failure_raises_at_that_push() -> None:
     # pyarrow hands the refusal's own text over only at close; the push names the failure.
     assert "STREAM_WRITE failed" in seen.get("raised", ""), seen
     assert seen["status"] is not TopicWriterStatus.Active
+
+
+class _DeadCall:
+    """A gRPC call context whose client went away: no longer active."""
+
+    def is_active(self) -> bool:
+        return False
+
+
+def test_an_end_of_messages_from_a_dead_client_is_not_a_clean_end() -> None:
+    """gRPC reports the end of a dead client's messages like a half-close; the server checks
+    that the call is still alive before committing, so the topic is not locked."""
+    from transport.flight.server import ReferenceServer, _OpenStream
+
+    model = ServerModel(seed=0)
+    service = ReferenceServer(model)
+    principal = model.authenticate(None)
+    model.handle_action(principal, "sequence_create", b'{"locator": "dead", "user_metadata": {}}')
+    session = model.handle_action(principal, "session_create", b'{"locator": "dead"}')["uuid"]
+    body = json.dumps(
+        {
+            "session_uuid": session,
+            "locator": "dead/imu",
+            "serialization_format": "default",
+            "ontology_tag": "imu",
+            "user_metadata": {},
+        }
+    ).encode()
+    topic_uuid = model.handle_action(principal, "topic_create", body)["uuid"]
+    command = json.dumps({"resource_locator": "dead/imu", "topic_uuid": topic_uuid}).encode()
+    handle = service.gate.put_open(lambda: principal, "cmd", command, WIDE)
+    stream = _OpenStream(_DeadCall())  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="the client went away"):
+        service._receive(stream, handle, iter([wide(0, 3)]))
+    assert model.snapshot()["topics"]["dead/imu"]["state"] == "created"
+    assert model.snapshot()["topics"]["dead/imu"]["rows"] == 3
