@@ -99,8 +99,8 @@ def parse_json_object(
             parse_float=_strict_float,
             parse_int=_strict_int,
         )
-        # Every string must be encodable text: a lone surrogate escape ("\ud800") is not.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        if b"\\u" in raw:  # only an escape makes a lone surrogate ("\ud800"), not text
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except RecursionError:
         raise _bad(f"{what} nests deeper than {depth} levels (json_depth)") from None
     except (UnicodeError, ValueError) as exc:
