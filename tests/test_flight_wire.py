@@ -538,8 +538,10 @@ def test_streams_beyond_the_cap_are_refused_then_accepted_again() -> None:
             written = third.write(batch(0, 1))
             outcome = third.close() if written.is_ok else written
             assert outcome.kind is ErrorKind.RESOURCE_EXHAUSTED, outcome
+            assert running.server.open_streams == 2
             for stream in held:
                 ok(stream.close())
+            wait_until(lambda: running.server.open_streams == 0, "the streams' calls ended")
             stream = ok(t.open_stream(_descriptor(*topics[2]), SCHEMA))
             ok(stream.write(batch(0, 1)))
             ok(stream.close())

@@ -201,6 +201,12 @@ class ReferenceServer:
     # -------------------------------------------------------------------------------------------
     # Stopping and watching streams
 
+    @property
+    def open_streams(self) -> int:
+        """DoPut calls in progress (counted against `limits.max_streams`)."""
+        with self._streams_lock:
+            return len(self._streams)
+
     def begin_stop(self) -> None:
         """From now on, a DoPut stream that sends anything (or ends) is cancelled instead of
         being applied: a stopping server commits nothing more."""
