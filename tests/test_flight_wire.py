@@ -729,3 +729,17 @@ def test_an_end_of_messages_from_a_dead_client_is_not_a_clean_end() -> None:
         service._receive(stream, handle, iter([wide(0, 3)]))
     assert model.snapshot()["topics"]["dead/imu"]["state"] == "created"
     assert model.snapshot()["topics"]["dead/imu"]["rows"] == 3
+
+
+def test_a_traced_server_records_every_refused_request(server: RunningServer) -> None:
+    """100,000 nested brackets or a 2 MB body: refused, and the trace still has the event."""
+    from transport.server.trace import ServerTrace
+
+    trace = server.model.trace = ServerTrace()
+    for body in (b"[" * 100_000, b'{"locator": "' + b"x" * 2_000_000 + b'"}'):
+        answer = wire.action(server.port, "sequence_create", body)
+        assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+    assert [(e["op"], e["outcome"]) for e in trace.events] == [
+        ("SEQUENCE_CREATE", "invalid_argument"),
+        ("SEQUENCE_CREATE", "invalid_argument"),
+    ]
