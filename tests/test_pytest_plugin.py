@@ -84,6 +84,12 @@ def test_unknown_option(mosaico_server_factory):
         mosaico_server_factory(colour="blue")
 
 
+def test_server_limits(mosaico_server_factory):
+    s = mosaico_server_factory(max_streams=3, stream_idle_timeout=2.5, max_message_bytes=1 << 20)
+    assert (s.running.limits.max_streams, s.running.limits.stream_idle_timeout) == (3, 2.5)
+    assert s.running.limits.max_message_bytes == 1 << 20
+
+
 def test_a_misspelt_fault_plan_is_refused(mosaico_server_factory):
     import pytest
     from fsm.errors import ArgumentError
@@ -115,7 +121,7 @@ def test_plugin_serves_sdk_based_code(pytester: pytest.Pytester) -> None:
 def test_plugin_factory_and_options(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_engine_example=ENGINE_EXAMPLE)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_plugin_marker_is_registered(pytester: pytest.Pytester) -> None:

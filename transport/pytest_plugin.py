@@ -26,6 +26,7 @@ import pytest
 
 from fsm.enums import APIKeyPermissionEnum
 from fsm.faults import FaultPlan
+from transport.flight.limits import ServerLimits
 from transport.flight.server import RunningServer, TlsFiles, start_server
 from transport.server.model import ServerModel
 from transport.server.trace import ServerTrace
@@ -115,7 +116,8 @@ def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> TlsFile
 
 
 def _start(directory: Path, **options: Any) -> MosaicoServer:
-    known = {"profile", "auth", "tls", "faults", "seed"}
+    limit_names = {"max_message_bytes", "max_streams", "stream_idle_timeout"}
+    known = {"profile", "auth", "tls", "faults", "seed", *limit_names}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(
@@ -132,7 +134,8 @@ def _start(directory: Path, **options: Any) -> MosaicoServer:
     trace = ServerTrace()
     model.trace = trace
     tls = self_signed_certificate(directory) if options.get("tls") else None
-    running = start_server(model, tls=tls, faults=faults)
+    limits = ServerLimits(**{k: v for k, v in options.items() if k in limit_names})
+    running = start_server(model, tls=tls, faults=faults, limits=limits)
     return MosaicoServer(running, trace, str(tls.cert) if tls else None)
 
 
@@ -166,6 +169,7 @@ def mosaico_server(
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "mosaico_server(profile='spec', auth=False, tls=False, faults=None, seed=None): "
+        "mosaico_server(profile='spec', auth=False, tls=False, faults=None, seed=None, "
+        "max_message_bytes=..., max_streams=..., stream_idle_timeout=...): "
         "options of the mosaico_server fixture",
     )
