@@ -16,13 +16,15 @@ class ServerLimits:
     - `max_streams`: DoPut streams open at once; one more is refused (RESOURCE_EXHAUSTED).
     - `stream_idle_timeout`: seconds a DoPut stream may stay without a message before the server
       cancels it (the topic is not locked, the batches it stored stay); None: no limit.
-    - `control_workers`: threads for the calls that are not DoPut streams.
+    - `control_workers`: threads for the calls that are not DoPut streams (a DoGet holds one
+      until its reader is done); a call beyond every thread is refused (RESOURCE_EXHAUSTED)
+      rather than queued.
     """
 
     max_message_bytes: int = 50 * 1024 * 1024
     max_streams: int = 64
     stream_idle_timeout: float | None = 300.0
-    control_workers: int = 16
+    control_workers: int = 64
 
     def __attrs_post_init__(self) -> None:
         if self.max_message_bytes < 1024:
