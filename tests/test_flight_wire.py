@@ -223,7 +223,9 @@ def test_a_pyarrow_client_sees_each_kind_as_from_mosaicod(kind: ErrorKind) -> No
             client.close()
     text = str(caught.value)
     assert text.startswith(f"{phrase}, with message: {message}"), text
-    assert "Detail" not in text and "Traceback" not in text and "Python" not in text
+    # Nothing of the server's own making beyond the message: no traceback, no Python detail
+    # (pyarrow may add its client-side context after it, as it does against any server).
+    assert "Traceback" not in text and "Python" not in text
     # The engine's transport reads the same kind back from that exception.
     from transport.flight.codec import flight_error_outcome
 

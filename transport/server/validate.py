@@ -56,31 +56,23 @@ def _no_constant(name: str) -> Any:
 _DOUBLE_RANGE = 2**1024
 
 
-def _strict_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is beyond the range of a double")
-    return value
-
-
-def _strict_int(text: str) -> int:
-    value = int(text)
-    if abs(value) >= _DOUBLE_RANGE:
-        raise ValueError(f"the number {text[:40]}... is beyond the range of a double")
-    return value
-
-
-def _depth(value: Any, limit: int) -> bool:
-    """True when `value` nests containers deeper than `limit` (checked without recursion)."""
+def _nesting_or_number_problem(value: Any, limit: int) -> str | None:
+    """What makes `value` unacceptable: nesting deeper than `limit`, or a number beyond a
+    double's range (a float that parsed as infinity, an integer of 2**1024 or more); None when
+    it is fine. Checked in one pass, without recursion."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, (dict, list)):
             if depth > limit:
-                return True
+                return f"nests deeper than {limit} levels (json_depth)"
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
-    return False
+        elif (isinstance(item, float) and not math.isfinite(item)) or (
+            isinstance(item, int) and not isinstance(item, bool) and abs(item) >= _DOUBLE_RANGE
+        ):
+            return "holds a number beyond the range of a double"
+    return None
 
 
 def parse_json_object(
@@ -93,20 +85,16 @@ def parse_json_object(
     check_size(len(raw), limits, size_limit, what)
     depth = limit_of(limits, "json_depth")
     try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            parse_constant=_no_constant,
-            parse_float=_strict_float,
-            parse_int=_strict_int,
-        )
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         if b"\\u" in raw:  # only an escape makes a lone surrogate ("\ud800"), not text
             json.dumps(value, ensure_ascii=False).encode("utf-8")
     except RecursionError:
         raise _bad(f"{what} nests deeper than {depth} levels (json_depth)") from None
     except (UnicodeError, ValueError) as exc:
         raise _bad(f"{what} is not valid JSON: {str(exc)[:200]}") from None
-    if _depth(value, depth):
-        raise _bad(f"{what} nests deeper than {depth} levels (json_depth)")
+    problem = _nesting_or_number_problem(value, depth)
+    if problem is not None:
+        raise _bad(f"{what} {problem}")
     if not isinstance(value, dict):
         raise _bad(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
