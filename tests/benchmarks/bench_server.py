@@ -6,8 +6,8 @@
    discards it; both servers in their own processes, interleaved rounds, medians. Target:
    the reference server at >= 0.5x of the bare one. A third server, the same bare one keeping
    every batch in memory as the reference server does, shows what keeping costs here.
-2. Rejected requests: the server's RSS after a warm-up and after N more rejected requests of
-   every kind (bad JSON, unknown action, not found, already exists, failed precondition, a bad
+2. Rejected requests: the server's RSS after a warm-up, then after N/2 and N more rejected
+   requests of every kind (bad JSON, unknown action, not found, already exists, failed precondition, a bad
    key, no key, a bad ticket, a forged DoPut batch, 100,000 nested brackets, an oversized
    name), sent with a raw grpcio client. Flat means no growth beyond allocator noise.
 
@@ -253,23 +253,24 @@ def rejected(requests: int) -> None:
         kinds = _rejections(server.location, token)
         host = server.location.removeprefix("grpc://")
         print(
-            f"Rejected requests: server RSS (MB) after a warm-up of {requests // 10} "
-            f"and after {requests} more, per kind"
+            f"Rejected requests: server RSS (MB) after a warm-up of {requests // 10}, then after "
+            f"{requests // 2} and {requests} more, per kind; growth over the last {requests // 2}"
         )
-        print(f"  {'kind':<22} {'answer':<22} {'warm':>8} {'after':>8} {'growth':>9}")
+        print(f"  {'kind':<22} {'answer':<20} {'warm':>7} {'half':>7} {'after':>7} {'growth':>9}")
         with grpc.insecure_channel(
             host, options=[("grpc.max_send_message_length", 64 * MB)]
         ) as channel:
             for name, call in kinds.items():
-                for _ in range(max(1, requests // 10)):
-                    code = call(channel)
-                warm = rss_of(server.pid)
-                for _ in range(requests):
-                    code = call(channel)
-                after = rss_of(server.pid)
+                readings = []
+                for count in (max(1, requests // 10), requests // 2, requests - requests // 2):
+                    for _ in range(count):
+                        code = call(channel)
+                    readings.append(rss_of(server.pid))
+                warm, half, after = readings
                 print(
-                    f"  {name:<22} {code.name:<22} {warm / MiB:8.1f} {after / MiB:8.1f} "
-                    f"{(after - warm) / requests:7.0f} B/request"
+                    f"  {name:<22} {code.name:<20} {warm / MiB:7.1f} {half / MiB:7.1f} "
+                    f"{after / MiB:7.1f} {(after - half) / max(1, requests - requests // 2):7.0f} "
+                    "B/request"
                 )
     finally:
         server.stop()
