@@ -158,6 +158,39 @@ def _resource(name: str, a: ResourceSpec | None, b: ResourceSpec | None) -> list
     return out
 
 
+def _query(a: Spec, b: Spec) -> list[str]:
+    qa, qb = a.query, b.query
+    out = _mapping_diff(
+        "query operator",
+        {n: f"{o.operand}: {o.doc}" for n, o in qa.operators.items()},
+        {n: f"{o.operand}: {o.doc}" for n, o in qb.operators.items()},
+        str,
+    )
+    for name in _union(qa.kinds, qb.kinds):
+        ka, kb = qa.kinds.get(name), qb.kinds.get(name)
+        out += _mapping_diff(
+            f"query kind {name}",
+            {} if ka is None else dict(ka.operators),
+            {} if kb is None else dict(kb.operators),
+            str,
+        )
+    for name in _union(qa.sections, qb.sections):
+        sa, sb = qa.sections.get(name), qb.sections.get(name)
+        out += _mapping_diff(
+            f"query section {name} field",
+            {} if sa is None else dict(sa.fields),
+            {} if sb is None else dict(sb.fields),
+            str,
+        )
+        out += _mapping_diff(
+            f"query section {name} option",
+            {} if sa is None else dict(sa.options),
+            {} if sb is None else dict(sb.options),
+            str,
+        )
+    return out
+
+
 def _enums(a: EnumSet, b: EnumSet) -> list[str]:
     out = []
     for name in a.names():
@@ -181,7 +214,8 @@ def _enums(a: EnumSet, b: EnumSet) -> list[str]:
 
 def line_diff(a: Line, b: Line) -> list[str]:
     """Every difference between lines `a` and `b`, one per string, in a fixed order:
-    permissions, handshake, wire, operations, probes, machines, resources, enums, deviations."""
+    permissions, handshake, wire, operations, probes, field types, common refusals, query
+    grammar, machines, resources, enums, deviations."""
     out: list[str] = []
     if a.permissions != b.permissions:
         out.append(
@@ -204,6 +238,7 @@ def line_diff(a: Line, b: Line) -> list[str]:
     common_b = [f"{e.kind}: {e.when}" for e in b.spec.common_errors]
     out += [f"common refusal - {e}" for e in common_a if e not in common_b]
     out += [f"common refusal + {e}" for e in common_b if e not in common_a]
+    out += _query(a.spec, b.spec)
     for name in _union(a.spec.machines, b.spec.machines):
         out += _machine(name, a.spec.machines.get(name), b.spec.machines.get(name))
     for name in _union(a.spec.resources, b.spec.resources):

@@ -332,6 +332,8 @@ DAMAGE = st.sampled_from(sorted(LATER_LINES)).flatmap(
 @example(("0.4", [(("lifecycle", "session", "replace", 2, "steps", 1, "do"), [])]))
 @example(("0.4", [(("deviations", "add", 0, "signature", "failed"), [])]))
 @example(("0.7", [(("wire", "connect"), [])]))
+@example(("0.6", [(("query", "merge", "kinds", "data", "operators", "$outside"), {})]))
+@example(("0.6", [(("query", "merge", "sections", "sequence", "fields", "name"), {"a": 1})]))
 def test_any_damaged_line_file_loads_or_is_a_spec_error(
     tmp_path_factory: pytest.TempPathFactory, damage: tuple[str, list[tuple[tuple[Any, ...], Any]]]
 ) -> None:
@@ -368,3 +370,26 @@ def test_a_missing_key_per_line() -> None:
     assert "permission_denied" in kinds("0.6")
     assert "MOSAICOD-MISSING-KEY-DENIED" in load_line("0.3").spec.deviations
     assert "MOSAICOD-MISSING-KEY-DENIED" in load_line("0.4").fixed_deviations
+
+
+def test_query_grammar_per_line() -> None:
+    five, six = load_line("0.5").spec.query, load_line("0.6").spec.query
+    assert "locator" in five.sections["sequence"].fields
+    assert "name" in six.sections["sequence"].fields
+    assert "locator" not in six.sections["topic"].fields
+    assert "include_timestamp_range" in five.sections["ontology"].options
+    assert "include_timestamp_range" not in six.sections["ontology"].options
+    assert "$outside" not in five.operators and six.cell("timestamp", "$outside") == "value"
+    assert load_line("0.7").spec.query == six
+
+
+def test_query_patches_are_checked(tmp_path: Path) -> None:
+    doc = read_line("0.6")
+    doc["query"]["remove"].append(["sections", "nowhere"])
+    refused(tmp_path, "0.6", doc, "no sections.nowhere to remove")
+    doc = read_line("0.6")
+    doc["query"]["merge"]["sections"]["sequence"]["fields"]["locator"] = "text"
+    refused(tmp_path, "0.6", doc, "names resources by 'name'")
+    doc = read_line("0.6")
+    doc["query"]["merge"]["kinds"]["data"]["operators"]["$outside"] = "sometimes"
+    refused(tmp_path, "0.6", doc, "neither a semantics nor an error")

@@ -65,6 +65,7 @@ _LINE_KEYS = (
     "lifecycle",
     "enums",
     "deviations",
+    "query",
     "unknown",
 )
 _OPERATION_KEYS = (
@@ -83,7 +84,7 @@ _INFO_CONFIG = (
     "grpc_max_encode_message_size",
     "grpc_target_encode_message_size",
 )
-_TOPICS = ("handshake", "permissions", "deviations", "enums", "catalogue")
+_TOPICS = ("handshake", "permissions", "deviations", "enums", "catalogue", "query")
 """Subjects an `[[unknown]]` entry may name besides the line's own entries."""
 SERVER_PARTIES = ("mosaicod-0.3",)
 SEED_CLIENT_PARTY = "sdk-0.3.2"
@@ -358,6 +359,7 @@ def _build(
 
     _patch_catalogue(_Where(file, "catalogue"), raw.get("catalogue", {}), documents)
     _patch_resources(_Where(file, "resources"), raw.get("resources", {}), documents)
+    _patch_query(_Where(file, "query"), raw.get("query", {}), documents)
     _patch_lifecycle(_Where(file, "lifecycle"), raw.get("lifecycle", {}), documents)
     fixed, unknown_devs = _patch_deviations(
         _Where(file, "deviations"), raw.get("deviations", {}), documents, base_unknown
@@ -532,6 +534,41 @@ def _patch_resources(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) 
         del table[name]
 
 
+def _patch_query(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
+    """`remove`: key paths (arrays of keys) deleted from query.toml; `merge`: a table merged
+    into it (tables key by key, any other value replaced). The grammar loader checks the
+    result."""
+    raw = _table(r, "-", raw)
+    _only(r, "-", raw, ("remove", "merge"))
+    doc = documents["query.toml"]
+    removals = raw.get("remove", [])
+    if not isinstance(removals, list):
+        raise r.fail("remove", "expected an array of key paths")
+    for i, path in enumerate(removals):
+        if not isinstance(path, list) or not path or not all(isinstance(k, str) for k in path):
+            raise r.fail(f"remove[{i}]", f"a key path is a non-empty array of keys, got {path!r}")
+        target: Any = doc
+        for key in path[:-1]:
+            target = target.get(key) if isinstance(target, dict) else None
+        if not isinstance(target, dict) or path[-1] not in target:
+            raise r.fail(f"remove[{i}]", f"query.toml has no {'.'.join(path)} to remove")
+        del target[path[-1]]
+    merge = _table(r, "merge", raw.get("merge", {}))
+    if merge and _merged(doc, merge) == doc:
+        raise r.fail("merge", "the base line's grammar has all of this already")
+    doc.update(_merged(doc, merge))
+
+
+def _merged(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def _row_id(row: Any) -> str | None:
     """The `id` of a row or deviation table, when it is a string (the loader refuses others)."""
     rid = row.get("id") if isinstance(row, dict) else None
@@ -666,6 +703,13 @@ def _check_wire_against_catalogue(
     fields = {f.name for f in ops["SESSION_DELETE"].request}
     if wire["session_delete_body"] not in fields:
         raise r.fail("session_delete_body", f"SESSION_DELETE's request has {sorted(fields)}")
+    key = "name" if wire["query_filter"] == "name" else "locator"
+    for section in ("sequence", "topic"):
+        names = set(spec.query.sections[section].fields)
+        if key not in names or ({"name", "locator"} - {key}) & names:
+            raise r.fail(
+                "query_filter", f"the {section} filter names resources by {key!r} in this shape"
+            )
 
 
 def _unknowns(

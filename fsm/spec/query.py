@@ -138,13 +138,19 @@ def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) 
         raw = _table(raw, entry)
         _only(raw, ("doc", "values", "operators"), entry)
         values = raw.get("values")
-        if not isinstance(values, list) or not values or not set(values) <= set(VALUE_TYPES):
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v in VALUE_TYPES for v in values)
+        ):
             raise _fail(entry, f"'values' must be a non-empty list of {VALUE_TYPES}")
         cells = _table(raw.get("operators"), f"{entry}.operators")
         for operator, outcome in cells.items():
             if operator not in operators:
                 raise _fail(entry, f"unknown operator {operator!r}")
-            if outcome not in SEMANTICS and outcome not in error_kinds:
+            if not isinstance(outcome, str) or (
+                outcome not in SEMANTICS and outcome not in error_kinds
+            ):
                 raise _fail(entry, f"{operator}: {outcome!r} is neither a semantics nor an error")
         kinds[name] = QueryKind(name, _text(raw, "doc", entry), tuple(values), dict(cells))
     sections: dict[str, QuerySection] = {}
@@ -155,11 +161,11 @@ def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) 
         fields = dict(_table(raw.get("fields", {}), f"{entry}.fields"))
         any_field = raw.get("any_field")
         for field, kind in [*fields.items(), ("*", any_field)]:
-            if kind is not None and kind not in kinds:
+            if kind is not None and (not isinstance(kind, str) or kind not in kinds):
                 raise _fail(entry, f"field {field!r}: unknown kind {kind!r}")
         options = dict(_table(raw.get("options", {}), f"{entry}.options"))
         for option, kind in options.items():
-            if kind not in OPTION_TYPES:
+            if not isinstance(kind, str) or kind not in OPTION_TYPES:
                 raise _fail(entry, f"option {option!r}: type must be one of {OPTION_TYPES}")
         sections[name] = QuerySection(name, _text(raw, "doc", entry), fields, any_field, options)
     return QueryGrammar(operators, kinds, sections)
