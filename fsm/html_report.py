@@ -43,10 +43,13 @@ th { background: #f6f8fa; position: sticky; top: 0; z-index: 1; }
 .unknown { color: var(--unk); background: var(--unk-bg); }
 .counts span { margin-right: 8px; }
 td.id { white-space: nowrap; font-weight: 600; }
-td.source { color: #57606a; width: 22%; }
+td.source { color: #57606a; width: 26%; font-size: 12px; }
+td.source div + div { margin-top: 2px; }
+tr.row-fail td:first-child { box-shadow: inset 4px 0 0 var(--bad); }
+tr.row-unknown td:first-child { box-shadow: inset 4px 0 0 var(--unk); }
 .detail { margin-top: 4px; color: #57606a; }
 details > summary { cursor: pointer; }
-.grid td { padding: 0; min-width: 150px; }
+.grid td { padding: 0; min-width: 140px; font-size: 13px; }
 .grid td.fault, .grid th.fault { padding: 6px 8px; white-space: nowrap; font-family: ui-monospace,
   SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; background: #f6f8fa; }
 .grid details { padding: 5px 8px; height: 100%; }
@@ -107,7 +110,8 @@ def _verdict_row(v: Verdict, seed: int) -> str:
             f"</summary><pre>{steps}</pre></details>"
         )
     cells.append(f"<td>{''.join(text)}</td>")
-    cells.append(f'<td class="source">{escape(v.case.source)}</td>')
+    sources = "".join(f"<div>{escape(part)}</div>" for part in v.case.source.split("; "))
+    cells.append(f'<td class="source">{sources}</td>')
     return f'<tr class="row-{status}">{"".join(cells)}</tr>'
 
 
@@ -177,13 +181,14 @@ def conformance_html(result: SuiteResult) -> str:
 # Simulation
 
 _CELL_CLASSES = [
-    ("c-ok", "Finalized: the session ended finalized"),
-    ("c-handled", "Error: the session ended by its error policy (Report or Delete)"),
-    ("c-none", "Null: the session never opened"),
-    ("c-bad", "! an invariant is violated (listed below, with its replay command)"),
-    ("c-unknown", "? an invariant could not be decided (a lost reply left unsettled)"),
-    ("c-empty", "- no run: the scenario made no such call"),
+    ("c-ok", "Finalized", "the session ended finalized"),
+    ("c-handled", "Error", "the session ended by its error policy (Report or Delete)"),
+    ("c-none", "Null", "the session never opened"),
+    ("c-bad", "!", "an invariant is violated (listed below, with its replay command)"),
+    ("c-unknown", "?", "an invariant could not be decided (a lost reply left unsettled)"),
+    ("c-empty", "-", "no run: the scenario made no such call"),
 ]
+"""Colour, label and meaning of the grid's cells (by the client's final session status)."""
 
 
 def _cell_class(cell: dict[str, str]) -> str:
@@ -214,9 +219,10 @@ def _grid(family: dict[str, Any]) -> list[str]:
                 cells.append('<td class="c-empty">-</td>')
                 continue
             mark = f'<span class="mark">{escape(cell["mark"])}</span>' if cell["mark"] else ""
+            client, _, server = cell["outcome"].partition(" | ")
             cells.append(
                 f'<td class="{_cell_class(cell)}" title="{escape(cell["replay"])}"><details>'
-                f"<summary>{escape(cell['outcome'])}{mark}</summary>"
+                f"<summary><b>{escape(client)}</b>{mark}<br>{escape(server)}</summary>"
                 f"<code>{escape(cell['replay'])}</code></details></td>"
             )
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -244,9 +250,8 @@ def simulate_html(exploration: Exploration) -> str:
         "hovering shows it too.</p>",
         '<div class="legend">',
         *(
-            f'<span class="swatch {cls}">{escape(text.split(":")[0].split(" ")[0])}</span>'
-            f"<span>{escape(text)}</span>"
-            for cls, text in _CELL_CLASSES
+            f'<span class="swatch {cls}">{escape(label)}</span><span>{escape(text)}</span>'
+            for cls, label, text in _CELL_CLASSES
         ),
         *(
             f'<span class="swatch">{escape(key)}</span><span>{escape(text)}</span>'

@@ -86,7 +86,7 @@ class TopicInfo:
 
     `serialization_format`, `ontology_tag`, `user_metadata` and `schema` come with a topic's own
     FlightInfo only; the topics of a `SequenceInfo` leave them None (the wire carries no more
-    for them, PROTOCOL.md §7.1), whatever the transport.
+    for them, see specs/actions.toml: operations.GET_FLIGHT_INFO), whatever the transport.
     """
 
     locator: str

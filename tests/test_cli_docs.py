@@ -214,3 +214,100 @@ def test_a_line_that_is_not_an_object_is_refused(
     trace.write_text('{"machine": "session"}\n[1, 2]\n')
     assert main(["check-trace", str(trace)], io.StringIO()) == 2
     assert "line 2 is not a JSON object" in capsys.readouterr().err
+
+
+# -----------------------------------------------------------------------------------------------
+# README claims: import paths, the fault-plan example, the deviations, the sources it cites
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _resolves(dotted: str) -> bool:
+    """True when `dotted` names a module, or an attribute reached from one."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+    return False
+
+
+def test_every_import_path_the_readme_names_exists() -> None:
+    import re
+
+    readme = _readme()
+    named = set(re.findall(r"`((?:fsm|transport)(?:\.\w+)+)(?:\([^`]*\))?[^`]*`", readme))
+    for block in _readme_blocks():
+        for module, names in re.findall(
+            r"^from ((?:fsm|transport)[\w.]*) import (.+)$", block, re.M
+        ):
+            named |= {f"{module}.{n.strip()}" for n in names.split("#")[0].split(",")}
+        named |= set(re.findall(r"^import ((?:fsm|transport)[\w.]*)", block, re.M))
+    named |= set(re.findall(r"\b((?:fsm|transport)\.[a-z_]+(?:\.[A-Za-z_]+)+)\(", readme))
+    assert {"transport.server.model.ServerModel", "fsm.engine.Tracer"} <= named
+    missing = sorted(n for n in named if not _resolves(n))
+    assert not missing, f"README names what does not exist: {missing}"
+
+
+def test_readme_fault_plan_example_runs(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from fsm import SessionLevelErrorPolicy, SessionStatus
+    from fsm.engine import Client
+    from fsm.faults import FaultPlan
+    from transport.memory import MemoryTransport
+
+    text = _readme().split("```json fault-plan\n", 1)[1].split("```", 1)[0]
+    plan = FaultPlan.loads(text)
+    assert [f.describe() for f in plan.faults] == [
+        "SESSION_FINALIZE#1:failed_precondition",
+        "STREAM_WRITE#2:drop_stream",
+        "SEQUENCE_CREATE#2:lose_reply",
+    ]
+    schema = pa.schema([pa.field("timestamp_ns", pa.int64(), nullable=False)])
+    client = Client(MemoryTransport(faults=FaultPlan(plan.faults[:1])))
+    with (
+        pytest.raises(Exception, match="failed_precondition"),
+        client.sequence_create("run", on_error=SessionLevelErrorPolicy.Report) as seq,
+    ):
+        seq.topic_create("t", schema=schema, ontology_tag="x").push_row({"timestamp_ns": 1})
+    assert seq.session_status is SessionStatus.Error  # the first finalize was refused
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(text)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"faults": [{"operation": "SESSION_FINISH"}]}')
+    from tests.test_cli_errors import mosaico_fsm, one_line_error
+
+    one_line_error(mosaico_fsm("serve", "--port", "0", "--fault-plan", str(bad)), "SESSION_FINISH")
+
+
+def test_readme_names_every_deviation() -> None:
+    readme = _readme()
+    missing = [d for d in load_spec().deviations if f"`{d}`" not in readme]
+    assert not missing
+
+
+def test_sources_are_documents_a_user_can_open() -> None:
+    import re
+
+    from fsm.conformance.cases import CASES
+
+    unopenable = re.compile(r"PROTOCOL|DESIGN\.md|§|\bseed\b")
+    cited = [c.source for c in CASES]
+    cited += [s for d in load_spec().deviations.values() for s in d.sources]
+    assert not [s for s in cited if unopenable.search(s)]
+    for text in cited:
+        for table in re.findall(r"specs/(\w+\.toml)", text):
+            assert (ROOT / "specs" / table).is_file(), text
+    readme = _readme()
+    assert not re.search(r"PROTOCOL\.md|DESIGN\.md|§|seed text|the seed\b", readme)

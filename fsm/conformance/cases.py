@@ -146,7 +146,7 @@ def finalized(ctx: Context, tag: str) -> tuple[str, str, str]:
 @case(
     "SEQ-CREATE",
     "A new sequence is registered with its user metadata and listed.",
-    "PROTOCOL.md §5.1, §7.3",
+    "specs/actions.toml: operations.SEQUENCE_CREATE; specs/actions.toml: operations.LIST_FLIGHTS",
 )
 def _seq_create(ctx: Context) -> None:
     seq = ctx.sequence("seq", {"robot": "r1", "n": 3})
@@ -163,7 +163,7 @@ def _seq_create(ctx: Context) -> None:
 @case(
     "SEQ-EXISTS",
     "Creating a sequence that exists is refused (already_exists) and changes nothing.",
-    "PROTOCOL.md §5.1",
+    "specs/actions.toml: operations.SEQUENCE_CREATE",
 )
 def _seq_exists(ctx: Context) -> None:
     seq = ctx.sequence("dup", {"v": 1})
@@ -181,7 +181,7 @@ def _seq_exists(ctx: Context) -> None:
 @case(
     "SEQ-LOCATOR",
     "A sequence name with characters outside [A-Za-z0-9_-] is refused (invalid_argument).",
-    "PROTOCOL.md §5.1, §10",
+    "specs/actions.toml: operations.SEQUENCE_CREATE",
 )
 def _seq_locator(ctx: Context) -> None:
     ctx.refused(
@@ -194,7 +194,7 @@ def _seq_locator(ctx: Context) -> None:
 @case(
     "SEQ-DELETE",
     "Deleting an unlocked sequence removes it with its sessions and topics.",
-    "PROTOCOL.md §5.5",
+    "specs/actions.toml: operations.SEQUENCE_DELETE",
 )
 def _seq_delete(ctx: Context) -> None:
     seq, _, loc, _ = locked_topic(ctx, "del")
@@ -210,7 +210,7 @@ def _seq_delete(ctx: Context) -> None:
 @case(
     "SEQ-DELETE-MISSING",
     "Deleting a sequence that does not exist is refused (not_found).",
-    "PROTOCOL.md §5.5, §10",
+    "specs/actions.toml: operations.SEQUENCE_DELETE",
     {"MOSAICOD-DELETE-GONE-SEQUENCE": "delete-missing-refused"},
 )
 def _seq_delete_missing(ctx: Context) -> None:
@@ -225,7 +225,7 @@ def _seq_delete_missing(ctx: Context) -> None:
 @case(
     "SEQ-DELETE-LOCKED",
     "A sequence holding a finalized, locked session cannot be deleted (failed_precondition); nothing is removed.",
-    "seed SessionStatus.Finalized",
+    "mosaicolabs SDK API reference, Enum Module: SessionStatus.Finalized",
     {"MOSAICOD-DELETE-LOCKED-SEQUENCE": "delete-refused"},
 )
 def _seq_delete_locked(ctx: Context) -> None:
@@ -246,7 +246,7 @@ def _seq_delete_locked(ctx: Context) -> None:
 @case(
     "SES-CREATE",
     "A session is opened on an existing sequence, answers a UUID, and starts unlocked.",
-    "PROTOCOL.md §5.2",
+    "specs/actions.toml: operations.SESSION_CREATE",
 )
 def _ses_create(ctx: Context) -> None:
     seq = ctx.sequence("ses")
@@ -262,7 +262,7 @@ def _ses_create(ctx: Context) -> None:
 @case(
     "SES-CREATE-MISSING",
     "A session on a missing sequence is refused (not_found).",
-    "PROTOCOL.md §5.2",
+    "specs/actions.toml: operations.SESSION_CREATE",
 )
 def _ses_create_missing(ctx: Context) -> None:
     ctx.refused(
@@ -295,7 +295,7 @@ def _ses_topics_listed(ctx: Context) -> None:
 @case(
     "SES-FINALIZE-EMPTY",
     "A session without topics cannot be finalized (failed_precondition) and stays unlocked.",
-    "PROTOCOL.md §3.2, §5.3",
+    "specs/resources.toml: session and topic (locked); specs/actions.toml: operations.SESSION_FINALIZE",
 )
 def _ses_empty(ctx: Context) -> None:
     seq = ctx.sequence("empty")
@@ -313,7 +313,7 @@ def _ses_empty(ctx: Context) -> None:
 @case(
     "SES-FINALIZE-UNLOCKED",
     "A session with a topic whose stream has not ended cannot be finalized (failed_precondition).",
-    "PROTOCOL.md §3.2, §5.3",
+    "specs/resources.toml: session and topic (locked); specs/actions.toml: operations.SESSION_FINALIZE",
 )
 def _ses_unlocked(ctx: Context) -> None:
     seq = ctx.sequence("open")
@@ -329,7 +329,8 @@ def _ses_unlocked(ctx: Context) -> None:
 @case(
     "SES-FINALIZE-LOCKS",
     "A clean finalize completes and locks the session.",
-    "seed SessionStatus.Finalized; PROTOCOL.md §5.3",
+    "mosaicolabs SDK API reference, Enum Module: SessionStatus.Finalized; "
+    "specs/actions.toml: operations.SESSION_FINALIZE",
 )
 def _ses_finalize(ctx: Context) -> None:
     seq, ses, _ = finalized(ctx, "fin")
@@ -343,7 +344,7 @@ def _ses_finalize(ctx: Context) -> None:
 @case(
     "SES-FINALIZE-ONCE",
     "A finalized session cannot be finalized again (failed_precondition).",
-    "PROTOCOL.md §5.3 (later builds)",
+    "specs/actions.toml: operations.SESSION_FINALIZE (later builds)",
     {"MOSAICOD-REFINALIZE": "refinalize-refused"},
 )
 def _ses_once(ctx: Context) -> None:
@@ -359,7 +360,7 @@ def _ses_once(ctx: Context) -> None:
 @case(
     "SES-FINALIZE-BAD-UUID",
     "A malformed session UUID is refused (invalid_argument), an unknown one (not_found).",
-    "PROTOCOL.md §5.3, §10",
+    "specs/actions.toml: operations.SESSION_FINALIZE",
 )
 def _ses_bad_uuid(ctx: Context) -> None:
     ctx.refused(
@@ -378,7 +379,7 @@ def _ses_bad_uuid(ctx: Context) -> None:
     "SES-REPORT-UNLOCKED",
     "A session finalized after an error was reported on its sequence is completed but left unlocked, "
     "and can be deleted.",
-    "seed SessionLevelErrorPolicy.Report, 'Lock Status'",
+    "mosaicolabs SDK API reference, Enum Module: SessionLevelErrorPolicy.Report, 'Lock Status'",
     {"MOSAICOD-REPORT-LOCKS": "left-unlocked"},
 )
 def _ses_report(ctx: Context) -> None:
@@ -408,7 +409,7 @@ def _ses_report(ctx: Context) -> None:
 @case(
     "SES-DELETE",
     "Deleting an open session removes it and its topics; the sequence stays.",
-    "PROTOCOL.md §5.4",
+    "specs/actions.toml: operations.SESSION_DELETE",
 )
 def _ses_delete(ctx: Context) -> None:
     seq, ses, loc, _ = locked_topic(ctx, "sdel")
@@ -425,7 +426,7 @@ def _ses_delete(ctx: Context) -> None:
 @case(
     "SES-DELETE-LOCKED",
     "A finalized, locked session cannot be deleted (failed_precondition).",
-    "seed SessionStatus.Finalized",
+    "mosaicolabs SDK API reference, Enum Module: SessionStatus.Finalized",
     {"MOSAICOD-DELETE-LOCKED-SESSION": "delete-refused"},
 )
 def _ses_delete_locked(ctx: Context) -> None:
@@ -448,7 +449,7 @@ def _ses_delete_locked(ctx: Context) -> None:
 @case(
     "TOP-CREATE",
     "A topic is registered in an open session, answers its UUID, and starts unlocked without data info.",
-    "PROTOCOL.md §5.9, §7.1",
+    "specs/actions.toml: operations.TOPIC_CREATE; specs/actions.toml: operations.GET_FLIGHT_INFO",
 )
 def _top_create(ctx: Context) -> None:
     seq = ctx.sequence("top")
@@ -469,7 +470,7 @@ def _top_create(ctx: Context) -> None:
 @case(
     "TOP-EXISTS",
     "A topic locator is unique on the server: a second topic_create is refused (already_exists).",
-    "PROTOCOL.md §3.1, §5.9",
+    "specs/resources.toml: topic; specs/actions.toml: operations.TOPIC_CREATE",
 )
 def _top_exists(ctx: Context) -> None:
     seq = ctx.sequence("tdup")
@@ -485,7 +486,7 @@ def _top_exists(ctx: Context) -> None:
 @case(
     "TOP-OUTSIDE",
     "A topic outside its session's sequence is refused (permission_denied).",
-    "PROTOCOL.md §5.9, §10",
+    "specs/actions.toml: operations.TOPIC_CREATE",
 )
 def _top_outside(ctx: Context) -> None:
     seq = ctx.sequence("own")
@@ -498,7 +499,7 @@ def _top_outside(ctx: Context) -> None:
 @case(
     "TOP-FINALIZED",
     "No topic can be added to a finalized session (failed_precondition).",
-    "PROTOCOL.md §3.2, §5.9",
+    "specs/resources.toml: session and topic (locked); specs/actions.toml: operations.TOPIC_CREATE",
 )
 def _top_finalized(ctx: Context) -> None:
     seq, ses, _ = finalized(ctx, "tfin")
@@ -511,7 +512,7 @@ def _top_finalized(ctx: Context) -> None:
 @case(
     "TOP-FORMAT",
     "An unknown serialization format is refused (invalid_argument).",
-    "PROTOCOL.md §5.9",
+    "specs/actions.toml: operations.TOPIC_CREATE",
 )
 def _top_format(ctx: Context) -> None:
     seq = ctx.sequence("fmt")
@@ -525,7 +526,7 @@ def _top_format(ctx: Context) -> None:
 @case(
     "TOP-DELETE",
     "Deleting a topic of an open session removes it and its data.",
-    "PROTOCOL.md §5.10",
+    "specs/actions.toml: operations.TOPIC_DELETE",
 )
 def _top_delete(ctx: Context) -> None:
     seq, _, loc, _ = locked_topic(ctx, "tdel")
@@ -543,7 +544,7 @@ def _top_delete(ctx: Context) -> None:
 @case(
     "TOP-DELETE-LOCKED",
     "A topic of a finalized, locked session cannot be deleted (failed_precondition).",
-    "seed SessionStatus.Finalized",
+    "mosaicolabs SDK API reference, Enum Module: SessionStatus.Finalized",
     {"MOSAICOD-DELETE-LOCKED-TOPIC": "delete-refused"},
 )
 def _top_delete_locked(ctx: Context) -> None:
@@ -564,7 +565,8 @@ def _top_delete_locked(ctx: Context) -> None:
 @case(
     "PUT-LOCKS",
     "A clean end of stream locks the topic and records its chunks, a byte count and its time range.",
-    "PROTOCOL.md §3.1, §6.2, §7.1",
+    "specs/resources.toml: topic; specs/actions.toml: operations.DO_PUT, STREAM_WRITE, "
+    "STREAM_CLOSE; specs/actions.toml: operations.GET_FLIGHT_INFO",
 )
 def _put_locks(ctx: Context) -> None:
     seq = ctx.sequence("put")
@@ -589,7 +591,7 @@ def _put_locks(ctx: Context) -> None:
 @case(
     "PUT-LOCKED",
     "A DoPut to a locked topic is refused (failed_precondition) before any of its data is stored.",
-    "PROTOCOL.md §3.2 (spec: refused before storing)",
+    "specs/resources.toml: session and topic (locked) (spec: refused before storing)",
     {"MOSAICOD-LOCKED-TOPIC-LATE": "nothing-stored"},
 )
 def _put_locked(ctx: Context) -> None:
@@ -608,7 +610,7 @@ def _put_locked(ctx: Context) -> None:
 @case(
     "PUT-UUID",
     "A DoPut with another topic's UUID is refused (permission_denied).",
-    "PROTOCOL.md §6.2, §10",
+    "specs/actions.toml: operations.DO_PUT, STREAM_WRITE, STREAM_CLOSE",
 )
 def _put_uuid(ctx: Context) -> None:
     seq = ctx.sequence("puid")
@@ -625,7 +627,7 @@ def _put_uuid(ctx: Context) -> None:
 @case(
     "PUT-SCHEMA",
     "A DoPut whose schema has no int64 timestamp_ns is refused (invalid_argument).",
-    "PROTOCOL.md §6.2",
+    "specs/actions.toml: operations.DO_PUT, STREAM_WRITE, STREAM_CLOSE",
 )
 def _put_schema(ctx: Context) -> None:
     seq = ctx.sequence("psch")
@@ -643,7 +645,7 @@ def _put_schema(ctx: Context) -> None:
 @case(
     "PUT-PATH",
     "A DoPut with a PATH descriptor is refused (invalid_argument).",
-    "PROTOCOL.md §6.1, §6.2",
+    "specs/actions.toml: operations.DO_PUT, STREAM_OPEN",
 )
 def _put_path(ctx: Context) -> None:
     seq = ctx.sequence("ppath")
@@ -662,7 +664,7 @@ def _put_path(ctx: Context) -> None:
 @case(
     "PUT-UNKNOWN",
     "A DoPut to a topic that does not exist is refused (not_found).",
-    "PROTOCOL.md §6.2",
+    "specs/actions.toml: operations.DO_PUT, STREAM_WRITE, STREAM_CLOSE",
 )
 def _put_unknown(ctx: Context) -> None:
     seq = ctx.sequence("punk")
@@ -672,7 +674,11 @@ def _put_unknown(ctx: Context) -> None:
     ctx.refused(outcome, E.NOT_FOUND, "a DoPut to a missing topic")
 
 
-@case("PUT-ABORT", "A stream that breaks before its clean end locks nothing.", "PROTOCOL.md §6.2.7")
+@case(
+    "PUT-ABORT",
+    "A stream that breaks before its clean end locks nothing.",
+    "specs/actions.toml: operations.STREAM_ABORT",
+)
 def _put_abort(ctx: Context) -> None:
     seq = ctx.sequence("pabort")
     ses = ctx.session(seq)
@@ -684,7 +690,7 @@ def _put_abort(ctx: Context) -> None:
 @case(
     "PUT-EMPTY",
     "A stream with no batch, ended cleanly, locks the topic with no data.",
-    "PROTOCOL.md §6.2.6",
+    "specs/actions.toml: operations.DO_PUT, STREAM_WRITE, STREAM_CLOSE",
 )
 def _put_empty(ctx: Context) -> None:
     seq = ctx.sequence("pempty")
@@ -715,7 +721,7 @@ def _roundtrip(
 @case(
     "GET-DEFAULT",
     "Fixed-width data reads back exactly as written, in write order.",
-    "PROTOCOL.md §7.2",
+    "specs/actions.toml: operations.DO_GET",
 )
 def _get_default(ctx: Context) -> None:
     _roundtrip(ctx, "gdef", "default", DEFAULT, default_batch)
@@ -724,7 +730,7 @@ def _get_default(ctx: Context) -> None:
 @case(
     "GET-RAGGED",
     "Data with list columns reads back exactly as written.",
-    "PROTOCOL.md §7.2; seed SerializationFormat.Ragged",
+    "specs/actions.toml: operations.DO_GET; mosaicolabs SDK API reference, Enum Module: SerializationFormat.Ragged",
 )
 def _get_ragged(ctx: Context) -> None:
     _roundtrip(ctx, "grag", "ragged", RAGGED, ragged_batch)
@@ -733,7 +739,7 @@ def _get_ragged(ctx: Context) -> None:
 @case(
     "GET-IMAGE",
     "Binary payloads with width, height and format read back exactly as written.",
-    "PROTOCOL.md §7.2; seed SerializationFormat.Image",
+    "specs/actions.toml: operations.DO_GET; mosaicolabs SDK API reference, Enum Module: SerializationFormat.Image",
 )
 def _get_image(ctx: Context) -> None:
     _roundtrip(ctx, "gimg", "image", IMAGE, image_batch)
@@ -742,7 +748,7 @@ def _get_image(ctx: Context) -> None:
 @case(
     "GET-RANGE",
     "A time range limits a read to the rows with start <= timestamp_ns < end.",
-    "PROTOCOL.md §7.1, §7.2",
+    "specs/actions.toml: operations.GET_FLIGHT_INFO; specs/actions.toml: operations.DO_GET",
 )
 def _get_range(ctx: Context) -> None:
     seq = ctx.sequence("grange")
@@ -758,7 +764,7 @@ def _get_range(ctx: Context) -> None:
     "GET-NO-DATA",
     "Reading a topic that never received a stream is refused as a client mistake (failed_precondition), "
     "not an internal error.",
-    "DESIGN.md §3 (never INTERNAL for a client mistake)",
+    "specs/actions.toml: error_kinds.internal and common_errors",
     {"MOSAICOD-DOGET-EMPTY-INTERNAL": "client-mistake"},
 )
 def _get_no_data(ctx: Context) -> None:
@@ -776,7 +782,7 @@ def _get_no_data(ctx: Context) -> None:
 @case(
     "LIST-CRITERIA",
     "ListFlights criteria other than empty or '/' are refused (invalid_argument).",
-    "PROTOCOL.md §7.3",
+    "specs/actions.toml: operations.LIST_FLIGHTS",
 )
 def _list_criteria(ctx: Context) -> None:
     ctx.refused(
@@ -791,7 +797,7 @@ def _list_criteria(ctx: Context) -> None:
 @case(
     "NOT-SEQUENCE",
     "Sequence notifications are created, listed with name, type, message and time, and purged.",
-    "PROTOCOL.md §5.6-5.8",
+    "specs/actions.toml: operations.*_NOTIFICATION_CREATE, *_NOTIFICATION_LIST, *_NOTIFICATION_PURGE",
 )
 def _not_sequence(ctx: Context) -> None:
     seq = ctx.sequence("nseq")
@@ -823,7 +829,7 @@ def _not_sequence(ctx: Context) -> None:
 @case(
     "NOT-TOPIC",
     "Topic notifications stay on their topic: listed there, not on the sequence, and purged.",
-    "PROTOCOL.md §5.6-5.8",
+    "specs/actions.toml: operations.*_NOTIFICATION_CREATE, *_NOTIFICATION_LIST, *_NOTIFICATION_PURGE",
 )
 def _not_topic(ctx: Context) -> None:
     seq = ctx.sequence("ntop")
@@ -857,7 +863,7 @@ def _not_topic(ctx: Context) -> None:
 @case(
     "NOT-TYPE",
     "An unknown notification type is refused (invalid_argument); a missing sequence (not_found).",
-    "PROTOCOL.md §5.6, §10",
+    "specs/actions.toml: operations.SEQUENCE_NOTIFICATION_CREATE, TOPIC_NOTIFICATION_CREATE",
 )
 def _not_type(ctx: Context) -> None:
     seq = ctx.sequence("ntype")
@@ -881,7 +887,11 @@ def _not_type(ctx: Context) -> None:
 # Requests
 
 
-@case("ACT-UNKNOWN", "An unknown action is refused (invalid_argument).", "PROTOCOL.md §4, §10")
+@case(
+    "ACT-UNKNOWN",
+    "An unknown action is refused (invalid_argument).",
+    "specs/actions.toml: common_errors",
+)
 def _act_unknown(ctx: Context) -> None:
     ctx.refused(ctx.raw("sequence_rename", b"{}"), E.INVALID_ARGUMENT, "an unknown action")
 
@@ -889,7 +899,7 @@ def _act_unknown(ctx: Context) -> None:
 @case(
     "ACT-MALFORMED",
     "A malformed JSON body is refused as a client mistake (invalid_argument), never as internal.",
-    "PROTOCOL.md §4, §10",
+    "specs/actions.toml: common_errors",
 )
 def _act_malformed(ctx: Context) -> None:
     ctx.refused(
@@ -898,7 +908,7 @@ def _act_malformed(ctx: Context) -> None:
     ctx.refused(ctx.raw("sequence_create", b"[1, 2]"), E.INVALID_ARGUMENT, "a JSON array body")
 
 
-@case("ACT-VERSION", "version answers {version, semver}.", "PROTOCOL.md §5.13")
+@case("ACT-VERSION", "version answers {version, semver}.", "specs/actions.toml: operations.VERSION")
 def _act_version(ctx: Context) -> None:
     value = ctx.ok(ctx.act(A.VERSION, {}), "version")
     ctx.check(
@@ -910,7 +920,9 @@ def _act_version(ctx: Context) -> None:
 
 
 @case(
-    "QRY-NAME", "A query by sequence name finds that sequence and its topics.", "PROTOCOL.md §5.11"
+    "QRY-NAME",
+    "A query by sequence name finds that sequence and its topics.",
+    "specs/actions.toml: operations.QUERY",
 )
 def _qry_name(ctx: Context) -> None:
     seq, _, loc, _ = locked_topic(ctx, "qname")
@@ -925,7 +937,7 @@ def _qry_name(ctx: Context) -> None:
 @case(
     "QRY-METADATA",
     "A query on user metadata returns exactly the matching sequences.",
-    "PROTOCOL.md §5.11",
+    "specs/actions.toml: operations.QUERY",
 )
 def _qry_metadata(ctx: Context) -> None:
     hit = ctx.sequence("qhit", {"mission": ctx.prefix, "n": 5})
@@ -940,7 +952,7 @@ def _qry_metadata(ctx: Context) -> None:
 @case(
     "QRY-UNSUPPORTED",
     "A filter the server does not support is refused (invalid_argument), never answered wrongly.",
-    "DESIGN.md §3",
+    "specs/actions.toml: operations.API_KEY_CREATE",
 )
 def _qry_unsupported(ctx: Context) -> None:
     outcome = ctx.act(A.QUERY, {"sequence": {"colour": {"$eq": "blue"}}})
@@ -958,7 +970,8 @@ def _qry_unsupported(ctx: Context) -> None:
 @case(
     "KEY-LIFECYCLE",
     "A manage key issues keys (msco_<32>_<8>), describes them and revokes them; a revoked key is refused.",
-    "PROTOCOL.md §2.1, §5.12",
+    "specs/actions.toml: error_kinds.unauthenticated; "
+    "specs/actions.toml: operations.API_KEY_CREATE, API_KEY_STATUS, API_KEY_REVOKE",
 )
 def _key_lifecycle(ctx: Context) -> None:
     ctx.authenticating()
@@ -990,7 +1003,7 @@ def _key_lifecycle(ctx: Context) -> None:
 @case(
     "AUTH-MISSING",
     "With authentication on, a request without a key is refused (unauthenticated).",
-    "PROTOCOL.md §2.2",
+    "specs/actions.toml: error_kinds.permission_denied and each operation's permission",
     {"MOSAICOD-MISSING-KEY-DENIED": "missing-key-unauthenticated"},
 )
 def _auth_missing(ctx: Context) -> None:
@@ -1006,7 +1019,7 @@ def _auth_missing(ctx: Context) -> None:
 @case(
     "AUTH-BAD",
     "With authentication on, an unknown key is refused (permission_denied).",
-    "PROTOCOL.md §2.2",
+    "specs/actions.toml: error_kinds.permission_denied and each operation's permission",
 )
 def _auth_bad(ctx: Context) -> None:
     ctx.authenticating(without="unknown key")
@@ -1017,7 +1030,7 @@ def _auth_bad(ctx: Context) -> None:
 @case(
     "AUTH-EXPIRED",
     "A key past its expiry time is refused (permission_denied).",
-    "PROTOCOL.md §2.2 (spec: expiry enforced)",
+    "specs/actions.toml: error_kinds.permission_denied and each operation's permission (spec: expiry enforced)",
     {"MOSAICOD-NO-KEY-EXPIRY": "expired-refused"},
 )
 def _auth_expired(ctx: Context) -> None:
@@ -1034,7 +1047,7 @@ def _auth_expired(ctx: Context) -> None:
 @case(
     "PERM-READ",
     "A read key reads and lists but cannot create (permission_denied).",
-    "seed APIKeyPermissionEnum.Read",
+    "mosaicolabs SDK API reference, Enum Module: APIKeyPermissionEnum.Read",
 )
 def _perm_read(ctx: Context) -> None:
     ctx.authenticating()
@@ -1060,7 +1073,7 @@ def _perm_read(ctx: Context) -> None:
 @case(
     "PERM-REPORT-READ",
     "Reporting an error (a notification) needs only the read permission.",
-    "seed SessionLevelErrorPolicy.Report, 'Note'",
+    "mosaicolabs SDK API reference, Enum Module: SessionLevelErrorPolicy.Report, 'Note'",
     {"MOSAICOD-NOTIFY-NEEDS-WRITE": "read-key-notifies"},
 )
 def _perm_report(ctx: Context) -> None:
@@ -1078,7 +1091,7 @@ def _perm_report(ctx: Context) -> None:
 @case(
     "PERM-WRITE",
     "A write key creates and writes but cannot delete (permission_denied).",
-    "seed APIKeyPermissionEnum.Write",
+    "mosaicolabs SDK API reference, Enum Module: APIKeyPermissionEnum.Write",
 )
 def _perm_write(ctx: Context) -> None:
     ctx.authenticating()
@@ -1099,7 +1112,7 @@ def _perm_write(ctx: Context) -> None:
 @case(
     "PERM-DELETE",
     "A delete key deletes but cannot manage keys (permission_denied).",
-    "seed APIKeyPermissionEnum.Delete",
+    "mosaicolabs SDK API reference, Enum Module: APIKeyPermissionEnum.Delete",
 )
 def _perm_delete(ctx: Context) -> None:
     ctx.authenticating()
@@ -1161,7 +1174,7 @@ def _engine_run(
 @case(
     "POL-FINALIZED",
     "A clean client session ends finalized and locked, with every record stored.",
-    "seed SessionStatus.Finalized",
+    "mosaicolabs SDK API reference, Enum Module: SessionStatus.Finalized",
 )
 def _pol_finalized(ctx: Context) -> None:
     seq, ses = _engine_run(ctx, "Report", fail=False)
@@ -1176,7 +1189,7 @@ def _pol_finalized(ctx: Context) -> None:
 @case(
     "POL-REPORT",
     "Under Report, a failed session keeps its records, carries an error notification, and is left unlocked.",
-    "seed SessionLevelErrorPolicy.Report",
+    "mosaicolabs SDK API reference, Enum Module: SessionLevelErrorPolicy.Report",
     {"MOSAICOD-REPORT-LOCKS": "left-unlocked"},
 )
 def _pol_report(ctx: Context) -> None:
@@ -1202,7 +1215,7 @@ def _pol_report(ctx: Context) -> None:
 @case(
     "POL-DELETE-WRITER",
     "Under Delete, a failed new sequence is purged whole.",
-    "seed SessionLevelErrorPolicy.Delete",
+    "mosaicolabs SDK API reference, Enum Module: SessionLevelErrorPolicy.Delete",
 )
 def _pol_delete_writer(ctx: Context) -> None:
     seq, _ = _engine_run(ctx, "Delete", fail=True)
@@ -1212,7 +1225,7 @@ def _pol_delete_writer(ctx: Context) -> None:
 @case(
     "POL-DELETE-UPDATER",
     "Under Delete, a failed update removes only its own session.",
-    "seed SessionLevelErrorPolicy.Delete",
+    "mosaicolabs SDK API reference, Enum Module: SessionLevelErrorPolicy.Delete",
 )
 def _pol_delete_updater(ctx: Context) -> None:
     seq, first = _engine_run(ctx, "Report", fail=False)

@@ -198,7 +198,7 @@ def summary_line(exploration: Exploration) -> str:
 
 
 def _legend() -> list[str]:
-    lines = ["Cells: " + LEGEND["cell"] + "."]
+    lines = textwrap.wrap("Cells: " + LEGEND["cell"] + ".", 100, subsequent_indent="  ")
     for key, text in LEGEND.items():
         if key != "cell":
             lines.append(f"  {key:24}{text}")
@@ -215,7 +215,7 @@ def to_text(exploration: Exploration, *, full_matrix: bool | None = None) -> str
         out.append(f"== {family['family']}: {family['doc']}")
         out += textwrap.wrap(
             ", ".join(f"{c}: {n}" for c, n in family["columns"].items()),
-            WIDTH,
+            100,
             initial_indent="   ",
             subsequent_indent="   ",
             break_on_hyphens=False,
