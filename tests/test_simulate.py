@@ -35,6 +35,7 @@ from fsm.simulate.plans import describe_plan, effects
 from fsm.spec import load_spec
 from fsm.spec.model import Step, Transition
 from transport.conformance_runs import memory_world
+from transport.server import actions
 from transport.server.errors import ServerError
 from transport.server.model import ServerModel
 from transport.server.state import ServerState
@@ -206,6 +207,36 @@ def test_a_server_that_keeps_deleted_sequences_is_caught() -> None:
     broken = _violations(result)
     assert ("writer-delete-1-topic", "SESSION_FINALIZE#1:internal", "delete-purged") in broken
     assert ("writer-delete-1-topic", "SESSION_CREATE#1:internal", "no-orphans") in broken
+
+
+class _DeletesThenRefuses(ServerModel):
+    """Applies SESSION_DELETE, then answers internal: the client believes nothing happened."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers["SESSION_DELETE"] = _delete_then_refuse
+
+
+def _delete_then_refuse(state: ServerState, op: Any, req: dict[str, Any]) -> None:
+    actions.session_delete(state, op, req)
+    raise ServerError(ErrorKind.INTERNAL, "deleted, then failed")
+
+
+def test_a_purge_the_client_believes_failed_but_the_server_applied_is_caught() -> None:
+    """The client's view of its purge must agree with the server's, both ways."""
+    result = explore(
+        select(["updater-delete-session-error"]),
+        partial(memory_world, model_class=_DeletesThenRefuses),
+        faults=0,
+    )
+    assert ("updater-delete-session-error", "", "client-server-agree") in _violations(result)
+    message = next(
+        v.message
+        for run in result.runs
+        for v in run.violations
+        if v.invariant == "client-server-agree"
+    )
+    assert "believes its SESSION_DELETE did not take effect" in message
 
 
 def test_a_server_that_never_locks_sessions_is_caught() -> None:

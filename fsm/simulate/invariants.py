@@ -13,7 +13,7 @@ from collections.abc import Callable
 import attrs
 
 from fsm.errors import ActionFailed
-from fsm.simulate.facts import NA, OK, UNKNOWN, VIOLATED, Facts, Verdict
+from fsm.simulate.facts import NA, OK, UNKNOWN, VIOLATED, Facts, Verdict, succeeded
 from fsm.simulate.judge import Judge
 from fsm.simulate.scenarios import SEQUENCE, Boom
 from fsm.simulate.view import ServerView, SimulationError
@@ -30,7 +30,8 @@ INVARIANTS: dict[str, str] = {
     "delete-purged": "Error under Delete: the new sequence (writer) or the session and its "
     "topics (updater) are gone",
     "no-orphans": "nothing is left that the client does not know about",
-    "client-server-agree": "the client's and the server's states agree",
+    "client-server-agree": "the client's and the server's states agree, and so do their views "
+    "of the session's last finalize and purge",
     "engine-trace": "every transition the engine took is a row of the tables",
     "client-conformance": "what the server saw the client do is explained by the tables",
 }
@@ -150,6 +151,29 @@ def _no_orphans(facts: Facts, view: ServerView) -> Verdict:
     return Verdict(name, OK)
 
 
+def _steps_disagree(facts: Facts, view: ServerView) -> str | None:
+    """Where the client's belief about its last finalize or purge (it took effect, directly
+    or as its probe found) differs from what the server holds."""
+    session = view.session(facts.session_uuid)
+    writer = facts.scenario.role == "writer"
+    purge = "SEQUENCE_DELETE" if writer else "SESSION_DELETE"
+    purges = facts.session_steps(purge)
+    if purges and facts.session_uuid is not None:
+        applied = succeeded(purges[-1])
+        gone = view.sequence() is None if writer else session is None
+        if applied != gone:
+            believed = "took effect" if applied else "did not take effect"
+            held = "no longer holds" if gone else "still holds"
+            return f"the client believes its {purge} {believed}; the server {held} it"
+    finalizes = facts.session_steps("SESSION_FINALIZE")
+    if finalizes and session is not None:
+        applied = succeeded(finalizes[-1])
+        if applied != (session.completed_at_ns is not None):
+            believed = "took effect" if applied else "did not take effect"
+            return f"the client believes its SESSION_FINALIZE {believed}; the server disagrees"
+    return None
+
+
 def _agree(facts: Facts, view: ServerView) -> Verdict:
     name = "client-server-agree"
     session = view.session(facts.session_uuid)
@@ -157,6 +181,9 @@ def _agree(facts: Facts, view: ServerView) -> Verdict:
     if (facts.status == "Finalized") != locked:
         server = "locked" if locked else "not locked"
         return Verdict(name, VIOLATED, f"client {facts.status}, server session {server}")
+    disagreement = _steps_disagree(facts, view)
+    if disagreement is not None:
+        return Verdict(name, VIOLATED, disagreement)
     if session is None:
         return Verdict(name, OK)  # nothing left to compare (purged, or never registered)
     for _, (locator, status) in sorted(facts.topics.items()):
