@@ -489,7 +489,53 @@ def test_query_range_empty_chunk_internal(kind: str) -> None:
             assert answer(deviant, body) == answer(spec_t, body)
 
 
+def test_query_catalogue_ops(kind: str) -> None:
+    """MOSAICOD-QUERY-CATALOGUE-OPS: names compare with ordering operators, $in applies to
+    creation times and metadata, $match to metadata (spec); mosaicod refuses them."""
+    with pair(kind, "MOSAICOD-QUERY-CATALOGUE-OPS") as (spec_t, deviant):
+        refused = [
+            (
+                {"sequence": {"locator": {"$between": ["q_one", "q_onf"]}}},
+                ErrorKind.INVALID_ARGUMENT,
+            ),
+            ({"topic": {"ontology_tag": {"$gt": "ha"}}}, ErrorKind.INVALID_ARGUMENT),
+            ({"topic": {"locator": {"$leq": "/a"}}}, ErrorKind.INVALID_ARGUMENT),
+            ({"sequence": {"created_at_ns": {"$in": [1, 2]}}}, ErrorKind.INTERNAL),
+            ({"sequence": {"user_metadata": {"k": {"$in": [1]}}}}, ErrorKind.INTERNAL),
+            ({"topic": {"user_metadata": {"k": {"$match": "a"}}}}, ErrorKind.INTERNAL),
+        ]
+        assert answer(spec_t, refused[0][0]) == {"q_one": {"q_one/gps": None, "q_one/imu": None}}
+        assert answer(spec_t, refused[1][0]) == {
+            "q_one": {"q_one/imu": None},
+            "q_two": {"q_two/imu": None},
+            "q_empty": {"q_empty/imu": None},
+        }
+        for body, error in refused:
+            ok(spec_t.action(FlightAction.QUERY, body))
+            failed_with(deviant.action(FlightAction.QUERY, body), error)
+        body = {"sequence": {"locator": {"$in": ["q_two"]}}, "topic": {"locator": {"$match": "gp"}}}
+        assert answer(deviant, body) == answer(spec_t, body) == {"q_two": {"q_two/gps": None}}
+
+
+def test_query_no_condition(kind: str) -> None:
+    """MOSAICOD-QUERY-NO-CONDITION: a query without conditions answers everything (spec);
+    mosaicod answers nothing."""
+    everything = {
+        "q_one": {"q_one/gps": None, "q_one/imu": None},
+        "q_two": {"q_two/gps": None, "q_two/imu": None},
+        "q_empty": {"q_empty/imu": None},
+    }
+    with pair(kind, "MOSAICOD-QUERY-NO-CONDITION") as (spec_t, deviant):
+        for body in ({}, {"sequence": {}}, {"sequence": {}, "topic": {}}, {"ontology": None}):
+            assert answer(spec_t, body) == everything
+            assert answer(deviant, body) == {}
+        body = {"topic": {"ontology_tag": {"$eq": "gps"}}}
+        assert answer(deviant, body) == answer(spec_t, body)
+
+
 DEVIATION_TESTS = {
+    "MOSAICOD-QUERY-CATALOGUE-OPS": test_query_catalogue_ops,
+    "MOSAICOD-QUERY-NO-CONDITION": test_query_no_condition,
     "MOSAICOD-QUERY-EQ-WHOLE-CHUNK": test_query_eq_whole_chunk,
     "MOSAICOD-QUERY-DATA-OPS-INTERNAL": test_query_data_ops_internal,
     "MOSAICOD-QUERY-EMPTY-ONTOLOGY": test_query_empty_ontology,
@@ -514,6 +560,9 @@ def test_spec_prints_the_query_grammar() -> None:
     assert "$eq row" in text
 
 
+ORDERING = ("$lt", "$leq", "$gt", "$geq", "$between")
+
+
 def test_a_deviation_changes_only_its_cells() -> None:
     """The mosaicod-0.3 grammar differs from the specification's in exactly the cells of its
     query patches."""
@@ -531,4 +580,8 @@ def test_a_deviation_changes_only_its_cells() -> None:
         ("data", "$match"): "internal",
         ("data", "$ex"): "internal",
         ("data", "$nex"): "internal",
+        **{(k, op): "invalid_argument" for k in ("text", "topic_locator") for op in ORDERING},
+        ("timestamp", "$in"): "internal",
+        ("metadata", "$in"): "internal",
+        ("metadata", "$match"): "internal",
     }

@@ -317,6 +317,52 @@ def _topic(ctx: Context) -> None:
     expect(ctx, body, {seq: {other: None}}, "by path")
 
 
+@case(
+    "QRY-CATALOGUE-OPS",
+    "Names compare as text with ordering operators; $in applies to creation times and user "
+    "metadata, $match to user metadata.",
+    "specs/query.toml: kinds.text, kinds.timestamp, kinds.metadata",
+    {"MOSAICOD-QUERY-CATALOGUE-OPS": "catalogue-operator"},
+)
+def _catalogue_ops(ctx: Context) -> None:
+    seq = ctx.sequence("qcat", {"tag": ctx.prefix, "n": 3})
+    created = ctx.sequence_info(seq).created_at_ns
+    for what, section in (
+        ("$between on sequence.locator", {"locator": {"$between": [seq, seq]}}),
+        (
+            "$in on sequence.created_at_ns",
+            {"locator": {"$eq": seq}, "created_at_ns": {"$in": [created]}},
+        ),
+        (
+            "$in on user metadata",
+            {"user_metadata": {"tag": {"$eq": ctx.prefix}, "n": {"$in": [3, 4]}}},
+        ),
+        (
+            "$match on user metadata",
+            {"user_metadata": {"tag": {"$match": ctx.prefix}, "n": {"$eq": 3}}},
+        ),
+    ):
+        expect(ctx, {"sequence": section}, {seq: {}}, what, "catalogue-operator")
+
+
+@case(
+    "QRY-EVERYTHING",
+    "A query without conditions answers every sequence with its topics.",
+    "specs/query.toml: sections",
+    {"MOSAICOD-QUERY-NO-CONDITION": "no-condition"},
+)
+def _everything(ctx: Context) -> None:
+    seq, loc, _ = data_topic(ctx, "qall")
+    bodies: tuple[dict[str, Any], ...] = ({}, {"sequence": {}})
+    for body in bodies:
+        found = answer(ctx, body, f"the query {body}", "no-condition")
+        ctx.check(
+            found.get(seq) == {loc: None},
+            f"the query {body} answered {found.get(seq)!r} for {seq}, expected {{{loc!r}: None}}",
+            "no-condition",
+        )
+
+
 MALFORMED: tuple[tuple[str, Any], ...] = (
     ("an unknown operator", {"$near": 1.0}),
     ("two operators in one condition", {"$gt": 1.0, "$lt": 2.0}),

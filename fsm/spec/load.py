@@ -61,6 +61,7 @@ SERVER_SETTINGS: Mapping[str, tuple[Any, ...]] = {
     "query_empty_ontology": ("no_condition", "matches_nothing"),
     "query_timestamp_range": ("matching_rows", "last_matching_chunk"),
     "query_chunk_without_match": ("skipped", "internal"),
+    "query_without_conditions": ("everything", "nothing"),
 }
 SIGNATURE_KEYS = (
     "extra",

@@ -66,6 +66,7 @@ class ServerSettings:
     query_empty_ontology: str = "no_condition"
     query_timestamp_range: str = "matching_rows"
     query_chunk_without_match: str = "skipped"
+    query_without_conditions: str = "everything"
 
 
 class ServerModel:
@@ -131,6 +132,7 @@ class ServerModel:
                 empty_ontology=self.settings.query_empty_ontology,
                 timestamp_range=self.settings.query_timestamp_range,
                 chunk_without_match=self.settings.query_chunk_without_match,
+                without_conditions=self.settings.query_without_conditions,
             ),
         )
         missing = sorted(

@@ -136,6 +136,7 @@ class QuerySettings:
     empty_ontology: str = "no_condition"
     timestamp_range: str = "matching_rows"
     chunk_without_match: str = "skipped"
+    without_conditions: str = "everything"
 
 
 @attrs.frozen
@@ -300,6 +301,8 @@ def run_query(
     query = parse_query(body, grammar)
     groups = query.groups()
     if query.ontology is not None and not groups and settings.empty_ontology == "matches_nothing":
+        return []
+    if not (query.sequence or query.topic or groups) and settings.without_conditions == "nothing":
         return []
     want_range = query.include_timestamp_range and bool(groups)
     items = []
