@@ -46,8 +46,11 @@ def ensure_release(version: str, root: Path | None = None) -> Path:
     target = root / f"mosaicolabs-{version}"
     if (target / MARKER).exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".mosaicolabs-{version}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".mosaicolabs-{version}-", dir=root))
+    except OSError as exc:
+        raise InstallError(f"cannot install mosaicolabs=={version} under {root}: {exc}") from exc
     command = [
         sys.executable,
         "-m",
