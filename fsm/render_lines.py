@@ -35,6 +35,9 @@ def line_text(line: Line) -> str:
     ]
     for aspect, shape in line.wire.items():
         out.append(f"      {aspect:<28} {shape}: {aspects[aspect].shapes[shape]}")
+        fields = aspects[aspect].fields.get(shape)
+        if fields:
+            out.append(f"      {'':<28} fields: {'; '.join(fields)}")
     out.append("   enums (mosaicolabs.enum):")
     for name in line.enums.names():
         d = line.enums.resolve(name)

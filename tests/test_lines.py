@@ -393,3 +393,20 @@ def test_query_patches_are_checked(tmp_path: Path) -> None:
     doc = read_line("0.6")
     doc["query"]["merge"]["kinds"]["data"]["operators"]["$outside"] = "sometimes"
     refused(tmp_path, "0.6", doc, "neither a semantics nor an error")
+
+
+def test_the_delete_body_shape_must_agree_with_the_catalogue(tmp_path: Path) -> None:
+    doc = read_line("0.5")
+    doc["catalogue"]["change"]["SESSION_DELETE"]["request"][0]["type"] = "string"
+    refused(tmp_path, "0.5", doc, "the shape and SESSION_DELETE's request")
+
+
+def test_shape_fields_of_the_envelope() -> None:
+    aspects = load_wire()
+    envelope = aspects["do_put_schema"].fields
+    assert envelope["recording_envelope"][0] == "timestamp_ns: int64 not null"
+    assert envelope["header_structs"] == ("timestamp_ns: int64 not null",)
+    assert aspects["session_create_answer"].fields["uuid_locator"] == (
+        "uuid: uuid",
+        "locator: session_locator",
+    )

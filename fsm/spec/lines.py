@@ -98,6 +98,8 @@ class WireAspect:
     doc: str
     shapes: Mapping[str, str]
     examples: Mapping[str, str]
+    fields: Mapping[str, tuple[str, ...]]
+    """Per shape, where known: its JSON keys or envelope columns, in order."""
 
 
 @attrs.frozen
@@ -219,15 +221,20 @@ def load_wire(directory: Path | None = None) -> dict[str, WireAspect]:
         _only(r, name, _table(r, name, entry), ("doc", "shapes"))
         shapes: dict[str, str] = {}
         examples: dict[str, str] = {}
+        fields: dict[str, tuple[str, ...]] = {}
         for shape, body in _table(r, f"{name}.shapes", entry.get("shapes")).items():
             e = f"{name}.shapes.{shape}"
-            _only(r, e, _table(r, e, body), ("doc", "example"))
+            _only(r, e, _table(r, e, body), ("doc", "example", "fields"))
             shapes[shape] = _text(r, e, body.get("doc"), "doc")
             if "example" in body:
                 examples[shape] = _text(r, e, body["example"], "example")
+            if "fields" in body:
+                fields[shape] = _texts(r, e, body["fields"], "fields")
         if not shapes:
             raise r.fail(name, "an aspect needs at least one shape")
-        aspects[name] = WireAspect(name, _text(r, name, entry.get("doc"), "doc"), shapes, examples)
+        aspects[name] = WireAspect(
+            name, _text(r, name, entry.get("doc"), "doc"), shapes, examples, fields
+        )
     return aspects
 
 
@@ -375,7 +382,7 @@ def _build(
             exc.entry,
             f"after this line's changes: {exc.problem}",
         ) from exc
-    _check_wire_against_catalogue(_Where(file, "wire"), line_wire, spec, handshake)
+    _check_wire_against_catalogue(_Where(file, "wire"), line_wire, wire, spec, handshake)
     unknown = _unknowns(
         _Where(file, "unknown"), raw.get("unknown", []), spec, line_wire, fixed, name, inherited
     )
@@ -675,7 +682,11 @@ def _patch_deviations(
 
 
 def _check_wire_against_catalogue(
-    r: _Where, wire: Mapping[str, str], spec: Spec, handshake: Handshake
+    r: _Where,
+    wire: Mapping[str, str],
+    aspects: Mapping[str, WireAspect],
+    spec: Spec,
+    handshake: Handshake,
 ) -> None:
     """Where a wire shape implies a catalogue entry, the two must agree."""
     ops = spec.operations
@@ -697,12 +708,14 @@ def _check_wire_against_catalogue(
     if (wire["filter_answer"] != "none") != streams:
         raise r.fail("filter_answer", "a streamed answer shape needs a streaming action, and back")
     create = ops["SESSION_CREATE"].response
-    has_locator = isinstance(create, dict) and "locator" in create
-    if (wire["session_create_answer"] == "uuid_locator") != has_locator:
+    answer = [f"{k}: {v}" for k, v in create.items()] if isinstance(create, dict) else []
+    if list(_shape_fields(aspects, wire, "session_create_answer")) != answer:
         raise r.fail("session_create_answer", "the shape and SESSION_CREATE's response disagree")
-    fields = {f.name for f in ops["SESSION_DELETE"].request}
-    if wire["session_delete_body"] not in fields:
-        raise r.fail("session_delete_body", f"SESSION_DELETE's request has {sorted(fields)}")
+    body = [f"{f.name}: {f.type}" for f in ops["SESSION_DELETE"].request]
+    if list(_shape_fields(aspects, wire, "session_delete_body")) != body:
+        raise r.fail(
+            "session_delete_body", f"the shape and SESSION_DELETE's request {body} disagree"
+        )
     key = "name" if wire["query_filter"] == "name" else "locator"
     for section in ("sequence", "topic"):
         names = set(spec.query.sections[section].fields)
@@ -710,6 +723,12 @@ def _check_wire_against_catalogue(
             raise r.fail(
                 "query_filter", f"the {section} filter names resources by {key!r} in this shape"
             )
+
+
+def _shape_fields(
+    aspects: Mapping[str, WireAspect], wire: Mapping[str, str], aspect: str
+) -> tuple[str, ...]:
+    return aspects[aspect].fields.get(wire[aspect], ())
 
 
 def _unknowns(
