@@ -256,7 +256,7 @@ class SequenceReader(Iterator[pa.RecordBatch]):
         return pa.RecordBatch.from_arrays(
             [
                 pa.concat_arrays(stamps).take(order),
-                pa.DictionaryArray.from_arrays(topic, self._names),
+                pa.DictionaryArray.from_arrays(topic, self._names, safe=False),
                 record,
             ],
             schema=self.schema,
