@@ -315,12 +315,31 @@ def test_a_reader_abandoned_half_way_leaves_no_stream_or_thread(h: Harness, how:
                 reader.close()
                 with pytest.raises(StopIteration):
                     next(reader)
-        del reader
-        gc.collect()
+        if how == "drop":
+            del reader
+            gc.collect()
+        # closed or left: its streams end while the reader itself may still be referenced
         wait_until(lambda: gate.open_reads == 0, "every DoGet stream of the abandoned reader ended")
+        reader = None
     assert _python_threads() <= threads
     # the transport is still usable
     assert len(list(client.stream_topic(name, "b"))) == 20
+
+
+def test_closing_a_read_stream_ends_it_on_the_server(h: Harness) -> None:
+    t = h.transport()
+    rows = 131_072
+    base = pa.array(range(rows), pa.int64())
+    name = _write(t, {"a": [pa.record_batch([base, base], SCHEMA)] * 20})
+    gate = _gate(h, t)
+    stream = ok(t.read_stream(Client(t).topic_info(name, "a").ticket))
+    assert ok(stream.next()).num_rows == rows
+    assert gate.open_reads == 1
+    stream.close()  # the stream object stays referenced: close alone must end the call
+    wait_until(lambda: gate.open_reads == 0, "the server stopped sending the closed stream")
+    after = stream.next()
+    assert not after.is_ok and after.kind is ErrorKind.CANCELLED
+    stream.close()  # idempotent
 
 
 # -----------------------------------------------------------------------------------------------

@@ -148,8 +148,10 @@ def main() -> None:
     print(f"{'':30}{'median s':>10}{'records/s':>14}")
     print(f"{'SDK get_data_streamer':30}{median(sdk_times):10.3f}{sdk_rate:14,.0f}")
     print(f"{'engine stream_sequence':30}{median(engine_times):10.4f}{engine_rate:14,.0f}")
-    print(f"merge order (topic, timestamp_ns) of all {total:,} records: "
-          f"{'the same on both sides' if same else 'DIFFERENT'}")
+    print(
+        f"merge order (topic, timestamp_ns) of all {total:,} records: "
+        f"{'the same on both sides' if same else 'DIFFERENT'}"
+    )
     ratio = engine_rate / sdk_rate
     verdict = "met" if ratio >= TARGET else "NOT met"
     print(f"stream_sequence / SDK streamer: {ratio:.0f}x   target >= {TARGET:.0f}x: {verdict}")
