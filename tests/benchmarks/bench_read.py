@@ -14,7 +14,7 @@ pyarrow.flight. Then:
               the one being received, 2 x the largest chunk, plus what gRPC buffers (which the
               raw do_get line shows, as it has the same share).
 
-    python tests/benchmarks/bench_read.py [--gb 2] [--chunk-rows 100000] [--rounds 3]
+    python tests/benchmarks/bench_read.py [--gb 2] [--chunk-rows 100000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=2.0, help="GiB in the topic (default 2)")
     parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows per stored chunk")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--location", help=argparse.SUPPRESS)
     parser.add_argument("--ticket", help=argparse.SUPPRESS)
