@@ -6,7 +6,8 @@ transport holds at most the message being received (plus what gRPC buffers for t
 `SequenceReader` keeps, per topic, the unmerged rest of one received batch; each batch it
 yields refers to slices of those batches (no copy) plus 13 bytes per row for its timestamp,
 topic and offset columns. So a sequence read of k topics whose largest stored chunk is C bytes
-holds about (k + 1) x C, whatever the size of the topics.
+holds about (k + 1) x C, beside what gRPC buffers for each of its k calls, whatever the size
+of the topics.
 
 Order of a merged sequence. Rows come out as if, again and again, the next row of each topic
 were compared and the one with the smallest `timestamp_ns` taken, the topic listed first on
