@@ -544,13 +544,16 @@ def test_stream_open_faults(kind: str, effect: FaultEffect, expect: str) -> None
 # Stream faults are the same fault on both transports
 
 
-def _settled(h: Harness, topic: str) -> bool:
+def _settled(h: Harness, topic: str, open_number: int) -> bool:
     """The server has dealt with the stream's first batch: stored or refused it, or the stream
-    had already ended (refused or broken), or its open never reached the server."""
+    had already ended (refused or broken), or its open (the `open_number`th) never reached the
+    server. Over Flight the server counts an open only when its first message arrives, so the
+    open is named by its number, not by the count so far."""
     assert h.model.trace is not None and h.schedule is not None
-    opens = h.schedule.counts().get("STREAM_OPEN", 0)
     if any(
-        f.operation == "STREAM_OPEN" and f.effect is FaultEffect.LOSE_REQUEST and f.nth == opens
+        f.operation == "STREAM_OPEN"
+        and f.effect is FaultEffect.LOSE_REQUEST
+        and f.nth == open_number
         for f in h.schedule.fired
     ):
         return True
@@ -581,6 +584,8 @@ def stream_script(h: Harness) -> list[tuple[str, str | None]]:
     for locator, more in (("sf/b", [batch(2)]), ("sf/c", [])):
         topic_uuid = create_topic(t, session, locator)
         verdict: Outcome | None = None
+        assert h.schedule is not None
+        open_number = h.schedule.counts().get("STREAM_OPEN", 0) + 1
         opened = t.open_stream(Descriptor.for_topic(locator, topic_uuid), SCHEMA)
         if not opened.is_ok:
             verdict = opened
@@ -588,7 +593,7 @@ def stream_script(h: Harness) -> list[tuple[str, str | None]]:
             written = opened.value.write(batch(0))
             verdict = None if written.is_ok else written
         deadline = time.monotonic() + 10
-        while not _settled(h, locator):
+        while not _settled(h, locator, open_number):
             assert time.monotonic() < deadline, f"the server never handled {locator}"
             time.sleep(0.002)
         ok(t.action(FlightAction.TOPIC_DELETE, {"locator": locator}))
