@@ -316,5 +316,22 @@ def test_ctrl_c_in_conformance_exploration_reports_the_requirements(tmp_path: Pa
     from fsm.conformance.cases import CASES
 
     every = len(CASES)
-    assert result.stdout.splitlines()[-1].startswith(f"interrupted after {every} of {every} requ")
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith(f"interrupted during the exploration: {every} passed"), last
     assert not (tmp_path / ".hypothesis").exists()
+
+
+def test_ctrl_c_in_self_test_reports_the_servers_measured(tmp_path: Path) -> None:
+    result = _interrupted(
+        "conformance",
+        "--self-test",
+        "--budget",
+        "0",
+        when=r"servers measured\D*[1-9]\d*/",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("The conformance suite against broken reference servers")
+    assert re.match(r"interrupted after \d+ broken servers: self-test: ", lines[-1]), lines[-1]

@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"mosaico-fsm {args.command}: interrupted\n")
         return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:  # Ctrl-C inside a library that groups what it raised
+        if group.subgroup(KeyboardInterrupt) is None:
+            raise
+        sys.stderr.write(f"mosaico-fsm {args.command}: interrupted\n")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

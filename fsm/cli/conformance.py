@@ -4,10 +4,13 @@ reference server; `--self-test` measures the suite against broken servers."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fsm.cli.common import (
@@ -156,6 +159,23 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return _deliver(result, args, out)
 
 
+@contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets the event, so the run stops even
+    when a library catches the exception on its way (the exploration asks before each request)."""
+    pressed = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run(args: argparse.Namespace, roots: bytes | None, show: bool) -> SuiteResult:
     from fsm.conformance.cases import CASES
     from fsm.conformance.suite import Unreachable, run_suite
@@ -164,8 +184,9 @@ def _run(args: argparse.Namespace, roots: bytes | None, show: bool) -> SuiteResu
     from transport.server.model import ServerModel
 
     profile = args.profile or "spec"
-    with bar(show, "requirements", total=len(CASES)) as progress:
+    with bar(show, "requirements", total=len(CASES)) as progress, _interrupt_flag() as pressed:
         common: dict[str, Any] = {
+            "stop": pressed.is_set,
             "seed": args.seed,
             "budget": args.budget,
             "oracle": oracle,

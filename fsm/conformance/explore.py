@@ -97,6 +97,8 @@ class _Found:
 @attrs.define
 class _Progress:
     deadline: float
+    stop: Callable[[], bool] | None = None
+    """Asked before each request: True ends the exploration as its budget would (Ctrl-C)."""
     runs: int = 0
     requests: int = 0
     found: _Found | None = None
@@ -190,7 +192,9 @@ def _machine(
         def _step(self, call: _Call, compare: bool = True) -> Any:
             """Send `call` to the target and the oracle; a _Disagreement when their answers
             differ (what a crash while sending is, too)."""
-            if time.monotonic() >= progress.deadline:
+            if time.monotonic() >= progress.deadline or (
+                progress.stop is not None and progress.stop()
+            ):
                 progress.out_of_time = True
                 raise _OutOfTime
             progress.requests += 1
@@ -438,12 +442,13 @@ def explore(
     budget: float,
     examples_per_round: int = 10,
     deviations: Mapping[str, Callable[[], Transport]] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Exploration:
     """Explore for at most `budget` seconds, shrinking included; the first disagreement ends
     the search, and is reported shrunk as far as the budget allowed. `deviations` maps a
     recorded deviation's id to a factory of models emulating it (to label the failure)."""
     started = time.monotonic()
-    progress = _Progress(deadline=started + budget)
+    progress = _Progress(deadline=started + budget, stop=stop)
     machine = _machine(target, oracle_factory, prefix, progress)
     round_number = 0
     while progress.found is None and not progress.out_of_time:
@@ -464,7 +469,9 @@ def explore(
             raise
         except BaseException as exc:
             # A disagreement (kept in `progress`), the budget spent (perhaps while shrinking),
-            # or else a fault of the exploration itself.
+            # Ctrl-C wrapped by Hypothesis, or else a fault of the exploration itself.
+            if isinstance(_exploration_fault(exc), KeyboardInterrupt):
+                raise KeyboardInterrupt from exc
             if progress.found is None and not progress.out_of_time:
                 raise _exploration_fault(exc) from exc
         round_number += 1

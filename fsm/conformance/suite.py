@@ -11,6 +11,7 @@ it, the seed, and the recorded deviation it matches, if any.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import textwrap
 import time
@@ -138,13 +139,14 @@ def run_suite(
     spec: Spec | None = None,
     phase: Callable[[str], None] | None = None,
     throwaway: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> SuiteResult:
     """Run every case against the target, then explore for at most `budget` seconds (when an
     oracle, a transport to a fresh reference model, is given; `deviation_oracles` name a
     disagreement that one of them reproduces). Unreachable when the target does not answer,
     is not a Mosaico server, or refuses the key. `phase` hears "cases", "exploring" and
-    "cleaning up" as the run moves on. A KeyboardInterrupt stops the run: the suite cleans up
-    and returns what it checked, marked `interrupted`."""
+    "cleaning up" as the run moves on. A KeyboardInterrupt, or `stop()` turning True, stops
+    the run: the suite cleans up and returns what it checked, marked `interrupted`."""
     spec = spec or load_spec()
     started = time.monotonic()
     _reach(connect, api_key, target)
@@ -169,10 +171,13 @@ def run_suite(
                     seed=seed,
                     budget=budget,
                     deviations=deviation_oracles,
+                    stop=stop,
                 )
             finally:
                 transport.close()
     except KeyboardInterrupt:
+        interrupted = True
+    if stop is not None and stop():  # Ctrl-C that a library caught on its way
         interrupted = True
     if phase is not None:
         phase("cleaning up")
@@ -293,6 +298,7 @@ def _said(outcome: Outcome) -> str:
     """A refusal in a few words: its kind and the first line of its message."""
     kind = outcome_text(outcome)
     said = _first_line(outcome.detail).removeprefix(f"{kind}: ").split(". Detail:")[0]
+    said = re.sub(r"^Flight returned \w+ error, with message: ", "", said)
     return f"{kind}: {said}"
 
 
@@ -411,7 +417,12 @@ def summary_line(result: SuiteResult) -> str:
         parts.append(f"{len(result.left_behind)} left behind on the target")
     line = ", ".join(parts) + f" in {result.seconds:.1f} s"
     if result.interrupted:
-        line = f"interrupted after {checked} of {total} requirements: " + line
+        when = (
+            "during the exploration"
+            if checked == total
+            else f"after {checked} of {total} requirements"
+        )
+        line = f"interrupted {when}: " + line
     return line
 
 
