@@ -470,7 +470,9 @@ def explore(
         except BaseException as exc:
             # A disagreement (kept in `progress`), the budget spent (perhaps while shrinking),
             # Ctrl-C wrapped by Hypothesis, or else a fault of the exploration itself.
-            if isinstance(_exploration_fault(exc), KeyboardInterrupt):
+            stopped = progress.stop is not None and progress.stop()
+            if stopped or isinstance(_exploration_fault(exc), KeyboardInterrupt):
+                # Ctrl-C, even when it broke Hypothesis's own bookkeeping on its way.
                 raise KeyboardInterrupt from exc
             if progress.found is None and not progress.out_of_time:
                 raise _exploration_fault(exc) from exc
