@@ -159,19 +159,27 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return _deliver(result, args, out)
 
 
+class _Interrupt:
+    """Ctrl-C during a run: while the exploration runs it only sets `pressed` (the exploration
+    asks before each request and stops there, so no KeyboardInterrupt cuts through Hypothesis
+    or a finalizer); elsewhere it also raises KeyboardInterrupt, as usual."""
+
+    def __init__(self) -> None:
+        self.pressed = threading.Event()
+        self.exploring = False
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.pressed.set()
+        if not self.exploring:
+            raise KeyboardInterrupt
+
+
 @contextmanager
-def _interrupt_flag() -> Iterator[threading.Event]:
-    """Ctrl-C raises KeyboardInterrupt as usual and also sets the event, so the run stops even
-    when a library catches the exception on its way (the exploration asks before each request)."""
-    pressed = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        pressed.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, handler)
+def _interrupt_flag() -> Iterator[_Interrupt]:
+    interrupt = _Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt.handler)
     try:
-        yield pressed
+        yield interrupt
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -184,15 +192,15 @@ def _run(args: argparse.Namespace, roots: bytes | None, show: bool) -> SuiteResu
     from transport.server.model import ServerModel
 
     profile = args.profile or "spec"
-    with bar(show, "requirements", total=len(CASES)) as progress, _interrupt_flag() as pressed:
+    with bar(show, "requirements", total=len(CASES)) as progress, _interrupt_flag() as interrupt:
         common: dict[str, Any] = {
-            "stop": pressed.is_set,
+            "stop": interrupt.pressed.is_set,
             "seed": args.seed,
             "budget": args.budget,
             "oracle": oracle,
             "deviation_oracles": deviation_oracles(),
             "progress": _on_verdict(progress),
-            "phase": _on_phase(progress, args.budget),
+            "phase": _on_phase(progress, args.budget, interrupt),
         }
         try:
             if args.url is not None:
@@ -223,8 +231,9 @@ def _on_verdict(progress: Bar) -> Any:
     return seen
 
 
-def _on_phase(progress: Bar, budget: float) -> Any:
+def _on_phase(progress: Bar, budget: float, interrupt: _Interrupt) -> Any:
     def moved(phase: str) -> None:
+        interrupt.exploring = phase == "exploring"
         if phase == "exploring":
             progress.update(label=f"exploring (up to {budget:g} s)")
         elif phase == "cleaning up":
