@@ -144,18 +144,21 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     _check_arguments(args)
     show = wants_progress(args.progress)
     logging.disable(logging.WARNING)  # the suite provokes refusals on purpose
-    with _private_hypothesis_home():
-        if args.self_test:
-            return _self_test(args, out, show)
-        roots = args.tls_root_cert.read_bytes() if args.tls_root_cert is not None else None
-        if args.url is not None:
-            from fsm.cli.target import check_target
+    try:
+        with _private_hypothesis_home():
+            if args.self_test:
+                return _self_test(args, out, show)
+            roots = args.tls_root_cert.read_bytes() if args.tls_root_cert is not None else None
+            if args.url is not None:
+                from fsm.cli.target import check_target
 
-            try:
-                check_target(args.url, roots)
-            except CliError as error:
-                raise CliError(f"{error.message}; nothing was checked", error.hint) from None
-        result = _run(args, roots, show)
+                try:
+                    check_target(args.url, roots)
+                except CliError as error:
+                    raise CliError(f"{error.message}; nothing was checked", error.hint) from None
+            result = _run(args, roots, show)
+    finally:
+        logging.disable(logging.NOTSET)  # as it was for whoever called main() in process
     return _deliver(result, args, out)
 
 
