@@ -24,6 +24,7 @@ from fsm.enums import FlightAction
 from fsm.faults import Fault, FaultEffect, FaultPlan
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, Transport
+from tests import wire
 from tests.harness import (
     SCHEMA,
     batch,
@@ -682,28 +683,6 @@ def test_api_key_header_is_required() -> None:
 # ---------------------------------------------------------------------------------------------
 # Error codes over the wire
 #
-# What a bare pyarrow client raises for each kind the server emits, and how its text starts:
-# the same as against mosaicod, which sends plain gRPC statuses (measured with pyarrow 26).
-
-RAW_EXCEPTION: dict[ErrorKind, tuple[type[Exception], str]] = {
-    ErrorKind.NOT_FOUND: (pa.ArrowKeyError, "Flight returned not found error"),
-    ErrorKind.ALREADY_EXISTS: (pa.ArrowException, "Unknown: Flight returned already exists error"),
-    ErrorKind.FAILED_PRECONDITION: (pa.ArrowInvalid, "gRPC returned precondition failed error"),
-    ErrorKind.INVALID_ARGUMENT: (pa.ArrowInvalid, "Flight returned invalid argument error"),
-    ErrorKind.PERMISSION_DENIED: (
-        flight.FlightUnauthorizedError,
-        "Flight returned unauthorized error",
-    ),
-    ErrorKind.UNAUTHENTICATED: (
-        flight.FlightUnauthenticatedError,
-        "Flight returned unauthenticated error",
-    ),
-    ErrorKind.INTERNAL: (flight.FlightInternalError, "Flight returned internal error"),
-    ErrorKind.CANCELLED: (flight.FlightCancelledError, "Flight cancelled call"),
-    ErrorKind.ABORTED: (flight.FlightInternalError, "gRPC returned aborted error"),
-    ErrorKind.UNIMPLEMENTED: (pa.ArrowNotImplementedError, "Flight returned unimplemented error"),
-    ErrorKind.RESOURCE_EXHAUSTED: (pa.ArrowInvalid, "gRPC returned resource exhausted error"),
-}
 
 
 def test_refusals_keep_their_kind_over_the_wire() -> None:
@@ -906,7 +885,7 @@ def test_internal_fault_reaches_the_client_as_internal() -> None:
 @pytest.mark.parametrize("kind", list(ErrorKind), ids=lambda k: k.value)
 def test_every_kind_round_trips(kind: ErrorKind) -> None:
     """Any kind the server answers reaches the Flight client unchanged; a bare pyarrow
-    client sees the exception and text listed in RAW_EXCEPTION."""
+    client sees the exception and text listed in wire.SEEN_AS."""
     plan = FaultPlan(
         (
             Fault("VERSION", 1, FaultEffect.FAIL, kind),
@@ -918,7 +897,7 @@ def test_every_kind_round_trips(kind: ErrorKind) -> None:
         raw = flight.FlightClient(running.location)
         try:
             failed_with(t.action(FlightAction.VERSION, {}), kind)
-            cls, phrase = RAW_EXCEPTION[kind]
+            cls, phrase = wire.SEEN_AS[kind]
             with pytest.raises(cls) as caught:
                 raw_action(raw, "version", {})
             # The bare message, nothing before or after it (no kind prefix, no traceback).

@@ -63,30 +63,6 @@ def topic_state(running: RunningServer, locator: str) -> tuple[str, int, int]:
     return topic["state"], topic["chunks"], topic["rows"]
 
 
-# ---------------------------------------------------------------------------------------------
-# What a pyarrow client sees, per error kind (the phrases of a plain gRPC status in pyarrow)
-
-SEEN_AS: dict[ErrorKind, tuple[type[Exception], str]] = {
-    ErrorKind.NOT_FOUND: (pa.ArrowKeyError, "Flight returned not found error"),
-    ErrorKind.ALREADY_EXISTS: (pa.ArrowException, "Unknown: Flight returned already exists error"),
-    ErrorKind.FAILED_PRECONDITION: (pa.ArrowInvalid, "gRPC returned precondition failed error"),
-    ErrorKind.INVALID_ARGUMENT: (pa.ArrowInvalid, "Flight returned invalid argument error"),
-    ErrorKind.PERMISSION_DENIED: (
-        flight.FlightUnauthorizedError,
-        "Flight returned unauthorized error",
-    ),
-    ErrorKind.UNAUTHENTICATED: (
-        flight.FlightUnauthenticatedError,
-        "Flight returned unauthenticated error",
-    ),
-    ErrorKind.INTERNAL: (flight.FlightInternalError, "Flight returned internal error"),
-    ErrorKind.CANCELLED: (flight.FlightCancelledError, "Flight cancelled call"),
-    ErrorKind.ABORTED: (flight.FlightInternalError, "gRPC returned aborted error"),
-    ErrorKind.UNIMPLEMENTED: (pa.ArrowNotImplementedError, "Flight returned unimplemented error"),
-    ErrorKind.RESOURCE_EXHAUSTED: (pa.ArrowInvalid, "gRPC returned resource exhausted error"),
-}
-
-
 def _action(client: flight.FlightClient, name: str, body: dict[str, Any], **kw: Any) -> None:
     list(client.do_action(flight.Action(name, json.dumps(body).encode()), **kw))
 
@@ -215,7 +191,7 @@ def test_a_pyarrow_client_sees_each_kind_as_from_mosaicod(kind: ErrorKind) -> No
     with start_server(ServerModel(seed=0), limits=limits) as running:
         client = flight.FlightClient(running.location)
         produce, message = PRODUCE[kind]
-        cls, phrase = SEEN_AS[kind]
+        cls, phrase = wire.SEEN_AS[kind]
         try:
             with pytest.raises(cls) as caught:
                 produce(running, client)
