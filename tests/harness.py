@@ -170,3 +170,28 @@ def put_batches(
         if not written.is_ok:
             return written
     return stream.close()
+
+
+class Forward(Transport):
+    """Forwards every call to `inner`; tests override the calls they break."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def action_raw(self, action_type: str, body: bytes) -> Outcome:
+        return self.inner.action_raw(action_type, body)
+
+    def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
+        return self.inner.open_stream(descriptor, schema)
+
+    def flight_info(self, descriptor: Descriptor) -> Outcome:
+        return self.inner.flight_info(descriptor)
+
+    def read(self, ticket: bytes) -> Outcome:
+        return self.inner.read(ticket)
+
+    def list_sequences(self, criteria: bytes = b"") -> Outcome:
+        return self.inner.list_sequences(criteria)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -39,7 +39,7 @@ from fsm.engine.stream import StreamWriter
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.outcome import Outcome
 from fsm.transport import Descriptor, Transport
-from tests.harness import KIND_PARAMS, Harness, harness
+from tests.harness import KIND_PARAMS, Forward, Harness, harness
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
@@ -66,31 +66,6 @@ def _batch(start: int, n: int) -> pa.RecordBatch:
 
 def _stamps(client: Client, topic: str, sequence: str = "run") -> list[int]:
     return client.read_topic(sequence, topic).column("timestamp_ns").to_pylist()
-
-
-class Forward(Transport):
-    """Forwards every call to `inner`; tests override the calls they break."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-
-    def action_raw(self, action_type: str, body: bytes) -> Outcome:
-        return self.inner.action_raw(action_type, body)
-
-    def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
-        return self.inner.open_stream(descriptor, schema)
-
-    def flight_info(self, descriptor: Descriptor) -> Outcome:
-        return self.inner.flight_info(descriptor)
-
-    def read(self, ticket: bytes) -> Outcome:
-        return self.inner.read(ticket)
-
-    def list_sequences(self, criteria: bytes = b"") -> Outcome:
-        return self.inner.list_sequences(criteria)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class Recorder:

@@ -14,8 +14,8 @@ from fsm.engine import Client
 from fsm.engine.session import SessionWriter
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.outcome import Outcome
-from fsm.transport import Descriptor, Transport
-from tests.harness import KIND_PARAMS, Harness, harness
+from fsm.transport import Transport
+from tests.harness import KIND_PARAMS, Forward, Harness, harness
 
 SCHEMA = pa.schema(
     [pa.field("timestamp_ns", pa.int64(), nullable=False), pa.field("x", pa.float64())]
@@ -41,11 +41,11 @@ def _faults(h: Harness, *faults: Fault) -> None:
         h.server.server.faults = h.schedule
 
 
-class _Meanwhile(Transport):
+class _Meanwhile(Forward):
     """Forwards to a transport; runs `meanwhile` once, just before the first session_create."""
 
     def __init__(self, inner: Transport, meanwhile: object) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.meanwhile = meanwhile
 
     def action_raw(self, action_type: str, body: bytes) -> Outcome:
@@ -53,21 +53,6 @@ class _Meanwhile(Transport):
             run, self.meanwhile = self.meanwhile, None
             run()  # type: ignore[operator]
         return self.inner.action_raw(action_type, body)
-
-    def open_stream(self, descriptor: Descriptor, schema: pa.Schema) -> Outcome:
-        return self.inner.open_stream(descriptor, schema)
-
-    def flight_info(self, descriptor: Descriptor) -> Outcome:
-        return self.inner.flight_info(descriptor)
-
-    def read(self, ticket: bytes) -> Outcome:
-        return self.inner.read(ticket)
-
-    def list_sequences(self, criteria: bytes = b"") -> Outcome:
-        return self.inner.list_sequences(criteria)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_concurrent_updaters_never_adopt_each_others_session(h: Harness) -> None:
