@@ -543,61 +543,17 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
     most, with the fewest deviations; a violation is recorded where every move fails."""
     index = run.next_lifecycle()
     if index is None:
-        if run.session == spec.session.initial and run.accepted:
-            return run  # the client gave up after a refused enter
-        if run.session not in spec.session.terminals and run.session != spec.session.initial:
-            ended = _end_by_lost_request(run, spec, deviations, depth)
-            if ended is not None:
-                return ended
-            run.findings.append(
-                Finding(
-                    -1,
-                    "violation",
-                    f"{spec.session.name} {run.session}",
-                    "the trace ends with the session still open",
-                )
-            )
-        return run
+        return _search_at_end(run, spec, deviations, depth)
     event = run.events[index]
     if (
         event.get("op") in ("SEQUENCE_CREATE", "SESSION_CREATE")
         and run.session in spec.session.terminals
     ):
         return _next_session(run, spec, deviations, str(event.get("op")), depth)
-    # A repeated request right after itself, named by a deviation.
-    for dev in deviations:
-        sig = dev.signature
-        if "extra" in sig and event.get("op") == sig["extra"] and run.last_op == sig.get("after"):
-            fork = run.fork()
-            fork.consumed.add(index)
-            fork.findings.append(
-                Finding(
-                    index,
-                    "deviation",
-                    dev.id,
-                    f"{fork.describe(index)} repeats {sig['after']}: {dev.summary}",
-                )
-            )
-            return _search(fork, spec, deviations, depth + 1)
-    best: _Run | None = None
-    deepest: _Mismatch | None = None
-    for move in _moves(run, spec):
-        tries = [_try(run, spec, deviations, move, depth)]
-        done, _, candidates = tries[0]
-        if (done is None or not done.violation_free()) and run.lost_left > 0:
-            # No explanation with every reply received: perhaps the client lost one.
-            tries += [
-                _try(run, spec, deviations, move, depth, (index, verdict), cost)
-                for index in candidates
-                if index not in run.lost
-                for verdict, cost in _probe_verdicts(run.events[index])
-                if cost <= run.lost_left
-            ]
-        for done, mismatch, _ in tries:
-            if mismatch is not None and (deepest is None or mismatch.index > deepest.index):
-                deepest = mismatch
-            if done is not None and (best is None or _better(done, best)):
-                best = done
+    repeated = _repeated_request(run, index, deviations)
+    if repeated is not None:
+        return _search(repeated, spec, deviations, depth + 1)
+    best, deepest = _best_move(run, index, spec, deviations, depth)
     if best is not None and best.violation_free():
         return best
     failed = run.fork()
@@ -621,6 +577,84 @@ def _search(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int =
     if best is not None and _better(best, failed):
         return best
     return failed
+
+
+def _search_at_end(run: _Run, spec: Spec, deviations: Sequence[Deviation], depth: int) -> _Run:
+    """The trace has no lifecycle request left: the session must have ended (or never
+    started after a refused enter)."""
+    if run.session == spec.session.initial and run.accepted:
+        return run  # the client gave up after a refused enter
+    if run.session not in spec.session.terminals and run.session != spec.session.initial:
+        ended = _end_by_lost_request(run, spec, deviations, depth)
+        if ended is not None:
+            return ended
+        run.findings.append(
+            Finding(
+                -1,
+                "violation",
+                f"{spec.session.name} {run.session}",
+                "the trace ends with the session still open",
+            )
+        )
+    return run
+
+
+def _repeated_request(run: _Run, index: int, deviations: Sequence[Deviation]) -> _Run | None:
+    """A fork of `run` that takes request `index` as a repeat of the one before it, when a
+    deviation names that repetition; else None."""
+    event = run.events[index]
+    for dev in deviations:
+        sig = dev.signature
+        if "extra" in sig and event.get("op") == sig["extra"] and run.last_op == sig.get("after"):
+            fork = run.fork()
+            fork.consumed.add(index)
+            fork.findings.append(
+                Finding(
+                    index,
+                    "deviation",
+                    dev.id,
+                    f"{fork.describe(index)} repeats {sig['after']}: {dev.summary}",
+                )
+            )
+            return fork
+    return None
+
+
+def _best_move(
+    run: _Run, index: int, spec: Spec, deviations: Sequence[Deviation], depth: int
+) -> tuple[_Run | None, _Mismatch | None]:
+    """The best explanation over every move from `run`, and the mismatch that got furthest."""
+    best: _Run | None = None
+    deepest: _Mismatch | None = None
+    for move in _moves(run, spec):
+        for done, mismatch, _ in _tries(run, spec, deviations, move, depth):
+            if mismatch is not None and (deepest is None or mismatch.index > deepest.index):
+                deepest = mismatch
+            if done is not None and (best is None or _better(done, best)):
+                best = done
+    return best, deepest
+
+
+def _tries(
+    run: _Run,
+    spec: Spec,
+    deviations: Sequence[Deviation],
+    move: tuple[str, str | None, str | None],
+    depth: int,
+) -> list[tuple[_Run | None, _Mismatch | None, list[int]]]:
+    """`move` with every reply received, then, when that explains nothing and the run may
+    assume lost replies, with the reply of one of its requests lost."""
+    tries = [_try(run, spec, deviations, move, depth)]
+    done, _, candidates = tries[0]
+    if (done is None or not done.violation_free()) and run.lost_left > 0:
+        tries += [
+            _try(run, spec, deviations, move, depth, (index, verdict), cost)
+            for index in candidates
+            if index not in run.lost
+            for verdict, cost in _probe_verdicts(run.events[index])
+            if cost <= run.lost_left
+        ]
+    return tries
 
 
 def _end_by_lost_request(
@@ -716,111 +750,123 @@ def _better(a: _Run, b: _Run) -> bool:
 
 def _data_checks(run: _Run, spec: Spec, deviations: Sequence[Deviation]) -> None:
     """Records pushed but never stored, and pushes accepted after the stream failed."""
-    events = run.events
     for topic in run.topic_order:
-        received = sum(
-            int(e.get("rows", 0))
-            for e in events
-            if e.get("topic") == topic
-            and e.get("op") == "DO_PUT_WRITE"
-            and e.get("outcome", "ok") == "ok"
-        )
-        pushes = [
-            e
-            for e in events
-            if e.get("source") == "client" and e.get("op") == "PUSH" and e.get("topic") == topic
-        ]
-        pushed = sum(int(e.get("rows", 0)) for e in pushes if e.get("outcome", "ok") == "ok")
-        ended = any(
-            e.get("topic") == topic
-            and e.get("op") == "DO_PUT_END"
-            and e.get("outcome", "ok") == "ok"
-            for e in events
-        )
-        if pushes and ended and pushed > received:
-            largest = max(int(e.get("bytes", 0)) for e in pushes)
-            notified = any(
-                e.get("topic") == topic and e.get("op") == "TOPIC_NOTIFICATION_CREATE"
-                for e in events
-            )
-            dev = (
-                _deviation_with(deviations, "records_lost", "large_record")
-                if _large(deviations, largest)
-                else None
-            )
-            if dev is None and notified:
-                dev = _deviation_with(deviations, "records_lost", "error_close")
-            message = (
-                f"{pushed - received} of {pushed} records pushed to {topic} never reached its stream, "
-                "which ended cleanly"
-            )
-            run.findings.append(
-                Finding(-1, "deviation", dev.id, f"{message}: {dev.summary}")
-                if dev is not None
-                else Finding(-1, "violation", "no record dropped silently", message)
-            )
-        end = next(
-            (
-                i
-                for i, e in enumerate(events)
-                if e.get("topic") == topic
-                and e.get("op") == "DO_PUT_END"
-                and e.get("outcome", "ok") == "ok"
-            ),
-            None,
-        )
-        late = [
+        _lost_records(run, topic, deviations)
+        _late_batches(run, topic)
+        _pushes_after_failure(run, topic, deviations)
+
+
+def _ok(e: Mapping[str, Any]) -> bool:
+    return bool(e.get("outcome", "ok") == "ok")
+
+
+def _lost_records(run: _Run, topic: str, deviations: Sequence[Deviation]) -> None:
+    """Records pushed to `topic` that its cleanly ended stream never received."""
+    events = run.events
+    received = sum(
+        int(e.get("rows", 0))
+        for e in events
+        if e.get("topic") == topic and e.get("op") == "DO_PUT_WRITE" and _ok(e)
+    )
+    pushes = [
+        e
+        for e in events
+        if e.get("source") == "client" and e.get("op") == "PUSH" and e.get("topic") == topic
+    ]
+    pushed = sum(int(e.get("rows", 0)) for e in pushes if _ok(e))
+    ended = any(e.get("topic") == topic and e.get("op") == "DO_PUT_END" and _ok(e) for e in events)
+    if not (pushes and ended and pushed > received):
+        return
+    dev = _records_lost_deviation(run, topic, pushes, deviations)
+    message = (
+        f"{pushed - received} of {pushed} records pushed to {topic} never reached its stream, "
+        "which ended cleanly"
+    )
+    run.findings.append(
+        Finding(-1, "deviation", dev.id, f"{message}: {dev.summary}")
+        if dev is not None
+        else Finding(-1, "violation", "no record dropped silently", message)
+    )
+
+
+def _records_lost_deviation(
+    run: _Run, topic: str, pushes: Sequence[Mapping[str, Any]], deviations: Sequence[Deviation]
+) -> Deviation | None:
+    """The deviation that explains records lost on `topic`: a record too large, or a stream
+    closed by an error notification; None when neither applies."""
+    largest = max(int(e.get("bytes", 0)) for e in pushes)
+    if _large(deviations, largest):
+        dev = _deviation_with(deviations, "records_lost", "large_record")
+        if dev is not None:
+            return dev
+    notified = any(
+        e.get("topic") == topic and e.get("op") == "TOPIC_NOTIFICATION_CREATE" for e in run.events
+    )
+    return _deviation_with(deviations, "records_lost", "error_close") if notified else None
+
+
+def _late_batches(run: _Run, topic: str) -> None:
+    """A batch of `topic` written after its stream ended cleanly."""
+    events = run.events
+    end = next(
+        (
             i
             for i, e in enumerate(events)
-            if end is not None
-            and i > end
-            and e.get("topic") == topic
-            and e.get("op") == "DO_PUT_WRITE"
-        ]
-        if late:
-            run.findings.append(
-                Finding(
-                    late[0],
-                    "violation",
-                    "one stream per topic",
-                    f"a batch of {topic} arrived after its stream ended",
-                )
+            if e.get("topic") == topic and e.get("op") == "DO_PUT_END" and _ok(e)
+        ),
+        None,
+    )
+    if end is None:
+        return
+    late = [
+        i
+        for i, e in enumerate(events)
+        if i > end and e.get("topic") == topic and e.get("op") == "DO_PUT_WRITE"
+    ]
+    if late:
+        run.findings.append(
+            Finding(
+                late[0],
+                "violation",
+                "one stream per topic",
+                f"a batch of {topic} arrived after its stream ended",
             )
-        failure = next(
-            (
-                i
-                for i, e in enumerate(events)
-                if e.get("topic") == topic
-                and e.get("source", "server") == "server"
-                and (
-                    e.get("op") == "DO_PUT_CANCEL"
-                    or (e.get("op") == "DO_PUT_WRITE" and e.get("outcome", "ok") != "ok")
-                )
-            ),
-            None,
         )
-        if failure is not None:
-            later = [
-                i
-                for i, e in enumerate(events)
-                if i > failure
-                and e.get("source") == "client"
-                and e.get("op") == "PUSH"
-                and e.get("topic") == topic
-                and e.get("outcome", "ok") == "ok"
-            ]
-            if len(later) > 1:
-                dev = _deviation_with(deviations, "push_after_failed_stream", True)
-                message = (
-                    f"{len(later)} pushes to {topic} succeeded after the server failed its stream"
-                )
-                run.findings.append(
-                    Finding(later[1], "deviation", dev.id, f"{message}: {dev.summary}")
-                    if dev is not None
-                    else Finding(
-                        later[1], "violation", "failures surface at the next push", message
-                    )
-                )
+
+
+def _pushes_after_failure(run: _Run, topic: str, deviations: Sequence[Deviation]) -> None:
+    """More than one push to `topic` that succeeded after the server failed its stream."""
+    events = run.events
+    failure = next(
+        (
+            i
+            for i, e in enumerate(events)
+            if e.get("topic") == topic
+            and e.get("source", "server") == "server"
+            and (e.get("op") == "DO_PUT_CANCEL" or (e.get("op") == "DO_PUT_WRITE" and not _ok(e)))
+        ),
+        None,
+    )
+    if failure is None:
+        return
+    later = [
+        i
+        for i, e in enumerate(events)
+        if i > failure
+        and e.get("source") == "client"
+        and e.get("op") == "PUSH"
+        and e.get("topic") == topic
+        and _ok(e)
+    ]
+    if len(later) <= 1:
+        return
+    dev = _deviation_with(deviations, "push_after_failed_stream", True)
+    message = f"{len(later)} pushes to {topic} succeeded after the server failed its stream"
+    run.findings.append(
+        Finding(later[1], "deviation", dev.id, f"{message}: {dev.summary}")
+        if dev is not None
+        else Finding(later[1], "violation", "failures surface at the next push", message)
+    )
 
 
 def _deviation_with(deviations: Sequence[Deviation], key: str, value: Any) -> Deviation | None:

@@ -140,60 +140,71 @@ def _patch(base: EnumSet, where: SpecError, raw: Any) -> EnumSet:
         e = f"enums.add.{name}"
         if name in classes or name in aliases:
             raise _fail(where, e, f"enum {name!r} exists already")
-        body = _table(where, e, entry)
-        _only(where, e, body, ("kind", "members"))
-        kind = body.get("kind")
-        if kind not in ("str", "int"):
-            raise _fail(where, e, f"kind must be 'str' or 'int', got {kind!r}")
-        members = body.get("members")
-        if not isinstance(members, list) or not all(
-            isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) for m in members
-        ):
-            raise _fail(where, e, "members must be a list of [name, value] pairs")
-        classes[name] = _checked(
-            where,
-            e,
-            EnumDef(name, kind, tuple((m[0], _value(where, e, kind, m[1])) for m in members)),
-        )
+        classes[name] = _new_enum(where, e, name, entry)
     for name, entry in _table(where, "enums.change", raw.get("change", {})).items():
         e = f"enums.change.{name}"
         if name not in classes:
             raise _fail(where, e, f"no enum {name!r} to change")
-        body = _table(where, e, entry)
-        _only(where, e, body, ("remove", "add"))
-        d = classes[name]
-        members = list(d.members)
-        removed_members = body.get("remove", [])
-        if not isinstance(removed_members, list):
-            raise _fail(
-                where, e, f"'remove' must be a list of member names, got {removed_members!r}"
-            )
-        for member in removed_members:
-            if not isinstance(member, str) or member not in dict(members):
-                raise _fail(where, e, f"{name} has no member {member!r} to remove")
-            members = [m for m in members if m[0] != member]
-        added = body.get("add", [])
-        if not isinstance(added, list):
-            raise _fail(where, e, f"'add' must be a list of members, got {added!r}")
-        for i, add in enumerate(added):
-            ae = f"{e}.add[{i}]"
-            spec = _table(where, ae, add)
-            _only(where, ae, spec, ("name", "value", "after", "first"))
-            member = spec.get("name")
-            if not isinstance(member, str) or member in dict(members):
-                raise _fail(where, ae, f"{member!r} is not a new member name of {name}")
-            value = _value(where, ae, d.kind, spec.get("value"))
-            if "after" in spec and spec.get("first"):
-                raise _fail(where, ae, "give 'after' or 'first', not both")
-            if spec.get("first"):
-                position = 0
-            elif "after" in spec:
-                names = [m[0] for m in members]
-                if spec["after"] not in names:
-                    raise _fail(where, ae, f"{name} has no member {spec['after']!r}")
-                position = names.index(spec["after"]) + 1
-            else:
-                position = len(members)
-            members.insert(position, (member, value))
-        classes[name] = _checked(where, e, attrs.evolve(d, members=tuple(members)))
+        classes[name] = _changed_enum(where, e, classes[name], entry)
     return EnumSet(classes, aliases)
+
+
+def _new_enum(where: SpecError, e: str, name: str, entry: Any) -> EnumDef:
+    body = _table(where, e, entry)
+    _only(where, e, body, ("kind", "members"))
+    kind = body.get("kind")
+    if kind not in ("str", "int"):
+        raise _fail(where, e, f"kind must be 'str' or 'int', got {kind!r}")
+    members = body.get("members")
+    if not isinstance(members, list) or not all(
+        isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) for m in members
+    ):
+        raise _fail(where, e, "members must be a list of [name, value] pairs")
+    return _checked(
+        where,
+        e,
+        EnumDef(name, kind, tuple((m[0], _value(where, e, kind, m[1])) for m in members)),
+    )
+
+
+def _changed_enum(where: SpecError, e: str, d: EnumDef, entry: Any) -> EnumDef:
+    name = d.name
+    body = _table(where, e, entry)
+    _only(where, e, body, ("remove", "add"))
+    members = list(d.members)
+    removed_members = body.get("remove", [])
+    if not isinstance(removed_members, list):
+        raise _fail(where, e, f"'remove' must be a list of member names, got {removed_members!r}")
+    for member in removed_members:
+        if not isinstance(member, str) or member not in dict(members):
+            raise _fail(where, e, f"{name} has no member {member!r} to remove")
+        members = [m for m in members if m[0] != member]
+    added = body.get("add", [])
+    if not isinstance(added, list):
+        raise _fail(where, e, f"'add' must be a list of members, got {added!r}")
+    for i, add in enumerate(added):
+        ae = f"{e}.add[{i}]"
+        spec = _table(where, ae, add)
+        _only(where, ae, spec, ("name", "value", "after", "first"))
+        member = spec.get("name")
+        if not isinstance(member, str) or member in dict(members):
+            raise _fail(where, ae, f"{member!r} is not a new member name of {name}")
+        value = _value(where, ae, d.kind, spec.get("value"))
+        members.insert(_position(where, ae, name, members, spec), (member, value))
+    return _checked(where, e, attrs.evolve(d, members=tuple(members)))
+
+
+def _position(
+    where: SpecError, ae: str, name: str, members: list[Any], spec: Mapping[str, Any]
+) -> int:
+    """Where an added member goes: `first`, right `after` a member, or last."""
+    if "after" in spec and spec.get("first"):
+        raise _fail(where, ae, "give 'after' or 'first', not both")
+    if spec.get("first"):
+        return 0
+    if "after" in spec:
+        names = [m[0] for m in members]
+        if spec["after"] not in names:
+            raise _fail(where, ae, f"{name} has no member {spec['after']!r}")
+        return names.index(spec["after"]) + 1
+    return len(members)

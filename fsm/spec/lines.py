@@ -27,7 +27,7 @@ import attrs
 from fsm.errors import SpecError
 from fsm.spec.line_enums import EnumSet, seed_enum_set
 from fsm.spec.load import load_documents, parse_spec
-from fsm.spec.model import Spec
+from fsm.spec.model import Operation, Spec
 from fsm.spec.vocabulary import Vocabulary
 
 __all__ = [
@@ -593,39 +593,9 @@ def _patch_lifecycle(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) 
         _only(r, machine, m, ("remove", "replace", "add_states", "triggers", "add"))
         doc = documents[file]
         rows: list[Any] = doc.setdefault("transitions", [])
-        ids = [_row_id(row) for row in rows]
-        for rid in _texts(r, f"{machine}.remove", m.get("remove", []), "remove", empty=True):
-            if rid not in ids:
-                raise r.fail(f"{machine}.remove", f"no row {rid!r} to remove")
-            rows[:] = [row for row in rows if _row_id(row) != rid]
-            ids = [_row_id(row) for row in rows]
-        replace = m.get("replace", [])
-        if not isinstance(replace, list):
-            raise r.fail(f"{machine}.replace", "expected an array of rows")
-        for i, row in enumerate(replace):
-            replaced = _row_id(row)
-            if replaced is None or replaced not in ids:
-                raise r.fail(f"{machine}.replace[{i}]", f"no row {replaced!r} to replace")
-            if rows[ids.index(replaced)] == row:
-                raise r.fail(f"{machine}.replace[{i}]", f"row {replaced!r} is the base's already")
-            rows[ids.index(replaced)] = copy.deepcopy(row)
-        head = doc["machine"]
-        for state, spec in _table(r, f"{machine}.add_states", m.get("add_states", {})).items():
-            e = f"{machine}.add_states.{state}"
-            _only(r, e, _table(r, e, spec), ("like",))
-            like = spec.get("like")
-            if state in head.get("states", []):
-                raise r.fail(e, f"{state!r} is a state already")
-            if like not in head.get("states", []):
-                raise r.fail(e, f"'like' must name a state of {machine}, got {like!r}")
-            head["states"] = [*head["states"], state]
-            if like in head.get("terminals", []):
-                head["terminals"] = [*head["terminals"], state]
-            for row in rows:
-                sources = row.get("source") if isinstance(row, dict) else None
-                listed = [sources] if isinstance(sources, str) else sources
-                if isinstance(listed, list) and like in listed:
-                    row["source"] = [*listed, state]
+        _remove_rows(r, machine, m, rows)
+        _replace_rows(r, machine, m, rows)
+        _add_states(r, machine, m, doc["machine"], rows)
         triggers = doc.setdefault("triggers", {})
         for name, body in _table(r, f"{machine}.triggers", m.get("triggers", {})).items():
             if name in triggers:
@@ -634,10 +604,53 @@ def _patch_lifecycle(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) 
         add = m.get("add", [])
         if not isinstance(add, list):
             raise r.fail(f"{machine}.add", "expected an array of rows")
+        ids = [_row_id(row) for row in rows]
         for i, row in enumerate(add):
             if _row_id(row) in ids:
                 raise r.fail(f"{machine}.add[{i}]", f"row {_row_id(row)!r} exists: replace it")
             rows.append(copy.deepcopy(row))
+
+
+def _remove_rows(r: _Where, machine: str, m: Mapping[str, Any], rows: list[Any]) -> None:
+    for rid in _texts(r, f"{machine}.remove", m.get("remove", []), "remove", empty=True):
+        if rid not in [_row_id(row) for row in rows]:
+            raise r.fail(f"{machine}.remove", f"no row {rid!r} to remove")
+        rows[:] = [row for row in rows if _row_id(row) != rid]
+
+
+def _replace_rows(r: _Where, machine: str, m: Mapping[str, Any], rows: list[Any]) -> None:
+    replace = m.get("replace", [])
+    if not isinstance(replace, list):
+        raise r.fail(f"{machine}.replace", "expected an array of rows")
+    ids = [_row_id(row) for row in rows]
+    for i, row in enumerate(replace):
+        replaced = _row_id(row)
+        if replaced is None or replaced not in ids:
+            raise r.fail(f"{machine}.replace[{i}]", f"no row {replaced!r} to replace")
+        if rows[ids.index(replaced)] == row:
+            raise r.fail(f"{machine}.replace[{i}]", f"row {replaced!r} is the base's already")
+        rows[ids.index(replaced)] = copy.deepcopy(row)
+
+
+def _add_states(
+    r: _Where, machine: str, m: Mapping[str, Any], head: dict[str, Any], rows: list[Any]
+) -> None:
+    for state, spec in _table(r, f"{machine}.add_states", m.get("add_states", {})).items():
+        e = f"{machine}.add_states.{state}"
+        _only(r, e, _table(r, e, spec), ("like",))
+        like = spec.get("like")
+        if state in head.get("states", []):
+            raise r.fail(e, f"{state!r} is a state already")
+        if like not in head.get("states", []):
+            raise r.fail(e, f"'like' must name a state of {machine}, got {like!r}")
+        head["states"] = [*head["states"], state]
+        if like in head.get("terminals", []):
+            head["terminals"] = [*head["terminals"], state]
+        for row in rows:
+            sources = row.get("source") if isinstance(row, dict) else None
+            listed = [sources] if isinstance(sources, str) else sources
+            if isinstance(listed, list) and like in listed:
+                row["source"] = [*listed, state]
 
 
 def _patch_deviations(
@@ -667,7 +680,13 @@ def _patch_deviations(
             raise r.fail(f"add[{i}]", f"deviation {_row_id(entry)!r} exists already")
         devs.append(copy.deepcopy(entry))
     present = {_row_id(d) for d in devs}
-    unknown = set(base_unknown) - set(fixed)
+    return fixed, _unknown_deviations(r, raw, present, set(base_unknown) - set(fixed))
+
+
+def _unknown_deviations(
+    r: _Where, raw: Mapping[str, Any], present: set[str | None], unknown: set[str]
+) -> frozenset[str]:
+    """The deviations left unknown: the base's, plus `unknown`, less `confirmed`."""
     for did in _texts(r, "unknown", raw.get("unknown", []), "unknown", empty=True):
         if did not in present:
             raise r.fail("unknown", f"no deviation {did!r} in this line")
@@ -678,7 +697,7 @@ def _patch_deviations(
         if did not in unknown:
             raise r.fail("confirmed", f"{did} is not unknown in the base line")
         unknown.discard(did)
-    return fixed, frozenset(unknown)
+    return frozenset(unknown)
 
 
 def _check_wire_against_catalogue(
@@ -691,7 +710,6 @@ def _check_wire_against_catalogue(
     """Where a wire shape implies a catalogue entry, the two must agree."""
     ops = spec.operations
     action_wires = {op.wire for op in ops.values() if op.kind == "action"}
-    rpc_wires = {w for op in ops.values() if op.kind == "rpc" for w in op.wire.split("|")}
     connect = wire["connect"]
     if connect in ("version", "info") and connect not in action_wires:
         raise r.fail("connect", f"the client connects with {connect!r}, which the catalogue lacks")
@@ -699,6 +717,23 @@ def _check_wire_against_catalogue(
         raise r.fail("connect", f"an info handshake needs [handshake.config] with {_INFO_CONFIG}")
     if connect != "info" and handshake.config:
         raise r.fail("connect", "only an info handshake reports limits: drop [handshake.config]")
+    _check_wire_against_operations(r, wire, aspects, ops)
+    key = "name" if wire["query_filter"] == "name" else "locator"
+    for section in ("sequence", "topic"):
+        names = set(spec.query.sections[section].fields)
+        if key not in names or ({"name", "locator"} - {key}) & names:
+            raise r.fail(
+                "query_filter", f"the {section} filter names resources by {key!r} in this shape"
+            )
+
+
+def _check_wire_against_operations(
+    r: _Where,
+    wire: Mapping[str, str],
+    aspects: Mapping[str, WireAspect],
+    ops: Mapping[str, Operation],
+) -> None:
+    rpc_wires = {w for op in ops.values() if op.kind == "rpc" for w in op.wire.split("|")}
     serves_schema = any(op.kind == "rpc" and op.wire == "GetSchema" for op in ops.values())
     if (wire["get_schema"] == "stored_schema") != serves_schema or "GetSchema" not in rpc_wires:
         raise r.fail("get_schema", "the shape and the catalogue's GetSchema entry disagree")
@@ -716,13 +751,6 @@ def _check_wire_against_catalogue(
         raise r.fail(
             "session_delete_body", f"the shape and SESSION_DELETE's request {body} disagree"
         )
-    key = "name" if wire["query_filter"] == "name" else "locator"
-    for section in ("sequence", "topic"):
-        names = set(spec.query.sections[section].fields)
-        if key not in names or ({"name", "locator"} - {key}) & names:
-            raise r.fail(
-                "query_filter", f"the {section} filter names resources by {key!r} in this shape"
-            )
 
 
 def _shape_fields(

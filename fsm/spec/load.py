@@ -22,6 +22,7 @@ from fsm.spec.model import (
     ContextVar,
     Deviation,
     ErrorCase,
+    ErrorMode,
     FailedRoute,
     Field,
     Limit,
@@ -465,9 +466,25 @@ def _step(
                 f"{topics!r} is not a session-kind trigger of the topic-writer table"
             )
         outcomes = frozenset({"ok", "failed"})
-    raw_failed = raw.get("failed")
     if "failed" not in outcomes:
         raise r.fail(f"{do or topics} cannot fail per the catalogue")
+    failed = _failed_route(r, raw.get("failed"), kinds, triggers)
+    raw_unknown = raw.get("unknown")
+    unknown: str | ProbeRoute | None
+    if "unknown" in outcomes:
+        if raw_unknown is None:
+            raise r.fail("missing route 'unknown': a lost reply must be routed explicitly")
+        unknown = _unknown_route(r, raw_unknown, do, probes, triggers)
+    else:
+        if raw_unknown is not None:
+            raise r.fail(f"{do or topics} cannot end unknown, yet an 'unknown' route is given")
+        unknown = None
+    return Step(do=do, topics=topics, failed=failed, unknown=unknown)
+
+
+def _failed_route(
+    r: _R, raw_failed: Any, kinds: Mapping[str, str], triggers: Mapping[str, TriggerSpec]
+) -> FailedRoute:
     if isinstance(raw_failed, dict):
         if "any" not in raw_failed:
             raise r.at("failed").fail("a per-kind failed route needs an 'any' entry")
@@ -477,38 +494,69 @@ def _step(
                 raise r.at("failed").fail(f"unknown error kind {kind!r}")
             if kind != "any":
                 by_kind[kind] = _route(r.at(f"failed.{kind}"), route, triggers)
-        failed = FailedRoute(_route(r.at("failed.any"), raw_failed["any"], triggers), by_kind)
-    elif raw_failed is None:
+        return FailedRoute(_route(r.at("failed.any"), raw_failed["any"], triggers), by_kind)
+    if raw_failed is None:
         raise r.fail("missing route 'failed': every failure must be routed explicitly")
-    else:
-        failed = FailedRoute(_route(r.at("failed"), raw_failed, triggers))
-    raw_unknown = raw.get("unknown")
-    unknown: str | ProbeRoute | None
-    if "unknown" in outcomes:
-        if raw_unknown is None:
-            raise r.fail("missing route 'unknown': a lost reply must be routed explicitly")
-        if isinstance(raw_unknown, dict):
-            ur = r.at("unknown")
-            _unknown_keys(ur, raw_unknown, ("probe", "applied", "not_applied", "unresolved"))
-            probe = _key(ur, raw_unknown, "probe", str)
-            if probe not in probes:
-                raise ur.fail(f"unknown probe {probe!r}")
-            if probes[probe].settles != do:
-                raise ur.fail(f"probe {probe!r} settles {probes[probe].settles}, not {do}")
-            unknown = ProbeRoute(
-                probe,
-                *(
-                    _route(ur.at(k), raw_unknown.get(k), triggers)
-                    for k in ("applied", "not_applied", "unresolved")
-                ),
-            )
-        else:
-            unknown = _route(r.at("unknown"), raw_unknown, triggers)
-    else:
-        if raw_unknown is not None:
-            raise r.fail(f"{do or topics} cannot end unknown, yet an 'unknown' route is given")
-        unknown = None
-    return Step(do=do, topics=topics, failed=failed, unknown=unknown)
+    return FailedRoute(_route(r.at("failed"), raw_failed, triggers))
+
+
+def _unknown_route(
+    r: _R,
+    raw_unknown: Any,
+    do: str | None,
+    probes: Mapping[str, Probe],
+    triggers: Mapping[str, TriggerSpec],
+) -> str | ProbeRoute:
+    if not isinstance(raw_unknown, dict):
+        return _route(r.at("unknown"), raw_unknown, triggers)
+    ur = r.at("unknown")
+    _unknown_keys(ur, raw_unknown, ("probe", "applied", "not_applied", "unresolved"))
+    probe = _key(ur, raw_unknown, "probe", str)
+    if probe not in probes:
+        raise ur.fail(f"unknown probe {probe!r}")
+    if probes[probe].settles != do:
+        raise ur.fail(f"probe {probe!r} settles {probes[probe].settles}, not {do}")
+    return ProbeRoute(
+        probe,
+        *(
+            _route(ur.at(k), raw_unknown.get(k), triggers)
+            for k in ("applied", "not_applied", "unresolved")
+        ),
+    )
+
+
+def _triggers(file: str, raw_triggers: Any) -> dict[str, TriggerSpec]:
+    if not isinstance(raw_triggers, dict) or not raw_triggers:
+        raise SpecError(file, "triggers", "-", "missing table")
+    triggers = {}
+    for tname, traw in raw_triggers.items():
+        tr = _R(file, "triggers", tname)
+        kind = _key(tr, traw, "kind", str)
+        _unknown_keys(tr, traw, ("kind", "doc"))
+        if kind not in ("user", "session", "route"):
+            raise tr.fail(f"kind must be user, session or route, got {kind!r}")
+        triggers[tname] = TriggerSpec(tname, cast(Any, kind), _key(tr, traw, "doc", str))
+    return triggers
+
+
+def _guards(tr: _R, when: Any, context: Mapping[str, ContextVar]) -> dict[str, str]:
+    if not isinstance(when, dict):
+        raise tr.fail("'when' must be a table")
+    for var, value in when.items():
+        if var not in context:
+            raise tr.fail(f"guard on unknown context variable {var!r}")
+        if value not in context[var].values:
+            raise tr.fail(f"guard {var} = {value!r} is not one of {list(context[var].values)}")
+    return when
+
+
+def _error_mode(tr: _R, raw: Mapping[str, Any], trigger: TriggerSpec) -> ErrorMode:
+    error = _key(tr, raw, "error", str)
+    if error not in ("none", "cause", "propagate", "suppress"):
+        raise tr.fail(f"error must be none, cause, propagate or suppress, got {error!r}")
+    if trigger.kind == "route" and error != "cause":
+        raise tr.fail("a route row raises the failure that routed to it: error must be 'cause'")
+    return cast(ErrorMode, error)
 
 
 def _machine(
@@ -543,17 +591,7 @@ def _machine(
     if not terminals <= set(states):
         raise r.at("terminals").fail(f"not states: {sorted(terminals - set(states))}")
     context = _context(_R(file, "context", "-"), doc.get("context"), vocabulary)
-    triggers = {}
-    raw_triggers = doc.get("triggers")
-    if not isinstance(raw_triggers, dict) or not raw_triggers:
-        raise SpecError(file, "triggers", "-", "missing table")
-    for tname, traw in raw_triggers.items():
-        tr = _R(file, "triggers", tname)
-        kind = _key(tr, traw, "kind", str)
-        _unknown_keys(tr, traw, ("kind", "doc"))
-        if kind not in ("user", "session", "route"):
-            raise tr.fail(f"kind must be user, session or route, got {kind!r}")
-        triggers[tname] = TriggerSpec(tname, cast(Any, kind), _key(tr, traw, "doc", str))
+    triggers = _triggers(file, doc.get("triggers"))
     transitions: list[Transition] = []
     seen_ids: set[str] = set()
     for i, raw in enumerate(_list(_R(file, "transitions", "-"), doc.get("transitions"))):
@@ -575,39 +613,20 @@ def _machine(
         trigger = _key(tr, raw, "trigger", str)
         if trigger not in triggers:
             raise tr.fail(f"trigger {trigger!r} is not declared under [triggers]")
-        when = raw.get("when", {})
-        if not isinstance(when, dict):
-            raise tr.fail("'when' must be a table")
-        for var, value in when.items():
-            if var not in context:
-                raise tr.fail(f"guard on unknown context variable {var!r}")
-            if value not in context[var].values:
-                raise tr.fail(f"guard {var} = {value!r} is not one of {list(context[var].values)}")
+        when = _guards(tr, raw.get("when", {}), context)
         dest = _key(tr, raw, "dest", str)
         if dest != "=" and dest not in states:
             raise tr.fail(f"dest {dest!r} is not a state")
-        error = _key(tr, raw, "error", str)
-        if error not in ("none", "cause", "propagate", "suppress"):
-            raise tr.fail(f"error must be none, cause, propagate or suppress, got {error!r}")
-        if triggers[trigger].kind == "route" and error != "cause":
-            raise tr.fail("a route row raises the failure that routed to it: error must be 'cause'")
+        error = _error_mode(tr, raw, triggers[trigger])
         steps = tuple(
             _step(tr.at(f"steps[{j}]"), s, ops, probes, kinds, triggers, topic)
             for j, s in enumerate(_list(tr, raw.get("steps")))
         )
-        for s in sources:
-            transitions.append(
-                Transition(
-                    id=tid,
-                    source=s,
-                    trigger=trigger,
-                    when=dict(when),
-                    dest=s if dest == "=" else dest,
-                    error=cast(Any, error),
-                    steps=steps,
-                    doc=_key(tr, raw, "doc", str),
-                )
-            )
+        doc_ = _key(tr, raw, "doc", str)
+        transitions += [
+            Transition(tid, s, trigger, dict(when), s if dest == "=" else dest, error, steps, doc_)
+            for s in sources
+        ]
     return MachineSpec(
         name=name,
         file=file,
@@ -659,37 +678,18 @@ def _resources(
         facts = _context(
             _R("resources.toml", f"resources.{name}.facts", "-"), raw.get("facts"), vocabulary
         )
-        rows = []
-        for i, row in enumerate(_list(r.at("rows"), raw.get("rows"))):
-            rr = _R("resources.toml", f"resources.{name}.rows", f"[{i}]")
-            _unknown_keys(rr, _table(rr, row), ("source", "event", "when", "dest", "error", "doc"))
-            when = _table(rr.at("when"), row.get("when", {}))
-            for var, value in when.items():
-                if var not in facts or value not in facts[var].values:
-                    raise rr.fail(f"guard {var} = {value!r} is not a declared fact value")
-            dest, error = row.get("dest"), row.get("error")
-            if (dest is None) == (error is None):
-                raise rr.fail("a row has exactly one of 'dest' and 'error'")
-            if error is not None and error not in kinds:
-                raise rr.fail(f"unknown error kind {error!r}")
-            for source in _names(rr.at("source"), row.get("source"), "source"):
-                if source not in states:
-                    raise rr.fail(f"source {source!r} is not a state")
-                if dest is not None and dest != "=" and dest not in states:
-                    raise rr.fail(f"dest {dest!r} is not a state")
-                for event in _names(rr.at("event"), row.get("event"), "event"):
-                    if event not in events:
-                        raise rr.fail(f"event {event!r} is not declared in 'events'")
-                    rows.append(
-                        ResourceRow(
-                            source=source,
-                            event=event,
-                            when=dict(when),
-                            dest=source if dest == "=" else dest,
-                            error=error,
-                            doc=str(row.get("doc", "")),
-                        )
-                    )
+        rows = [
+            resource_row
+            for i, row in enumerate(_list(r.at("rows"), raw.get("rows")))
+            for resource_row in _resource_rows(
+                _R("resources.toml", f"resources.{name}.rows", f"[{i}]"),
+                row,
+                states,
+                events,
+                facts,
+                kinds,
+            )
+        ]
         out[name] = ResourceSpec(
             name=name,
             doc=_key(r, raw, "doc", str),
@@ -701,6 +701,47 @@ def _resources(
             rows=tuple(rows),
         )
     return out
+
+
+def _resource_rows(
+    rr: _R,
+    row: Any,
+    states: tuple[str, ...],
+    events: tuple[str, ...],
+    facts: Mapping[str, ContextVar],
+    kinds: Mapping[str, str],
+) -> list[ResourceRow]:
+    """One written row, expanded to a `ResourceRow` per source and event."""
+    _unknown_keys(rr, _table(rr, row), ("source", "event", "when", "dest", "error", "doc"))
+    when = _table(rr.at("when"), row.get("when", {}))
+    for var, value in when.items():
+        if var not in facts or value not in facts[var].values:
+            raise rr.fail(f"guard {var} = {value!r} is not a declared fact value")
+    dest, error = row.get("dest"), row.get("error")
+    if (dest is None) == (error is None):
+        raise rr.fail("a row has exactly one of 'dest' and 'error'")
+    if error is not None and error not in kinds:
+        raise rr.fail(f"unknown error kind {error!r}")
+    rows = []
+    for source in _names(rr.at("source"), row.get("source"), "source"):
+        if source not in states:
+            raise rr.fail(f"source {source!r} is not a state")
+        if dest is not None and dest != "=" and dest not in states:
+            raise rr.fail(f"dest {dest!r} is not a state")
+        for event in _names(rr.at("event"), row.get("event"), "event"):
+            if event not in events:
+                raise rr.fail(f"event {event!r} is not declared in 'events'")
+            rows.append(
+                ResourceRow(
+                    source=source,
+                    event=event,
+                    when=dict(when),
+                    dest=source if dest == "=" else dest,
+                    error=error,
+                    doc=str(row.get("doc", "")),
+                )
+            )
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -740,14 +781,7 @@ def _patch(
     if "query" in raw:
         return _query_patch(r, raw, grammar, kinds)
     if "setting" in raw:
-        _unknown_keys(r, raw, ("setting", "value"))
-        if raw["setting"] not in SERVER_SETTINGS:
-            raise r.fail(f"unknown server setting {raw['setting']!r}")
-        value = raw.get("value")
-        allowed = SERVER_SETTINGS[raw["setting"]]
-        if not any(type(value) is type(a) and value == a for a in allowed):
-            raise r.at("value").fail(f"must be one of {allowed}, got {value!r}")
-        return Patch(setting=raw["setting"], value=value)
+        return _setting_patch(r, raw)
     if "operation" in raw:
         _unknown_keys(r, raw, ("operation", "permission"))
         if raw["operation"] not in ops:
@@ -755,29 +789,39 @@ def _patch(
         if raw.get("permission") not in (*vocabulary.permissions, "none"):
             raise r.fail(f"unknown permission {raw.get('permission')!r}")
         return Patch(operation=raw["operation"], permission=raw["permission"])
+    return _resource_patch(r, raw, resources_, kinds)
+
+
+def _setting_patch(r: _R, raw: Mapping[str, Any]) -> Patch:
+    _unknown_keys(r, raw, ("setting", "value"))
+    if raw["setting"] not in SERVER_SETTINGS:
+        raise r.fail(f"unknown server setting {raw['setting']!r}")
+    value = raw.get("value")
+    allowed = SERVER_SETTINGS[raw["setting"]]
+    if not any(type(value) is type(a) and value == a for a in allowed):
+        raise r.at("value").fail(f"must be one of {allowed}, got {value!r}")
+    return Patch(setting=raw["setting"], value=value)
+
+
+def _resource_patch(
+    r: _R, raw: Mapping[str, Any], resources_: Mapping[str, ResourceSpec], kinds: Mapping[str, str]
+) -> Patch:
     _unknown_keys(r, raw, ("resource", "source", "event", "when", "dest", "error"))
     resource = raw.get("resource")
     if not isinstance(resource, str) or resource not in resources_:
         raise r.fail(f"unknown resource {resource!r}")
     spec = resources_[resource]
     when = dict(_table(r.at("when"), raw.get("when", {})))
+    source, event = raw.get("source"), raw.get("event")
     cells = [
+        row for row in spec.rows if row.source == source and row.event == event and row.when == when
+    ] or [
         row
         for row in spec.rows
-        if row.source == raw.get("source") and row.event == raw.get("event") and row.when == when
+        if row.source == source and row.event == event and row.matches(when)
     ]
     if not cells:
-        cells = [
-            row
-            for row in spec.rows
-            if row.source == raw.get("source")
-            and row.event == raw.get("event")
-            and row.matches(when)
-        ]
-    if not cells:
-        raise r.fail(
-            f"no row of {resource} matches source={raw.get('source')!r} event={raw.get('event')!r} when={when}"
-        )
+        raise r.fail(f"no row of {resource} matches source={source!r} event={event!r} when={when}")
     dest, error = raw.get("dest"), raw.get("error")
     if (dest is None) == (error is None):
         raise r.fail("a patch has exactly one of 'dest' and 'error'")

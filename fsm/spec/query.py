@@ -121,6 +121,12 @@ def _only(raw: Mapping[str, Any], allowed: tuple[str, ...], entry: str) -> None:
 def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) -> QueryGrammar:
     """Build and check the grammar; every name it uses must be declared."""
     _only(doc, ("spec_version", "operators", "kinds", "sections"), "-")
+    operators = _operators(doc)
+    kinds = _kinds(doc, operators, error_kinds)
+    return QueryGrammar(operators, kinds, _sections(doc, kinds))
+
+
+def _operators(doc: Mapping[str, Any]) -> dict[str, QueryOperator]:
     operators: dict[str, QueryOperator] = {}
     for name, raw in _table(doc.get("operators"), "operators").items():
         entry = f"operators.{name}"
@@ -132,6 +138,14 @@ def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) 
         if operand not in OPERANDS:
             raise _fail(entry, f"operand must be one of {OPERANDS}, got {operand!r}")
         operators[name] = QueryOperator(name, operand, _text(raw, "doc", entry))
+    return operators
+
+
+def _kinds(
+    doc: Mapping[str, Any],
+    operators: Mapping[str, QueryOperator],
+    error_kinds: Mapping[str, str],
+) -> dict[str, QueryKind]:
     kinds: dict[str, QueryKind] = {}
     for name, raw in _table(doc.get("kinds"), "kinds").items():
         entry = f"kinds.{name}"
@@ -153,6 +167,10 @@ def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) 
             ):
                 raise _fail(entry, f"{operator}: {outcome!r} is neither a semantics nor an error")
         kinds[name] = QueryKind(name, _text(raw, "doc", entry), tuple(values), dict(cells))
+    return kinds
+
+
+def _sections(doc: Mapping[str, Any], kinds: Mapping[str, QueryKind]) -> dict[str, QuerySection]:
     sections: dict[str, QuerySection] = {}
     for name, raw in _table(doc.get("sections"), "sections").items():
         entry = f"sections.{name}"
@@ -168,7 +186,7 @@ def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) 
             if not isinstance(kind, str) or kind not in OPTION_TYPES:
                 raise _fail(entry, f"option {option!r}: type must be one of {OPTION_TYPES}")
         sections[name] = QuerySection(name, _text(raw, "doc", entry), fields, any_field, options)
-    return QueryGrammar(operators, kinds, sections)
+    return sections
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,31 +265,41 @@ def _condition(grammar: QueryGrammar, kind: str, where: str, key: str, raw: Any)
     outcome = grammar.cell(kind, operator)
     if outcome is None:
         raise QueryBodyError(f"{where}: {operator} does not apply to a {kind} field")
-    accepted = grammar.kinds[kind].values
-    if spec_op.operand == "scalar":
+    _check_operand(spec_op.operand, operand, grammar.kinds[kind].values, where, operator)
+    return Condition(where, kind, key, operator, operand, outcome)
+
+
+def _check_operand(
+    shape: str, operand: Any, accepted: Sequence[str], where: str, operator: str
+) -> None:
+    """QueryBodyError unless `operand` has the operator's `shape` and accepted values."""
+    if shape == "scalar":
         _check_value(operand, accepted, where, operator)
         if operator == "$match" and not isinstance(operand, str):
             raise QueryBodyError(f"{where}: $match takes a text value")
-    elif spec_op.operand == "pair":
-        if not isinstance(operand, list) or len(operand) != 2:
-            raise QueryBodyError(f"{where}: {operator} takes [low, high]")
-        for bound in operand:
-            _check_value(bound, accepted, where, operator)
-        low, high = operand
-        if value_type(low) == "text" or value_type(high) == "text":
-            comparable = isinstance(low, str) and isinstance(high, str)
-        else:
-            comparable = not isinstance(low, bool) and not isinstance(high, bool)
-        if not comparable or low > high:
-            raise QueryBodyError(f"{where}: {operator} [{low!r}, {high!r}] is an empty range")
-    elif spec_op.operand == "list":
+    elif shape == "pair":
+        _check_pair(operand, accepted, where, operator)
+    elif shape == "list":
         if not isinstance(operand, list) or not operand:
             raise QueryBodyError(f"{where}: {operator} takes a non-empty array")
         for item in operand:
             _check_value(item, accepted, where, operator)
     elif operand is not None:
         raise QueryBodyError(f"{where}: {operator} takes null")
-    return Condition(where, kind, key, operator, operand, outcome)
+
+
+def _check_pair(operand: Any, accepted: Sequence[str], where: str, operator: str) -> None:
+    if not isinstance(operand, list) or len(operand) != 2:
+        raise QueryBodyError(f"{where}: {operator} takes [low, high]")
+    for bound in operand:
+        _check_value(bound, accepted, where, operator)
+    low, high = operand
+    if value_type(low) == "text" or value_type(high) == "text":
+        comparable = isinstance(low, str) and isinstance(high, str)
+    else:
+        comparable = not isinstance(low, bool) and not isinstance(high, bool)
+    if not comparable or low > high:
+        raise QueryBodyError(f"{where}: {operator} [{low!r}, {high!r}] is an empty range")
 
 
 def _section(grammar: QueryGrammar, name: str, raw: Any) -> tuple[list[Condition], dict[str, Any]]:

@@ -83,40 +83,70 @@ def check_spec(spec: Spec) -> list[Problem]:
 
 
 def check_machine(m: MachineSpec) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def problem(entry: str, text: str) -> None:
-        problems.append(Problem(m.file, "transitions", entry, text))
-
     contexts = list(m.contexts())
     by_pair: dict[tuple[str, str], list[Transition]] = {}
     for t in m.transitions:
         by_pair.setdefault((t.source, t.trigger), []).append(t)
+    return [
+        *_determinism(m, contexts, by_pair),
+        *_totality(m, contexts, by_pair),
+        *(
+            Problem(m.file, "transitions", t.id, f"leaves terminal state {t.source}")
+            for t in m.transitions
+            if t.source in m.terminals
+        ),
+        *_reachability(m),
+        *_route_targets(m, contexts, by_pair),
+        *_dead_route_rows(m, contexts),
+        *_route_loops(m),
+    ]
 
-    # Determinism: no context satisfies two rows of one (source, trigger).
+
+_Pairs = Mapping[tuple[str, str], list[Transition]]
+
+
+def _determinism(m: MachineSpec, contexts: list[dict[str, str]], by_pair: _Pairs) -> list[Problem]:
+    """No context satisfies two rows of one (source, trigger)."""
+    problems = []
     for (source, trigger), rows in by_pair.items():
         for ctx in contexts:
             hits = [t.id for t in rows if t.matches(ctx)]
             if len(hits) > 1:
-                problem(f"{source} --{trigger}-->", f"rows {hits} overlap for context {ctx}")
+                problems.append(
+                    Problem(
+                        m.file,
+                        "transitions",
+                        f"{source} --{trigger}-->",
+                        f"rows {hits} overlap for context {ctx}",
+                    )
+                )
                 break
+    return problems
 
-    # Totality: a user or session trigger accepted in a state under some context is accepted
-    # under every context (the engine cannot choose a context).
+
+def _totality(m: MachineSpec, contexts: list[dict[str, str]], by_pair: _Pairs) -> list[Problem]:
+    """A user or session trigger accepted in a state under some context is accepted under
+    every context (the engine cannot choose a context)."""
+    problems = []
     for (source, trigger), rows in by_pair.items():
         if m.triggers[trigger].kind == "route":
             continue
-        for ctx in contexts:
-            if not any(t.matches(ctx) for t in rows):
-                problem(f"{source} --{trigger}-->", f"no row for context {ctx}")
-                break
+        missing = next((c for c in contexts if not any(t.matches(c) for t in rows)), None)
+        if missing is not None:
+            problems.append(
+                Problem(
+                    m.file,
+                    "transitions",
+                    f"{source} --{trigger}-->",
+                    f"no row for context {missing}",
+                )
+            )
+    return problems
 
-    # Terminals have no exits.
-    for t in m.transitions:
-        if t.source in m.terminals:
-            problem(t.id, f"leaves terminal state {t.source}")
 
-    # Every declared trigger is used, every state is reachable and can reach a terminal.
+def _reachability(m: MachineSpec) -> list[Problem]:
+    """Every declared trigger is used, every state is reachable and can reach a terminal."""
+    problems = []
     used = {t.trigger for t in m.transitions}
     for name in m.triggers:
         if name not in used:
@@ -130,50 +160,77 @@ def check_machine(m: MachineSpec) -> list[Problem]:
             problems.append(Problem(m.file, "machine", s, f"not reachable from {m.initial}"))
         if s not in m.terminals and not (_closure([s], edges) & m.terminals):
             problems.append(Problem(m.file, "machine", s, "no terminal state is reachable from it"))
+    return problems
 
-    # Routes land on exactly one row, for every context the routing row can run in, and
-    # following routes never loops.
+
+def _route_targets(
+    m: MachineSpec, contexts: list[dict[str, str]], by_pair: _Pairs
+) -> list[Problem]:
+    """Routes land on exactly one row, for every context the routing row can run in."""
+    problems = []
     for t in m.transitions:
         for step in t.steps:
             for route in step.routes():
                 if route in (CONTINUE, STOP):
                     continue
-                for ctx in contexts:
-                    if not t.matches(ctx):
-                        continue
+                for ctx in (c for c in contexts if t.matches(c)):
                     targets = [r for r in by_pair.get((t.source, route), []) if r.matches(ctx)]
                     if len(targets) != 1:
-                        problem(
-                            t.id,
-                            f"step {step.name} routes to {route!r}, which has {len(targets)} rows "
-                            f"in {t.source} for context {ctx}",
+                        problems.append(
+                            Problem(
+                                m.file,
+                                "transitions",
+                                t.id,
+                                f"step {step.name} routes to {route!r}, which has "
+                                f"{len(targets)} rows in {t.source} for context {ctx}",
+                            )
                         )
                         break
-    # No dead rows: a route row is reached by some route in every context it is written for.
+    return problems
+
+
+def _dead_route_rows(m: MachineSpec, contexts: list[dict[str, str]]) -> list[Problem]:
+    """No dead rows: a route row is reached by some route in every context it is written for."""
+    problems = []
     for t in m.transitions:
         if m.triggers[t.trigger].kind != "route":
             continue
-        for ctx in contexts:
-            if t.matches(ctx) and not any(
+        for ctx in (c for c in contexts if t.matches(c)):
+            if not any(
                 r.source == t.source and r.matches(ctx) and t.trigger in set(_step_routes(r))
                 for r in m.transitions
             ):
-                problem(t.id, f"no route reaches it in {t.source} for context {ctx}")
+                problems.append(
+                    Problem(
+                        m.file,
+                        "transitions",
+                        t.id,
+                        f"no route reaches it in {t.source} for context {ctx}",
+                    )
+                )
                 break
+    return problems
+
+
+def _route_loops(m: MachineSpec) -> list[Problem]:
+    """Following routes never comes back to the row it started from."""
     route_graph: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for t in m.transitions:
         node = (t.source, t.trigger)
         route_graph.setdefault(node, set())
-        for step in t.steps:
-            for route in step.routes():
-                if route not in (CONTINUE, STOP):
-                    route_graph[node].add((t.source, route))
-    for node in route_graph:
-        if node in _closure(route_graph.get(node, ()), route_graph):
-            problem(
-                f"{node[0]} --{node[1]}-->", "following its routes can come back to it (a loop)"
-            )
-    return problems
+        for route in _step_routes(t):
+            if route not in (CONTINUE, STOP):
+                route_graph[node].add((t.source, route))
+    return [
+        Problem(
+            m.file,
+            "transitions",
+            f"{node[0]} --{node[1]}-->",
+            "following its routes can come back to it (a loop)",
+        )
+        for node in route_graph
+        if node in _closure(route_graph.get(node, ()), route_graph)
+    ]
 
 
 def _step_routes(row: Transition) -> Iterable[str]:

@@ -320,22 +320,36 @@ def run_query(
                 }
             )
             continue
-        found: list[dict[str, Any]] = []
-        matched_groups = set()
-        for tag, conditions in groups.items():
-            for topic in topics:
-                if topic.fields["ontology_tag"] != tag:
-                    continue
-                matched, bounds = _match_topic(topic, conditions, settings, want_range)
-                if not matched:
-                    continue
-                matched_groups.add(tag)
-                entry: dict[str, Any] = {"locator": topic.locator}
-                if want_range:
-                    assert bounds is not None
-                    entry["timestamp_range"] = list(bounds)
-                found.append(entry)
-        if matched_groups == set(groups):
-            found.sort(key=lambda e: str(e["locator"]))
+        found = _data_matches(topics, groups, settings, want_range)
+        if found is not None:
             items.append({"sequence": sequence.fields["locator"], "topics": found})
     return items
+
+
+def _data_matches(
+    topics: Sequence[TopicCandidate],
+    groups: Mapping[str, Sequence[Condition]],
+    settings: QuerySettings,
+    want_range: bool,
+) -> list[dict[str, Any]] | None:
+    """The topics that match their ontology's data conditions (sorted by locator), or None
+    when some ontology of `groups` is matched by none of them."""
+    found: list[dict[str, Any]] = []
+    matched_groups = set()
+    for tag, conditions in groups.items():
+        for topic in topics:
+            if topic.fields["ontology_tag"] != tag:
+                continue
+            matched, bounds = _match_topic(topic, conditions, settings, want_range)
+            if not matched:
+                continue
+            matched_groups.add(tag)
+            entry: dict[str, Any] = {"locator": topic.locator}
+            if want_range:
+                assert bounds is not None
+                entry["timestamp_range"] = list(bounds)
+            found.append(entry)
+    if matched_groups != set(groups):
+        return None
+    found.sort(key=lambda e: str(e["locator"]))
+    return found
