@@ -1006,32 +1006,68 @@ def test_closing_the_transport_aborts_its_open_streams() -> None:
         running.stop()
 
 
-_SILENT_WRITER = """
+_WRITER = """
 import json, sys, time
 import pyarrow as pa
 from pyarrow import flight
-location, topic_uuid = sys.argv[1], sys.argv[2]
+location, ending, topics = sys.argv[1], sys.argv[2], sys.argv[3:]
 schema = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])
 client = flight.FlightClient(location)
-descriptor = flight.FlightDescriptor.for_command(
-    json.dumps({"resource_locator": "gone/imu", "topic_uuid": topic_uuid}).encode()
-)
-writer, _ = client.do_put(descriptor, schema)
-writer.write_batch(pa.record_batch([pa.array([0, 1]), pa.array([0.0, 1.0])], schema=schema))
-print("written", flush=True)
-time.sleep(60)
+writers = []
+for topic in topics:
+    locator, topic_uuid = topic.split("=")
+    descriptor = flight.FlightDescriptor.for_command(
+        json.dumps({"resource_locator": locator, "topic_uuid": topic_uuid}).encode()
+    )
+    writer, _ = client.do_put(descriptor, schema)
+    writer.write_batch(pa.record_batch([pa.array([0, 1]), pa.array([0.0, 1.0])], schema=schema))
+    writers.append(writer)
+if ending == "close":
+    for writer in writers:
+        writer.close()
+    print("closed", flush=True)
+else:
+    print("written", flush=True)
+    time.sleep(60)
 """
+
+DEAD_STREAMS = 16
+"""Streams a killed client process leaves at once: gRPC reports each one's end of messages
+like a half-close an instant before its termination, so a server that decides on the first
+report alone commits some of them."""
+
+
+def _writer_topics(running: RunningServer, t: Transport, name: str) -> list[str]:
+    """DEAD_STREAMS topics `name/t<i>` in one open session, as `locator=uuid` arguments."""
+    running.model.trace = ServerTrace()
+    ok(t.action(FlightAction.SEQUENCE_CREATE, {"locator": name, "user_metadata": {}}))
+    session = ok(t.action(FlightAction.SESSION_CREATE, {"locator": name}))["uuid"]
+    arguments = []
+    for i in range(DEAD_STREAMS):
+        locator = f"{name}/t{i}"
+        created = ok(t.action(FlightAction.TOPIC_CREATE, topic_args(session, locator)))
+        arguments.append(f"{locator}={created['uuid']}")
+    return arguments
+
+
+def _topics_of(running: RunningServer, name: str) -> list[tuple[str, int]]:
+    topics = running.model.snapshot()["topics"]
+    return [
+        (topics[f"{name}/t{i}"]["state"], topics[f"{name}/t{i}"]["rows"])
+        for i in range(DEAD_STREAMS)
+    ]
 
 
 def test_a_client_that_dies_mid_stream_locks_nothing() -> None:
-    """A client process killed mid-stream ends the call as cancelled (PROTOCOL.md §6.2.7):
-    the end of its messages is not a clean end, so the topic is not locked."""
+    """A client process killed mid-stream ends its calls as cancelled (PROTOCOL.md §6.2.7):
+    the end of its messages is not a clean end, so no topic is locked and the rows it stored
+    stay."""
     with start_server(ServerModel(seed=0)) as running:
         t = FlightTransport(running.location, timeout=TIMEOUT)
         try:
-            topic_uuid = _traced_topic(running, t, "gone")
+            topics = _writer_topics(running, t, "gone")
             child = subprocess.Popen(
-                [sys.executable, "-c", _SILENT_WRITER, running.location, topic_uuid],
+                [sys.executable, "-c", _WRITER, running.location, "kill", *topics],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -1039,19 +1075,40 @@ def test_a_client_that_dies_mid_stream_locks_nothing() -> None:
                 assert child.stdout is not None
                 assert child.stdout.readline().strip() == "written"
                 wait_until(
-                    lambda: running.model.snapshot()["topics"]["gone/imu"]["chunks"] == 1,
-                    "the batch stored",
+                    lambda: all(rows == 2 for _, rows in _topics_of(running, "gone")),
+                    "the batches stored",
                 )
             finally:
                 child.kill()
                 child.wait(TIMEOUT)
             wait_until(
-                lambda: running.model.snapshot()["topics"]["gone/imu"]["state"] != "receiving",
-                "the stream ended",
+                lambda: all(state != "receiving" for state, _ in _topics_of(running, "gone")),
+                "the streams ended",
             )
-            topic = running.model.snapshot()["topics"]["gone/imu"]
-            assert (topic["state"], topic["chunks"]) == ("created", 1)
-            assert _stream_events(running)[-1] == ("DO_PUT_CANCEL", "cancelled")
+            assert _topics_of(running, "gone") == [("created", 2)] * DEAD_STREAMS
+            assert _stream_events(running).count(("DO_PUT_CANCEL", "cancelled")) == DEAD_STREAMS
+            assert running.server.open_streams == 0
+        finally:
+            t.close()
+
+
+def test_a_client_that_half_closes_commits_its_rows() -> None:
+    """The same streams ended by the client's half-close (`writer.close()`): each is a clean
+    end, so every topic is locked with its rows."""
+    with start_server(ServerModel(seed=0)) as running:
+        t = FlightTransport(running.location, timeout=TIMEOUT)
+        try:
+            topics = _writer_topics(running, t, "kept")
+            done = subprocess.run(
+                [sys.executable, "-c", _WRITER, running.location, "close", *topics],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.stdout.strip() == "closed", done.stderr
+            assert _topics_of(running, "kept") == [("locked", 2)] * DEAD_STREAMS
+            assert _stream_events(running).count(("DO_PUT_END", "ok")) == DEAD_STREAMS
         finally:
             t.close()
 

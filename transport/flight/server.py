@@ -43,6 +43,7 @@ from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
 from fsm.transport import SequenceInfo, TopicInfo
 from transport.flight import frames
+from transport.flight.call_end import half_closed
 from transport.flight.limits import ServerLimits
 from transport.flight.protocol import flight_pb2 as pb
 from transport.server.auth import HEADER, Principal
@@ -67,13 +68,6 @@ STOP_TIMEOUT = 5.0
 """Seconds `RunningServer.stop` lets running calls finish before cancelling them."""
 
 SERVICE = "arrow.flight.protocol.FlightService"
-
-CLEAN_END_SETTLE = 0.02
-"""Seconds the server waits, once a DoPut's messages end, before taking the end as clean.
-
-gRPC reports the end of a client's messages the same way whether the client half-closed the
-call or its connection died; the death is reported an instant later, as the call's termination.
-Committing only after this wait keeps a dead client's stream from locking its topic."""
 
 STATUS: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -148,7 +142,6 @@ class _OpenStream:
     handle: PutHandle | None = None
     last_seen: float = attrs.field(factory=time.monotonic)
     idle: bool = False
-    terminated: threading.Event = attrs.field(factory=threading.Event)
 
 
 def _token(context: grpc.ServicerContext) -> str | None:
@@ -409,7 +402,6 @@ class ReferenceServer:
         """Accept the stream's header, store each validated batch, then end the stream cleanly
         (or refuse, or cancel it). The server sends no PutResult."""
         stream = _OpenStream(context)
-        context.add_callback(stream.terminated.set)
         with self._streams_lock:
             if len(self._streams) >= self.limits.max_streams:
                 raise _Refusal(
@@ -471,7 +463,9 @@ class ReferenceServer:
             if self._stopping.is_set():
                 self._end_early(handle, ErrorKind.CANCELLED, "the server is stopping")
             if raw is None:
-                if stream.terminated.wait(CLEAN_END_SETTLE) or not stream.context.is_active():
+                # gRPC ends the messages of a dead client like a half-close: only a half-close
+                # commits (a dead client's topic stays unlocked, PROTOCOL.md §6.2.7).
+                if not half_closed(stream.context):
                     self._end_early(handle, ErrorKind.CANCELLED, "the client went away")
                 break
             try:
