@@ -7,6 +7,7 @@ machines and the real walker against an independent interpretation.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -26,6 +27,13 @@ def raw_docs() -> dict[str, Doc]:
     from fsm.spec import SPEC_FILES
 
     return {name: raw_doc(name) for name in SPEC_FILES}
+
+
+@functools.cache
+def probe_of(operation: str) -> str | None:
+    """The probe of actions.toml that settles `operation`, if any."""
+    probes = raw_doc("actions.toml")["probes"]
+    return next((name for name, p in probes.items() if p["settles"] == operation), None)
 
 
 def rows(doc: Doc) -> Iterator[dict[str, Any]]:
@@ -82,10 +90,12 @@ def interpret(
                 failed = step["failed"]
                 route = failed.get(kind, failed["any"]) if isinstance(failed, dict) else failed
             else:
-                unknown = step["unknown"]
-                if isinstance(unknown, dict):
-                    done.append("?" + unknown["probe"])
-                    route = unknown[result.partition(":")[2] or "unresolved"]
+                # A probe's verdicts route to "continue" unless the step names another route.
+                unknown = step.get("unknown", {})
+                probe = probe_of(step["do"]) if "do" in step else None
+                if probe is not None and isinstance(unknown, dict):
+                    done.append("?" + probe)
+                    route = unknown.get(result.partition(":")[2] or "unresolved", "continue")
                 else:
                     route = unknown
             if route == "continue":

@@ -12,6 +12,7 @@ import pytest
 
 from fsm import ErrorKind, SpecError, enums
 from fsm.spec import load_documents, load_spec, parse_spec
+from fsm.spec.model import ProbeRoute
 from tests import reference
 
 Docs = dict[str, dict[str, Any]]
@@ -83,16 +84,67 @@ MALFORMED: list[tuple[str, Callable[[Docs], None], tuple[str, str, str]]] = [
         ("topic_writer.toml", "transitions", "push"),
     ),
     (
-        "a lost reply without a route",
-        lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0].pop("unknown"),
-        ("session.toml", "transitions", "enter-writer"),
+        "a lost reply without a route, of an operation no probe settles",
+        lambda d: _transition(d, "session.toml", "enter-updater")["steps"][0].pop("unknown"),
+        ("session.toml", "transitions", "enter-updater"),
     ),
     (
-        "a probe that settles another operation",
+        "verdict routes for an operation no probe settles",
+        lambda d: _transition(d, "session.toml", "enter-updater")["steps"][0].update(
+            unknown={"not_applied": "enter_failed"}
+        ),
+        ("session.toml", "transitions", "enter-updater"),
+    ),
+    (
+        "a row naming a probe",
         lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0]["unknown"].update(
             probe="topic_exists"
         ),
+        ("session.toml", "transitions", "enter-writer).steps[0].unknown.probe"),
+    ),
+    (
+        "a verdict route written as the default",
+        lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0]["unknown"].update(
+            applied="continue"
+        ),
+        ("session.toml", "transitions", "steps[0].unknown.applied"),
+    ),
+    (
+        "an unknown verdict",
+        lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0]["unknown"].update(
+            lost="continue"
+        ),
+        ("session.toml", "transitions", "steps[0].unknown"),
+    ),
+    (
+        "a probe that a row relies on, not declared",
+        lambda d: d["actions.toml"]["probes"].pop("sequence_exists"),
         ("session.toml", "transitions", "enter-writer"),
+    ),
+    (
+        "a probe of an operation another probe settles",
+        lambda d: d["actions.toml"]["probes"]["topic_exists"].update(settles="SEQUENCE_CREATE"),
+        ("actions.toml", "probes.topic_exists", "settles"),
+    ),
+    (
+        "a probe of an operation that cannot end unknown",
+        lambda d: d["actions.toml"]["probes"]["topic_exists"].update(settles="UNKNOWN_ACTION"),
+        ("actions.toml", "probes.topic_exists", "settles"),
+    ),
+    (
+        "a probe of an undeclared operation",
+        lambda d: d["actions.toml"]["probes"]["topic_exists"].update(settles="TOPIC_MAKE"),
+        ("actions.toml", "probes.topic_exists", "settles"),
+    ),
+    (
+        "an operation naming its probe",
+        lambda d: d["actions.toml"]["operations"]["TOPIC_CREATE"].update(probe="topic_exists"),
+        ("actions.toml", "operations.TOPIC_CREATE", "-"),
+    ),
+    (
+        "an unknown key in a row",
+        lambda d: _transition(d, "session.toml", "exit-ok").update(dset="Finalized"),
+        ("session.toml", "transitions", "exit-ok"),
     ),
     (
         "a route to a user trigger",
@@ -278,6 +330,60 @@ def test_malformed_spec_names_file_table_entry(
     assert err.table == table, err
     assert entry in err.entry, err
     assert file in str(err) and err.problem in str(err)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "says"),
+    [
+        (
+            lambda d: _transition(d, "session.toml", "exit-ok").update(dset="Finalized"),
+            "unknown key(s) dset",
+        ),
+        (
+            lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0]["unknown"].update(
+                probe="sequence_exists"
+            ),
+            "SEQUENCE_CREATE is settled by 'sequence_exists' (actions.toml, [probes])",
+        ),
+        (
+            lambda d: d["actions.toml"]["probes"].pop("sequence_exists"),
+            "no probe settles SEQUENCE_CREATE",
+        ),
+        (
+            lambda d: d["actions.toml"]["probes"].pop("sequence_absent"),
+            "missing route 'unknown'",
+        ),
+    ],
+    ids=["unknown row key", "probe named in a row", "probe not declared", "default lost"],
+)
+def test_the_error_says_what_is_wrong(mutate: Callable[[Docs], None], says: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated(mutate))
+    assert says in str(info.value)
+
+
+def test_a_probe_routes_its_verdicts_to_continue_unless_the_row_says_otherwise() -> None:
+    spec = load_spec()
+    docs = load_documents()
+    seen: set[tuple[str, ...]] = set()
+    for machine in spec.machines.values():
+        written = {r["id"]: r.get("steps", []) for r in docs[machine.file]["transitions"]}
+        for row in machine.transitions:
+            for step, raw in zip(row.steps, written[row.id], strict=True):
+                op = spec.operations[step.do] if step.do else None
+                if op is None or op.probe is None or isinstance(raw.get("unknown"), str):
+                    continue
+                assert isinstance(step.unknown, ProbeRoute)
+                assert step.unknown.probe == op.probe
+                assert spec.probes[op.probe].settles == op.name
+                verdicts = raw.get("unknown", {})
+                routes = (step.unknown.applied, step.unknown.not_applied, step.unknown.unresolved)
+                for verdict, route in zip(
+                    ("applied", "not_applied", "unresolved"), routes, strict=True
+                ):
+                    assert route == verdicts.get(verdict, "continue"), (row.id, step.name)
+                seen.add(tuple(sorted(verdicts)))
+    assert () in seen and len(seen) > 1, "both defaulted and written verdicts occur"
 
 
 def test_a_missing_file_is_a_spec_error(tmp_path: Path) -> None:

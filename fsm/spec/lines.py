@@ -74,7 +74,6 @@ _OPERATION_KEYS = (
     "permission",
     "response",
     "outcomes",
-    "probe",
     "doc",
     "request",
     "errors",

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import attrs
+
 from fsm.errors import SpecError
 from fsm.outcome import ErrorKind
 from fsm.spec.model import (
@@ -130,14 +132,18 @@ def parse_spec(
     limits = _limits(actions)
     operations = _operations(actions, error_kinds, field_types, v, limits)
     probes = _probes(actions, operations)
+    operations = {
+        name: attrs.evolve(op, probe=next((p for p in probes if probes[p].settles == name), None))
+        for name, op in operations.items()
+    }
     common = tuple(
         _error_case(_R("actions.toml", "common_errors", f"[{i}]"), raw, error_kinds)
         for i, raw in enumerate(
             _list(_R("actions.toml", "common_errors", "-"), actions.get("common_errors"))
         )
     )
-    topic = _machine(documents, "topic_writer.toml", operations, probes, error_kinds, None, v)
-    session = _machine(documents, "session.toml", operations, probes, error_kinds, topic, v)
+    topic = _machine(documents, "topic_writer.toml", operations, error_kinds, None, v)
+    session = _machine(documents, "session.toml", operations, error_kinds, topic, v)
     resources_ = _resources(documents["resources.toml"], operations, error_kinds, v)
     grammar = parse_query_grammar(documents["query.toml"], error_kinds)
     deviations, profiles = _deviations(
@@ -303,7 +309,6 @@ def _operations(
                 "permission",
                 "response",
                 "outcomes",
-                "probe",
                 "doc",
                 "request",
                 "errors",
@@ -342,7 +347,7 @@ def _operations(
             request=tuple(fields),
             response=raw["response"],
             outcomes=outcomes,
-            probe=_typed(r.at("probe"), raw["probe"], str, "'probe'") if "probe" in raw else None,
+            probe=None,
             errors=tuple(
                 _error_case(r.at(f"errors[{i}]"), e, kinds)
                 for i, e in enumerate(_list(r.at("errors"), raw.get("errors")))
@@ -366,10 +371,11 @@ def _operations(
 
 
 def _probes(doc: Mapping[str, Any], ops: Mapping[str, Operation]) -> dict[str, Probe]:
+    """The probes, each the one read that settles the operation it names in `settles`."""
     table = doc.get("probes")
     if not isinstance(table, dict):
         raise SpecError("actions.toml", "probes", "-", "missing table")
-    probes = {}
+    probes: dict[str, Probe] = {}
     for name, raw in table.items():
         r = _R("actions.toml", f"probes.{name}", "-")
         settles = _key(r, raw, "settles", str)
@@ -378,16 +384,12 @@ def _probes(doc: Mapping[str, Any], ops: Mapping[str, Operation]) -> dict[str, P
         for what, target in (("settles", settles), ("reads", reads)):
             if target not in ops:
                 raise r.at(what).fail(f"unknown operation {target!r}")
-        if ops[settles].probe != name:
-            raise r.at("settles").fail(
-                f"operation {settles} names probe {ops[settles].probe!r}, not {name!r}"
-            )
+        other = next((p.name for p in probes.values() if p.settles == settles), None)
+        if other is not None:
+            raise r.at("settles").fail(f"{settles} is settled by probe {other!r} already")
+        if "unknown" not in ops[settles].outcomes:
+            raise r.at("settles").fail(f"{settles} cannot end unknown per its 'outcomes'")
         probes[name] = Probe(name, settles, reads, _key(r, raw, "applied_when", str))
-    for op in ops.values():
-        if op.probe is not None and op.probe not in probes:
-            raise SpecError(
-                "actions.toml", f"operations.{op.name}", "probe", f"unknown probe {op.probe!r}"
-            )
     return probes
 
 
@@ -440,7 +442,6 @@ def _step(
     r: _R,
     raw: Any,
     ops: Mapping[str, Operation],
-    probes: Mapping[str, Probe],
     kinds: Mapping[str, str],
     triggers: Mapping[str, TriggerSpec],
     topic: MachineSpec | None,
@@ -470,15 +471,11 @@ def _step(
         raise r.fail(f"{do or topics} cannot fail per the catalogue")
     failed = _failed_route(r, raw.get("failed"), kinds, triggers)
     raw_unknown = raw.get("unknown")
-    unknown: str | ProbeRoute | None
+    unknown: str | ProbeRoute | None = None
     if "unknown" in outcomes:
-        if raw_unknown is None:
-            raise r.fail("missing route 'unknown': a lost reply must be routed explicitly")
-        unknown = _unknown_route(r, raw_unknown, do, probes, triggers)
-    else:
-        if raw_unknown is not None:
-            raise r.fail(f"{do or topics} cannot end unknown, yet an 'unknown' route is given")
-        unknown = None
+        unknown = _unknown_route(r, raw_unknown, ops[do] if do is not None else None, triggers)
+    elif raw_unknown is not None:
+        raise r.fail(f"{do or topics} cannot end unknown, yet an 'unknown' route is given")
     return Step(do=do, topics=topics, failed=failed, unknown=unknown)
 
 
@@ -500,28 +497,39 @@ def _failed_route(
     return FailedRoute(_route(r.at("failed"), raw_failed, triggers))
 
 
+VERDICTS = ("applied", "not_applied", "unresolved")
+
+
 def _unknown_route(
     r: _R,
     raw_unknown: Any,
-    do: str | None,
-    probes: Mapping[str, Probe],
+    op: Operation | None,
     triggers: Mapping[str, TriggerSpec],
 ) -> str | ProbeRoute:
-    if not isinstance(raw_unknown, dict):
-        return _route(r.at("unknown"), raw_unknown, triggers)
+    """A lost reply: a route, or, for an operation a probe settles, the routes of the probe's
+    verdicts (each "continue" unless the step names another)."""
     ur = r.at("unknown")
-    _unknown_keys(ur, raw_unknown, ("probe", "applied", "not_applied", "unresolved"))
-    probe = _key(ur, raw_unknown, "probe", str)
-    if probe not in probes:
-        raise ur.fail(f"unknown probe {probe!r}")
-    if probes[probe].settles != do:
-        raise ur.fail(f"probe {probe!r} settles {probes[probe].settles}, not {do}")
+    if isinstance(raw_unknown, str):
+        return _route(ur, raw_unknown, triggers)
+    if op is None or op.probe is None:
+        raise r.fail(
+            "missing route 'unknown': a lost reply must be routed explicitly"
+            if raw_unknown is None
+            else f"no probe settles {op.name if op else 'a topics step'}: 'unknown' is a route"
+        )
+    verdicts = {} if raw_unknown is None else _table(ur, raw_unknown, "a table of verdict routes")
+    if "probe" in verdicts:
+        raise ur.at("probe").fail(
+            f"the probe is not named in a row: {op.name} is settled by {op.probe!r} "
+            "(actions.toml, [probes])"
+        )
+    _unknown_keys(ur, verdicts, VERDICTS)
+    for verdict, route in verdicts.items():
+        if route == CONTINUE:
+            raise ur.at(verdict).fail("'continue' is what a verdict routes to unless told: drop it")
     return ProbeRoute(
-        probe,
-        *(
-            _route(ur.at(k), raw_unknown.get(k), triggers)
-            for k in ("applied", "not_applied", "unresolved")
-        ),
+        op.probe,
+        *(_route(ur.at(k), verdicts.get(k, CONTINUE), triggers) for k in VERDICTS),
     )
 
 
@@ -563,7 +571,6 @@ def _machine(
     documents: Mapping[str, Mapping[str, Any]],
     file: str,
     ops: Mapping[str, Operation],
-    probes: Mapping[str, Probe],
     kinds: Mapping[str, str],
     topic: MachineSpec | None,
     vocabulary: Vocabulary,
@@ -619,7 +626,7 @@ def _machine(
             raise tr.fail(f"dest {dest!r} is not a state")
         error = _error_mode(tr, raw, triggers[trigger])
         steps = tuple(
-            _step(tr.at(f"steps[{j}]"), s, ops, probes, kinds, triggers, topic)
+            _step(tr.at(f"steps[{j}]"), s, ops, kinds, triggers, topic)
             for j, s in enumerate(_list(tr, raw.get("steps")))
         )
         doc_ = _key(tr, raw, "doc", str)
