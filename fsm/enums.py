@@ -13,6 +13,8 @@ import warnings
 from enum import Enum
 from functools import total_ordering
 
+from fsm.errors import ArgumentTypeError
+
 __all__ = [
     "APIKeyPermissionEnum",
     "FlightAction",
@@ -151,7 +153,7 @@ class OnErrorPolicy(Enum):
             return policy.to_session_policy(_stacklevel=3)  # the warning names our caller
         if isinstance(policy, SessionLevelErrorPolicy):
             return policy
-        raise TypeError(
+        raise ArgumentTypeError(
             f"expected a SessionLevelErrorPolicy or OnErrorPolicy, got {type(policy).__name__}"
         )
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import attrs
 from transitions import EventData, Machine
 
-from fsm.errors import MosaicoProtocolError
+from fsm.errors import ProtocolError
 from fsm.outcome import Outcome, OutcomeStatus, ProbeVerdict
 from fsm.spec.model import CONTINUE, STOP, MachineSpec, ProbeRoute, Step, Transition
 
@@ -109,14 +109,20 @@ class ProtocolMachine:
     def commit(self, holder: StateHolder, row: Transition, context: Mapping[str, str]) -> None:
         """Move `holder` along `row` (which must have been looked up from its current state)."""
         if holder.state != row.source:
-            raise MosaicoProtocolError(
-                f"{self.spec.name}: row {row.id} starts in {row.source}, the model is in {holder.state}"
+            raise ProtocolError(
+                f"{self.spec.name}: row {row.id} starts in {row.source}, the model is in {holder.state}",
+                machine=self.spec.name,
+                state=holder.state,
+                trigger=row.trigger,
             )
         fired = self._machine.events[row.trigger].trigger(holder, context=context)
         if not fired or holder.state != row.dest:
-            raise MosaicoProtocolError(
+            raise ProtocolError(
                 f"{self.spec.name}: the machine did not follow row {row.id} "
-                f"({row.source} -> {row.dest}); it is in {holder.state}"
+                f"({row.source} -> {row.dest}); it is in {holder.state}",
+                machine=self.spec.name,
+                state=row.source,
+                trigger=row.trigger,
             )
         if row.dest in self.spec.terminals:
             with self._lock:
@@ -210,8 +216,12 @@ def walk(
             elif step.unknown is not None:
                 route = step.unknown
             else:
-                raise MosaicoProtocolError(
-                    f"{spec.name}: {step.name} ended unknown but row {row.id} has no route for it"
+                raise ProtocolError(
+                    f"{spec.name}: {step.name} ended unknown but row {row.id} has no route for it",
+                    machine=spec.name,
+                    state=state,
+                    trigger=trigger,
+                    operation=step.name,
                 )
             record = StepRecord(row.id, step, outcome, verdict, route)
             records.append(record)
@@ -230,7 +240,10 @@ def walk(
             return Walk(first, row, tuple(records), cause, tuple(kept))
         nxt = spec.lookup(row.source, diverted_to, context)
         if nxt is None:  # excluded by the soundness checks; kept as a hard stop
-            raise MosaicoProtocolError(
-                f"{spec.name}: route {diverted_to!r} has no row in {row.source}"
+            raise ProtocolError(
+                f"{spec.name}: route {diverted_to!r} has no row in {row.source}",
+                machine=spec.name,
+                state=state,
+                trigger=trigger,
             )
         row = nxt

@@ -100,7 +100,7 @@ def _render(
             lines.append(f'    "{s}" -> "{d}" [label="{escaped}"];')
         lines.append("}")
         return "\n".join(lines) + "\n"
-    raise ValueError(f"unknown diagram format {fmt!r}; use mermaid or dot")
+    raise ArgumentError(f"unknown diagram format {fmt!r}; use mermaid or dot")
 
 
 def mermaid_markdown(spec: Spec) -> dict[str, str]:
@@ -120,7 +120,7 @@ def embed_diagrams(text: str, spec: Spec) -> str:
         start = text.find(begin)
         stop = text.find(end)
         if start < 0 or stop < start:
-            raise ValueError(f"README has no markers for the {name} diagram: {begin.strip()}")
+            raise ArgumentError(f"README has no markers for the {name} diagram: {begin.strip()}")
         text = text[: start + len(begin)] + block + text[stop:]
     return text
 

@@ -25,6 +25,7 @@ import attrs
 import pytest
 
 from fsm.enums import APIKeyPermissionEnum
+from fsm.errors import ArgumentTypeError, TransportError
 from fsm.faults import FaultPlan
 from transport.flight.limits import ServerLimits
 from transport.flight.server import RunningServer, TlsFiles, start_server
@@ -82,7 +83,7 @@ def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> TlsFile
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise RuntimeError("a TLS test server needs the 'cryptography' package") from exc
+        raise TransportError("a TLS test server needs the 'cryptography' package") from exc
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     now = dt.datetime.now(dt.UTC)
@@ -120,7 +121,7 @@ def _start(directory: Path, **options: Any) -> MosaicoServer:
     known = {"profile", "auth", "tls", "faults", "seed", *limit_names}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"unknown mosaico_server option(s): {', '.join(unknown)}; use {sorted(known)}"
         )
     faults = options.get("faults")

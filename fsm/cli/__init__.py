@@ -20,7 +20,7 @@ from typing import TextIO
 
 from fsm.cli import conformance, serve, simulate, tables, trace
 from fsm.cli.common import EXIT_INTERRUPTED, EXIT_UNUSABLE, CliError, Parser
-from fsm.errors import MosaicoProtocolError
+from fsm.errors import MosaicoError
 
 __all__ = ["build_parser", "main"]
 
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except CliError as error:
         sys.stderr.write(error.line(args.command))
         return error.status
-    except (OSError, json.JSONDecodeError, MosaicoProtocolError) as exc:
+    except (OSError, json.JSONDecodeError, MosaicoError) as exc:
         sys.stderr.write(f"mosaico-fsm {args.command}: error: {exc}\n")
         return EXIT_UNUSABLE
     except KeyboardInterrupt:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from fsm.errors import MosaicoError
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -32,7 +34,7 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C: 128 + SIGINT, as shells report it."""
 
 
-class CliError(Exception):
+class CliError(MosaicoError):
     """A mistake the user can fix: said in one line on stderr, with a hint where one helps."""
 
     def __init__(self, message: str, hint: str | None = None, status: int = EXIT_UNUSABLE):

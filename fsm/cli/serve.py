@@ -21,7 +21,7 @@ from fsm.cli.common import (
     readable_file,
     writable_path,
 )
-from fsm.errors import MosaicoProtocolError
+from fsm.errors import MosaicoError
 from fsm.spec import load_spec
 
 __all__ = ["add_parser", "check_address", "check_tls_pair", "run"]
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.fault_plan is not None:
         try:
             faults = FaultPlan.loads(args.fault_plan.read_text(encoding="utf-8"))
-        except (MosaicoProtocolError, UnicodeDecodeError) as exc:
+        except (MosaicoError, UnicodeDecodeError) as exc:
             raise CliError(
                 f"--fault-plan {args.fault_plan}: {exc}", "see README, 'Fault plans'"
             ) from None

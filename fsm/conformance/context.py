@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from fsm.conformance.requests import outcome_text, put_batches, short, topic_body
 from fsm.enums import APIKeyPermissionEnum, FlightAction
+from fsm.errors import ConformanceError
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import (
     Descriptor,
@@ -35,7 +36,7 @@ TransportFactory = Callable[[str | None], Transport]
 _KEY_CREATE = FlightAction.API_KEY_CREATE.value
 
 
-class Fail(Exception):
+class Fail(ConformanceError):
     """The target does not meet the requirement. `check` names the check that failed, when
     the case named it (a recorded deviation labels only the failure of its own check)."""
 
@@ -44,7 +45,7 @@ class Fail(Exception):
         self.check = check
 
 
-class Unknown(Exception):
+class Unknown(ConformanceError):
     """The outcome could not be observed (for example, no key able to make the request)."""
 
 

@@ -26,7 +26,7 @@ from fsm.conformance.context import Context, Fail, TransportFactory, Unknown
 from fsm.conformance.explore import Exploration, explore
 from fsm.conformance.requests import outcome_text
 from fsm.enums import FlightAction
-from fsm.errors import OutcomeUnknown
+from fsm.errors import ConformanceError, OutcomeUnknown
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.spec import Spec, load_spec
 from fsm.transport import Transport
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-class Unreachable(Exception):
+class Unreachable(ConformanceError):
     """The target cannot be checked, so nothing was: it does not answer a `version` request,
     answers it as no Mosaico server does, or refuses the key (`hint` says what to do)."""
 

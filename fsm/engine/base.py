@@ -19,6 +19,7 @@ from fsm.enums import FlightAction
 from fsm.errors import ActionFailed, InvalidTrigger, OutcomeUnknown
 from fsm.machines import Executor, ProtocolMachine, StateHolder, StepRecord, Walk, walk
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
+from fsm.spec.model import Transition
 from fsm.transport import Descriptor, Transport
 
 __all__ = [
@@ -39,25 +40,42 @@ def outcome_error(
     outcome: Outcome,
     transition: str | None = None,
     verdict: ProbeVerdict | None = None,
+    *,
+    machine: str | None = None,
+    state: str | None = None,
+    trigger: str | None = None,
 ) -> ActionFailed:
     """The exception that reports a failed or unknown outcome of `operation` (for an unknown
-    one, with what asking the server gave, if it was asked)."""
+    one, with what asking the server gave, if it was asked); `machine`, `state` and `trigger`
+    name the trigger that ran it, when a machine did."""
     kind = outcome.kind or ErrorKind.INTERNAL
+    where = {"machine": machine, "state": state, "trigger": trigger}
     if outcome.status is not OutcomeStatus.UNKNOWN:
-        return ActionFailed(operation, kind, outcome.detail, transition)
+        return ActionFailed(operation, kind, outcome.detail, transition, **where)
     detail = f"the reply was lost ({outcome.detail})"
     if verdict is not None:
         detail += f"; asking the server gave: {verdict.value}"
     if verdict is ProbeVerdict.APPLIED:
         return ActionFailed(
-            operation, kind, detail + "; it took effect, then was undone", transition
+            operation, kind, detail + "; it took effect, then was undone", transition, **where
         )
-    return OutcomeUnknown(operation, kind, detail, transition)
+    return OutcomeUnknown(operation, kind, detail, transition, **where)
 
 
-def failure_error(record: StepRecord, row: str) -> ActionFailed:
-    """The exception that reports a step's failure (or unsettled lost reply)."""
-    return outcome_error(record.step.name, record.outcome, row, record.verdict)
+def failure_error(
+    record: StepRecord, row: str, machine: str | None = None, first: Transition | None = None
+) -> ActionFailed:
+    """The exception that reports a step's failure (or unsettled lost reply); `first` is the
+    row the trigger looked up, whose state and trigger the exception names."""
+    return outcome_error(
+        record.step.name,
+        record.outcome,
+        row,
+        record.verdict,
+        machine=machine,
+        state=first.source if first is not None else None,
+        trigger=first.trigger if first is not None else None,
+    )
 
 
 def created_uuid(outcome: Outcome, operation: str) -> tuple[Outcome, str]:
@@ -142,9 +160,10 @@ class Notices:
 class Fired:
     """The result of a trigger: the walk, and the exceptions the caller must see."""
 
-    def __init__(self, result: Walk) -> None:
+    def __init__(self, result: Walk, machine: str | None = None) -> None:
         self.walk = result
-        self.kept = [failure_error(r, r.row) for r in result.kept]
+        self.machine = machine
+        self.kept = [failure_error(r, r.row, machine, result.first) for r in result.kept]
 
     @property
     def mode(self) -> str:
@@ -153,7 +172,7 @@ class Fired:
     def cause(self) -> ActionFailed:
         """The failure that routed to the row taken (its error mode is 'cause')."""
         assert self.walk.cause is not None
-        error = failure_error(self.walk.cause, self.walk.taken.id)
+        error = failure_error(self.walk.cause, self.walk.taken.id, self.machine, self.walk.first)
         for kept in self.kept:
             error.add_note(f"also: {kept}")
         return error
@@ -209,7 +228,7 @@ class Lifecycle:
             self._tracer.record(
                 self._machine.name, self._instance, state, trigger, self._context, result
             )
-        fired = Fired(result)
+        fired = Fired(result, self._machine.name)
         for kept in fired.kept:
             log.warning("%s %s: %s (kept while going on)", self._machine.name, self._instance, kept)
         return fired

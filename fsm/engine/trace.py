@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from fsm.errors import ArgumentError, MosaicoProtocolError
+from fsm.errors import ArgumentError, ProtocolError
 from fsm.jsonlines import JsonLines
 from fsm.machines import Walk, walk
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
@@ -256,7 +256,7 @@ def _check_record(record: Any, spec: Spec, states: dict[tuple[str, str], str]) -
         result = walk(machine, state, trigger, context, replay)
     except _Stop as stop:
         raise _Stop(str(stop), stop.rule or f"row {row.id}") from None
-    except MosaicoProtocolError as exc:  # an outcome the table has no route for
+    except ProtocolError as exc:  # an outcome the table has no route for
         raise _Stop(str(exc), f"row {row.id}") from None
     if replay.i != len(replay.steps):
         extra = replay.steps[replay.i].get("step")

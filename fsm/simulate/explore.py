@@ -17,6 +17,7 @@ from multiprocessing.pool import Pool
 import attrs
 
 from fsm.engine import Machines
+from fsm.errors import ArgumentError
 from fsm.faults import Fault
 from fsm.simulate.judge import Judge
 from fsm.simulate.plans import Plan, canonical, faults_at
@@ -188,9 +189,9 @@ def explore(
     (KeyboardInterrupt) stops the exploration: it returns the runs that ended, marked
     `interrupted`."""
     if faults not in (0, 1, 2):
-        raise ValueError(f"faults must be 0, 1 or 2, got {faults}")
+        raise ArgumentError(f"faults must be 0, 1 or 2, got {faults}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise ArgumentError(f"workers must be at least 1, got {workers}")
     runner = _Runner(make_world, seed, workers, progress)
     names = tuple(s.name for s in scenarios)
     try:
@@ -228,11 +229,11 @@ def replay(
     *,
     seed: int = 0,
 ) -> Exploration:
-    """Run each scenario once under exactly `plan` (ValueError for an operation that is not
-    in the catalogue)."""
+    """Run each scenario once under exactly `plan` (ArgumentError for an operation that is
+    not in the catalogue)."""
     unknown = sorted({f.operation for f in plan} - set(load_spec().operations))
     if unknown:
-        raise ValueError(f"no such operation in the catalogue: {', '.join(unknown)}")
+        raise ArgumentError(f"no such operation in the catalogue: {', '.join(unknown)}")
     runner = _Runner(make_world, seed, 1, None)
     names = tuple(s.name for s in scenarios)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from fsm.errors import ArgumentError
 from fsm.faults import STREAM_OPERATIONS, Fault, FaultEffect
 from fsm.outcome import ErrorKind
 from fsm.spec.model import Spec
@@ -58,10 +59,10 @@ _FAULT = re.compile(r"^(?P<op>[A-Z_]+)#(?P<nth>\d+):(?P<what>[a-z_]+)$")
 
 def parse_fault(text: str) -> Fault:
     """A fault written as `OPERATION#N:EFFECT`, EFFECT an error kind, `lose_reply`,
-    `lose_request` or `drop_stream` (the form `Fault.describe` prints). ValueError when malformed."""
+    `lose_request` or `drop_stream` (the form `Fault.describe` prints). ArgumentError (a ValueError) when malformed."""
     found = _FAULT.match(text.strip())
     if found is None:
-        raise ValueError(
+        raise ArgumentError(
             f"a fault reads OPERATION#N:EFFECT, e.g. SESSION_FINALIZE#1:internal; got {text!r}"
         )
     op, nth, what = found["op"], int(found["nth"]), found["what"]
@@ -75,7 +76,7 @@ def parse_fault(text: str) -> Fault:
         kind = ErrorKind(what)
     except ValueError:
         choices = ", ".join(k.value for k in ErrorKind)
-        raise ValueError(
+        raise ArgumentError(
             f"unknown effect {what!r}: lose_reply, lose_request, drop_stream or one of {choices}"
         ) from None
     return Fault(op, nth, FaultEffect.FAIL, kind)

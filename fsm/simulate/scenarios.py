@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from fsm.engine import Client, SessionWriter, TopicWriter
 from fsm.enums import SessionLevelErrorPolicy, TopicLevelErrorPolicy
+from fsm.errors import ArgumentError
 
 __all__ = [
     "FAMILIES",
@@ -27,6 +28,7 @@ __all__ = [
     "Boom",
     "Family",
     "Scenario",
+    "UnknownScenario",
     "select",
 ]
 
@@ -38,7 +40,13 @@ Row = tuple[int, float]
 
 
 class Boom(Exception):
-    """The user's own exception, raised in a session or topic block."""
+    """The user's own exception, raised in a session or topic block. Deliberately outside
+    the library's error hierarchy: it stands for an exception the library did not raise."""
+
+
+class UnknownScenario(ArgumentError, KeyError):
+    """A scenario or family name that is not in the catalogue (also a `KeyError`, whose
+    argument is the name)."""
 
 
 class Actor:
@@ -287,8 +295,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for f in FAMILIES for s in f.members
 
 
 def select(names: list[str] | None) -> list[Scenario]:
-    """The scenarios named (a member, a family, or `all`), in catalogue order; KeyError
-    names an unknown one."""
+    """The scenarios named (a member, a family, or `all`), in catalogue order;
+    UnknownScenario (a KeyError) names an unknown one."""
     if not names or "all" in names:
         return list(SCENARIOS.values())
     families = {f.name: f for f in FAMILIES}
@@ -299,6 +307,6 @@ def select(names: list[str] | None) -> list[Scenario]:
         elif name in families:
             chosen.update((s.name, s) for s in families[name].members)
         else:
-            raise KeyError(name)
+            raise UnknownScenario(name)
     order = list(SCENARIOS)
     return sorted(chosen.values(), key=lambda s: order.index(s.name))

@@ -6,16 +6,12 @@ A read the server refuses (other than a `not_found`, which answers the question)
 from __future__ import annotations
 
 from fsm.enums import FlightAction
+from fsm.errors import SimulationError
 from fsm.outcome import ErrorKind
 from fsm.simulate.scenarios import SEQUENCE, Row
 from fsm.transport import Descriptor, SequenceInfo, SessionInfo, TopicData, TopicInfo, Transport
 
 __all__ = ["ServerView", "SimulationError"]
-
-
-class SimulationError(Exception):
-    """The fault-free checker could not read the server: what needed the read cannot be
-    judged."""
 
 
 class ServerView:

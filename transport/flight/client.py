@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 from pyarrow import flight
 
+from fsm.errors import ArgumentError
 from fsm.outcome import ErrorKind, Outcome
 from fsm.transport import Descriptor, TopicData, Transport
 from transport.flight.codec import (
@@ -83,7 +84,9 @@ class FlightTransport(Transport):
     ) -> None:
         parsed = urlparse(location)
         if parsed.scheme not in ("grpc", "grpc+tcp", "grpc+tls") or not parsed.hostname:
-            raise ValueError(f"expected grpc://host:port or grpc+tls://host:port, got {location!r}")
+            raise ArgumentError(
+                f"expected grpc://host:port or grpc+tls://host:port, got {location!r}"
+            )
         if tls_root_certs is not None and parsed.scheme != "grpc+tls":
             location = f"grpc+tls://{parsed.hostname}:{parsed.port}"
         self.location = location
@@ -98,7 +101,7 @@ class FlightTransport(Transport):
             ("connect_timeout", connect_timeout),
         ):
             if value is not None and not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds (or None)")
+                raise ArgumentError(f"{name} must be a positive number of seconds (or None)")
         self.timeout, self.stream_timeout = timeout, stream_timeout
         self._deadline = _seconds(timeout, "timeout")
         self._stream_deadline = _seconds(stream_timeout, "stream_timeout")

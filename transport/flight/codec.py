@@ -12,11 +12,13 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import flight
 
+from fsm.errors import TransportError
 from fsm.outcome import ErrorKind, Outcome
 from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicInfo
 
 __all__ = [
     "ABORT_MESSAGE",
+    "EnvelopeError",
     "decode_envelope",
     "encode_envelope",
     "flight_error_outcome",
@@ -32,23 +34,28 @@ ABORT_MESSAGE = b"mosaico-fsm:abort"
 # Action envelopes
 
 
+class EnvelopeError(TransportError, ValueError):
+    """A DoAction reply that is not the envelope of the action it answers."""
+
+
 def encode_envelope(action_type: str, response: Any) -> bytes:
     """The single Result body of a DoAction: {"action": ..., "response": ...}."""
     return json.dumps({"action": action_type, "response": response}, separators=(",", ":")).encode()
 
 
 def decode_envelope(action_type: str, body: bytes) -> Any:
-    """The `response` of an envelope; ValueError when it is not one for `action_type`."""
+    """The `response` of an envelope; EnvelopeError (a ValueError, as are JSON's own errors)
+    when it is not one for `action_type`."""
     if not body:
         return None
     envelope = json.loads(body.decode("utf-8"))
     if not isinstance(envelope, dict):
-        raise ValueError(f"the reply to {action_type} is not an envelope object")
+        raise EnvelopeError(f"the reply to {action_type} is not an envelope object")
     tag = envelope.get("action")
     if tag in (None, "empty"):
         return None
     if tag != action_type:
-        raise ValueError(f"the reply to {action_type} is tagged {tag!r}")
+        raise EnvelopeError(f"the reply to {action_type} is tagged {tag!r}")
     return envelope.get("response")
 
 

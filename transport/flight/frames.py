@@ -15,6 +15,8 @@ import struct
 import attrs
 import pyarrow as pa
 
+from fsm.errors import TransportError
+
 __all__ = [
     "FlightFrame",
     "FrameError",
@@ -37,7 +39,7 @@ fresh memory the C library's allocator was measured several times faster than py
 default (mimalloc) for such large, long-lived blocks."""
 
 
-class FrameError(ValueError):
+class FrameError(TransportError, ValueError):
     """A message that is not a well-formed FlightData, or an IPC message that cannot be read."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from fsm.errors import ArgumentError
+
 __all__ = ["ServerLimits"]
 
 
@@ -28,8 +30,8 @@ class ServerLimits:
 
     def __attrs_post_init__(self) -> None:
         if self.max_message_bytes < 1024:
-            raise ValueError("max_message_bytes must be at least 1024")
+            raise ArgumentError("max_message_bytes must be at least 1024")
         if self.max_streams < 1 or self.control_workers < 1:
-            raise ValueError("max_streams and control_workers must be at least 1")
+            raise ArgumentError("max_streams and control_workers must be at least 1")
         if self.stream_idle_timeout is not None and self.stream_idle_timeout <= 0:
-            raise ValueError("stream_idle_timeout must be positive (None: no limit)")
+            raise ArgumentError("stream_idle_timeout must be positive (None: no limit)")

@@ -1,14 +1,10 @@
-"""The one error a server model raises: a refusal with an error kind."""
+"""The one error a server model raises: a refusal with an error kind.
+
+`ServerError` is the server branch of the library's error hierarchy (`fsm.errors`); it is
+re-exported here, where the server modules have always imported it from."""
 
 from __future__ import annotations
 
-from fsm.outcome import ErrorKind
+from fsm.errors import ServerError
 
-
-class ServerError(Exception):
-    """A request the server refuses. `kind` picks the gRPC status; nothing was changed."""
-
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        self.kind = kind
-        self.message = message
-        super().__init__(f"{kind.value}: {message}")
+__all__ = ["ServerError"]

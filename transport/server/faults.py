@@ -36,6 +36,7 @@ from typing import TypeVar
 import attrs
 import pyarrow as pa
 
+from fsm.errors import TransportError
 from fsm.faults import Fault, FaultEffect, FaultSchedule
 from fsm.outcome import ErrorKind
 from transport.server.auth import Principal
@@ -49,7 +50,7 @@ T = TypeVar("T")
 _PHASES = {"STREAM_WRITE": "DO_PUT_WRITE", "STREAM_CLOSE": "DO_PUT_END"}
 
 
-class InjectedFault(Exception):
+class InjectedFault(TransportError):
     """A fault decided the answer of a call: failed with `kind`, or, with `kind` None, the
     reply was lost (the client cannot know whether the call was applied)."""
 

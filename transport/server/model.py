@@ -26,6 +26,7 @@ import attrs
 import pyarrow as pa
 
 from fsm.enums import APIKeyPermissionEnum
+from fsm.errors import ArgumentError
 from fsm.outcome import ErrorKind
 from fsm.spec import Spec, load_spec
 from fsm.spec.model import Limit
@@ -90,7 +91,7 @@ class ServerModel:
     ) -> None:
         self.spec = spec or load_spec()
         if profile not in self.spec.profiles:
-            raise ValueError(
+            raise ArgumentError(
                 f"unknown profile {profile!r}; choose from {sorted(self.spec.profiles)}"
             )
         self.profile = profile
@@ -99,7 +100,7 @@ class ServerModel:
         )
         for did in self.deviations:
             if did not in self.spec.deviations or self.spec.deviations[did].who != "mosaicod-0.3":
-                raise ValueError(f"{did!r} is not a server deviation the model can emulate")
+                raise ArgumentError(f"{did!r} is not a server deviation the model can emulate")
         self.auth = auth
         rng = random.Random(seed)
         # Tokens are secrets: drawn from the OS unless a seed asks for a reproducible run.
@@ -385,7 +386,7 @@ def _decode_ticket(
                 or isinstance(bound, bool)
                 or not INT64[0] <= bound <= INT64[1]
             ):
-                raise ValueError("bad time bound")
+                raise ServerError(ErrorKind.INVALID_ARGUMENT, "bad time bound")
     except (ValueError, KeyError, TypeError, AttributeError, ServerError):
         raise ServerError(
             ErrorKind.INVALID_ARGUMENT, "DoGet: the ticket cannot be decoded"
