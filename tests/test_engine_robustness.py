@@ -492,7 +492,7 @@ def test_check_trace_never_raises_on_a_randomly_edited_trace(
         record = data.draw(st.sampled_from(edited))
         target = record
         steps = record.get("steps")
-        if steps and data.draw(st.booleans()):
+        if isinstance(steps, list) and steps and data.draw(st.booleans()):
             target = data.draw(st.sampled_from(steps))
         key = data.draw(st.sampled_from([*sorted(target), "extra"]))
         if data.draw(st.booleans()):
