@@ -169,6 +169,8 @@ def test_bootstrap_key_file_is_private_and_the_clear_text_warning_goes_to_stderr
         (["conformance", "--budget", "nan"], "--budget"),
         (["conformance", "--out", "/nonexistent/dir/r.txt"], "/nonexistent/dir"),
         (["conformance", "--self-test", "--report", "json"], "--self-test"),
+        (["conformance", "--workers", "2"], "--workers"),
+        (["conformance", "--self-test", "--workers", "0"], "--workers"),
         (["check-trace", "absent.jsonl"], "no such file"),
         (["nosuchcommand"], "invalid choice"),
     ],

@@ -17,6 +17,7 @@ from fsm.faults import FaultSchedule
 from fsm.simulate import World
 from fsm.spec import load_spec
 from fsm.transport import Transport
+from fsm.workers import worker_pool
 from transport.flight.client import FlightTransport
 from transport.flight.server import start_server
 from transport.memory import MemoryTransport
@@ -28,7 +29,6 @@ __all__ = [
     "PowerRow",
     "deviation_oracles",
     "embedded_target",
-    "measure_power",
     "memory_world",
     "oracle",
     "power_runs",
@@ -119,52 +119,62 @@ def _run(model: ServerModel, seed: int, budget: float) -> SuiteResult:
         )
 
 
+def _broken_servers() -> list[tuple[str, str]]:
+    """Every broken server the self-test measures, as (kind, name): each emulated deviation
+    of mosaicod 0.3, then each deliberately broken variant."""
+    spec = load_spec()
+    deviations = [
+        ("deviation", did) for did, dev in spec.deviations.items() if dev.who == "mosaicod-0.3"
+    ]
+    return deviations + [("variant", variant.name) for variant in VARIANTS]
+
+
 def power_subjects() -> int:
     """How many suite runs `power_runs` makes: the baseline and one per broken server."""
-    spec = load_spec()
-    deviations = sum(d.who == "mosaicod-0.3" for d in spec.deviations.values())
-    return 1 + deviations + len(VARIANTS)
+    return 1 + len(_broken_servers())
 
 
-def power_runs(seed: int = 0, budget: float = 0.0) -> Iterator[SuiteResult | PowerRow]:
-    """The suite against the spec profile (the baseline, yielded first as its result) and
-    against each broken server (a row each), as they end. A run stopped by Ctrl-C raises
-    KeyboardInterrupt here, so no half-measured row is ever yielded."""
-    spec = load_spec()
-    baseline = _run(ServerModel(profile="spec"), seed, budget)
-    if baseline.interrupted:
-        raise KeyboardInterrupt
-    yield baseline
-    for did, deviation in spec.deviations.items():
-        if deviation.who != "mosaicod-0.3":
-            continue
-        result = _run(ServerModel(deviations=[did]), seed, budget)
+def _power_row(task: tuple[str, str, int, float]) -> PowerRow | None:
+    """The suite against one broken server: its row, or None when Ctrl-C stopped the run."""
+    kind, name, seed, budget = task
+    if kind == "deviation":
+        result = _run(ServerModel(deviations=[name]), seed, budget)
         if result.interrupted:
-            raise KeyboardInterrupt
+            return None
         labels = _labels(result)
-        labelled = did in labels and labels <= {did}
-        yield PowerRow(did, "deviation", deviation.summary, tuple(result.failing_ids()), labelled)
-    for variant in VARIANTS:
-        result = _run(variant.make(profile="spec"), seed, budget)
-        if result.interrupted:
-            raise KeyboardInterrupt
-        yield PowerRow(
-            variant.name,
-            "variant",
-            variant.mistake,
-            tuple(result.failing_ids()),
-            not _labels(result),
+        summary = load_spec().deviations[name].summary
+        labelled = name in labels and labels <= {name}
+        return PowerRow(name, kind, summary, tuple(result.failing_ids()), labelled)
+    variant = next(v for v in VARIANTS if v.name == name)
+    result = _run(variant.make(profile="spec"), seed, budget)
+    if result.interrupted:
+        return None
+    return PowerRow(name, kind, variant.mistake, tuple(result.failing_ids()), not _labels(result))
+
+
+def power_runs(
+    seed: int = 0, budget: float = 0.0, workers: int = 1
+) -> Iterator[SuiteResult | PowerRow]:
+    """The suite against the spec profile (the baseline, yielded first as its result) and
+    against each broken server (a row each, in `_broken_servers` order). With more than one
+    worker, the broken servers are measured in worker processes while this process runs the
+    baseline. A run stopped by Ctrl-C raises KeyboardInterrupt here, so no half-measured row
+    is ever yielded."""
+    tasks = [(kind, name, seed, budget) for kind, name in _broken_servers()]
+    with worker_pool(workers if len(tasks) > 1 else 1) as pool:
+        rows: Iterator[PowerRow | None] = (
+            pool.imap(_power_row, tasks, chunksize=1)
+            if pool is not None
+            else (_power_row(task) for task in tasks)
         )
-
-
-def measure_power(seed: int = 0, budget: float = 0.0) -> tuple[SuiteResult, list[PowerRow]]:
-    """The suite against the spec profile (the baseline, which must pass) and against each
-    broken server; returns the baseline result and one row per broken server."""
-    runs = power_runs(seed, budget)
-    baseline = next(runs)
-    assert isinstance(baseline, SuiteResult)
-    rows = [row for row in runs if isinstance(row, PowerRow)]
-    return baseline, rows
+        baseline = _run(ServerModel(profile="spec"), seed, budget)
+        if baseline.interrupted:
+            raise KeyboardInterrupt
+        yield baseline
+        for row in rows:
+            if row is None:
+                raise KeyboardInterrupt
+            yield row
 
 
 def _labels(result: SuiteResult) -> set[str]:

@@ -4,6 +4,7 @@ reference server; `--self-test` measures the suite against broken servers."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from fsm.cli.common import (
     Output,
     Parser,
     non_negative_float,
+    positive_int,
     readable_file,
     writable_path,
 )
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from fsm.conformance.suite import SuiteResult, Verdict
 
 __all__ = ["add_parser", "run"]
+
+BUDGET = 10.0
+"""Seconds of model-based exploration a conformance run makes unless told otherwise."""
 
 EPILOG = """\
 exit status:
@@ -78,8 +83,8 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--budget",
         type=non_negative_float,
-        default=10.0,
-        help="at most this many seconds of model-based exploration, shrinking included (0: none)",
+        help="at most this many seconds of model-based exploration, shrinking included (0: none; "
+        f"default: {BUDGET:g}, and 0 with --self-test, whose table then measures the fixed cases)",
     )
     p.add_argument(
         "--report",
@@ -96,6 +101,12 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         "--self-test",
         action="store_true",
         help="measure the suite: run it against every emulated deviation and broken server",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        help="with --self-test: worker processes measuring broken servers side by side "
+        "(default: one per CPU)",
     )
     add_progress_option(p)
 
@@ -129,6 +140,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             f"--self-test runs its own embedded servers and prints its own table: {named} "
             "do not apply to it"
         )
+    if args.workers is not None and not args.self_test:
+        raise CliError("--workers spreads the --self-test runs over processes: only with it")
     if args.url is None and (args.api_key is not None or args.tls_root_cert is not None):
         raise CliError(
             "--api-key and --tls-root-cert are for a target given by URL; "
@@ -142,6 +155,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     import logging
 
     _check_arguments(args)
+    if args.budget is None:
+        args.budget = 0.0 if args.self_test else BUDGET
     show = wants_progress(args.progress)
     logging.disable(logging.WARNING)  # the suite provokes refusals on purpose
     try:
@@ -271,7 +286,8 @@ def _self_test(args: argparse.Namespace, out: TextIO, show: bool) -> int:
     interrupted = False
     with bar(show, "servers measured", total=power_subjects()) as progress:
         try:
-            for item in power_runs(args.seed, args.budget):
+            workers = args.workers if args.workers is not None else os.cpu_count() or 1
+            for item in power_runs(args.seed, args.budget, workers):
                 if isinstance(item, SuiteResult):
                     baseline = item
                     progress.advance(detail="the specification's own server")

@@ -8,11 +8,8 @@ of workers, and the same seed always gives the same results.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from multiprocessing.pool import Pool
 
 import attrs
 
@@ -25,6 +22,7 @@ from fsm.simulate.run import RunResult, run_scenario
 from fsm.simulate.scenarios import SCENARIOS, Scenario
 from fsm.simulate.world import WorldFactory
 from fsm.spec import load_spec
+from fsm.workers import worker_pool
 
 __all__ = ["Exploration", "explore", "replay"]
 
@@ -89,11 +87,6 @@ def _run_chunk(task: Task) -> list[RunResult]:
         ]
 
 
-def _ignore_interrupts() -> None:
-    """In a worker: Ctrl-C reaches the whole process group; the parent alone handles it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class _Runner:
     """Runs batches of (scenario, plan) jobs, in this process or in a pool of workers, and
     keeps every result that ended, even when Ctrl-C stops it (KeyboardInterrupt goes on)."""
@@ -131,26 +124,10 @@ class _Runner:
                         [run_scenario(scenario, plan, self.seed, self.make_world, machines, judge)]
                     )
             return self.done[start:]
-        pool: Pool | None = None
-        try:
-            # Ctrl-C waits until the pool exists, so no worker is ever left behind.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                pool = multiprocessing.Pool(
-                    min(self.workers, len(tasks)), initializer=_ignore_interrupts
-                )
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        with worker_pool(min(self.workers, len(tasks))) as pool:
+            assert pool is not None  # more than one worker and more than one task
             for chunk in pool.imap(_run_chunk, tasks, chunksize=1):
                 self._kept(chunk)
-            pool.close()
-        except BaseException:
-            if pool is not None:
-                pool.terminate()
-            raise
-        finally:
-            if pool is not None:
-                pool.join()
         return self.done[start:]
 
 
