@@ -44,6 +44,7 @@ from transport.flight.client import FlightTransport
 from transport.flight.codec import EnvelopeError, decode_envelope
 from transport.flight.frames import FrameError, decode_frame
 from transport.flight.limits import ServerLimits
+from transport.flight.server import ListenError, start_server
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
@@ -73,6 +74,7 @@ EXPECTED: dict[str, type[MosaicoError] | None] = {
     "fsm.simulate.scenarios.UnknownScenario": ProtocolError,
     "transport.flight.codec.EnvelopeError": TransportError,
     "transport.flight.frames.FrameError": TransportError,
+    "transport.flight.server.ListenError": TransportError,
     "transport.server.faults.InjectedFault": TransportError,
     "fsm.errors.SimulationError": SimulationError,
     "fsm.errors.ConformanceError": ConformanceError,
@@ -296,6 +298,14 @@ def test_a_dead_flight_server_is_an_action_failure_naming_the_operation() -> Non
         "enter",
         "SEQUENCE_CREATE",
     )
+
+
+def test_a_server_that_cannot_listen_is_a_transport_error() -> None:
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: gRPC cannot bind it."""
+    with pytest.raises(ListenError, match=r"cannot listen on 192\.0\.2\.1:0") as info:
+        start_server(host="192.0.2.1")
+    assert isinstance(info.value, TransportError)
+    assert isinstance(info.value, OSError)
 
 
 def test_a_bad_flight_location_is_an_argument_error() -> None:

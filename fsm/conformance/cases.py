@@ -1154,7 +1154,7 @@ def _engine_run(
     )
 
     class Stop(Exception):
-        pass
+        """The user's own exception leaving the block (so, outside the library's errors)."""
 
     try:
         with writer as session:

@@ -101,6 +101,9 @@ class ClientReport:
 
 
 class _Mismatch(Exception):
+    """A trace that disagrees with a table at event `index`. Private control flow, outside the
+    error hierarchy: the matchers catch it and report the deepest one as a finding."""
+
     def __init__(self, index: int, expected: str, found: str, rows: Sequence[str]) -> None:
         self.index = index
         self.expected = expected

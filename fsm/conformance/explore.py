@@ -62,11 +62,13 @@ class Exploration:
 
 
 class _Disagreement(AssertionError):
-    pass
+    """Target and oracle answered differently. Private, outside the error hierarchy: it is the
+    failure Hypothesis shrinks, and the exploration reports it as a finding, never raises it."""
 
 
 class _OutOfTime(BaseException):
-    """The budget is spent. A BaseException, so Hypothesis stops rather than shrinks it."""
+    """The budget is spent. A BaseException, so Hypothesis stops rather than shrinks it; private
+    control flow, caught by the exploration, which returns what it found so far."""
 
 
 @attrs.define

@@ -117,7 +117,8 @@ class TraceReport:
 
 
 class _Stop(Exception):
-    """The record breaks `rule`; the message says how."""
+    """The record breaks `rule`; the message says how. Private control flow, outside the
+    error hierarchy: `check_trace` turns it into the report's violation and never raises it."""
 
     def __init__(self, message: str, rule: str = "") -> None:
         super().__init__(message)

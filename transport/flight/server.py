@@ -39,6 +39,7 @@ import grpc
 import pyarrow as pa
 from google.protobuf.message import DecodeError
 
+from fsm.errors import TransportError
 from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
 from fsm.transport import SequenceInfo, TopicInfo
@@ -52,6 +53,7 @@ from transport.server.faults import FaultGate, InjectedFault
 from transport.server.model import PutHandle, ServerModel
 
 __all__ = [
+    "ListenError",
     "ReferenceServer",
     "RunningServer",
     "ServerLimits",
@@ -121,8 +123,13 @@ def _release_memory() -> None:
         _TRIM(0)
 
 
+class ListenError(TransportError, OSError):
+    """The server cannot listen on the address asked for (also an `OSError`)."""
+
+
 class _Refusal(Exception):
-    """Ends a call with `code` and the bare `message`."""
+    """Ends a call with `code` and the bare `message`. Private and outside the error
+    hierarchy: `_guard` turns it into the call's gRPC status, so it never leaves the server."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
@@ -667,13 +674,16 @@ def start_server(
         maximum_concurrent_rpcs=workers,
     )
     address = f"{host}:{port}"
-    bound = (
-        grpc_server.add_secure_port(address, tls.credentials())
-        if tls is not None
-        else grpc_server.add_insecure_port(address)
-    )
+    try:
+        bound = (
+            grpc_server.add_secure_port(address, tls.credentials())
+            if tls is not None
+            else grpc_server.add_insecure_port(address)
+        )
+    except RuntimeError as exc:  # grpcio raises when it cannot bind (older releases answer 0)
+        raise ListenError(f"cannot listen on {address}") from exc
     if not bound:
-        raise OSError(f"cannot listen on {address}")
+        raise ListenError(f"cannot listen on {address}")
     grpc_server.start()
     service.start_watchdog()
     running = RunningServer(service, grpc_server, host, bound, tls is not None)
