@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -252,6 +254,31 @@ def test_a_refusal_of_the_server_model_is_a_server_error() -> None:
         model.handle_action(model.authenticate(None), "no_such_action", b"{}")
     assert info.value.kind is ErrorKind.INVALID_ARGUMENT
     assert isinstance(info.value, MosaicoError)
+    assert info.value.operation is None  # no operation of the catalogue
+
+
+def test_a_server_refusal_names_its_operation() -> None:
+    model = ServerModel(seed=0)
+    principal = model.authenticate(None)
+    body = json.dumps({"session_uuid": str(uuid.UUID(int=1))}).encode()
+    with pytest.raises(ServerError) as info:
+        model.handle_action(principal, "session_finalize", body)
+    assert (info.value.kind, info.value.operation) == (ErrorKind.NOT_FOUND, "SESSION_FINALIZE")
+    with pytest.raises(ServerError) as info:
+        model.handle_action(principal, "session_finalize", b"[]")
+    assert (info.value.kind, info.value.operation) == (
+        ErrorKind.INVALID_ARGUMENT,
+        "SESSION_FINALIZE",
+    )
+    with pytest.raises(ServerError) as info:
+        model.flight_info(principal, "cmd", json.dumps({"resource_locator": "nothing"}).encode())
+    assert (info.value.kind, info.value.operation) == (ErrorKind.NOT_FOUND, "GET_FLIGHT_INFO")
+    with pytest.raises(ServerError) as info:
+        model.read(principal, b"not a ticket")
+    assert (info.value.kind, info.value.operation) == (ErrorKind.INVALID_ARGUMENT, "DO_GET")
+    with pytest.raises(ServerError) as info:
+        model.put_open(principal, "cmd", b"{}", SCHEMA)
+    assert (info.value.kind, info.value.operation) == (ErrorKind.INVALID_ARGUMENT, "DO_PUT")
 
 
 class _Refusing(Forward):

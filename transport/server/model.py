@@ -252,16 +252,20 @@ class ServerModel:
         op = self.spec.operation_for_wire(action_type)
         if op is None:
             raise ServerError(ErrorKind.INVALID_ARGUMENT, f"unknown action {action_type!r}")
-        limits = self.spec.limits
-        size_limit = "query_body_bytes" if op.name == "QUERY" else "action_body_bytes"
-        raw = parse_json_object(body, f"{action_type} body", limits, size_limit)
-        request = validate_request(op, raw, limits)
-        self.authorize(principal, op.name)
-        if op.name == "QUERY":  # every key of a query is a filter: unknown ones are refused
-            request = raw
-        handler = self.handlers[op.name]
-        with self._lock:
-            return handler(self.state, op, request)
+        try:
+            limits = self.spec.limits
+            size_limit = "query_body_bytes" if op.name == "QUERY" else "action_body_bytes"
+            raw = parse_json_object(body, f"{action_type} body", limits, size_limit)
+            request = validate_request(op, raw, limits)
+            self.authorize(principal, op.name)
+            if op.name == "QUERY":  # every key of a query is a filter: unknown ones are refused
+                request = raw
+            handler = self.handlers[op.name]
+            with self._lock:
+                return handler(self.state, op, request)
+        except ServerError as refusal:
+            _name(refusal, op.name)
+            raise
 
     # -----------------------------------------------------------------------------------------
     # DoPut
@@ -276,18 +280,22 @@ class ServerModel:
             )
         op = self.spec.operations["DO_PUT"]
         limits = self.spec.limits
-        raw = parse_json_object(command, "DoPut descriptor", limits, "descriptor_bytes")
-        request = validate_request(op, raw, limits)
-        self.authorize(principal, "DO_PUT")
-        put.check_schema(schema)
-        with self._lock:
-            return put.open_stream(
-                self.state,
-                request["resource_locator"],
-                request["topic_uuid"],
-                schema,
-                self._stream_ids,
-            )
+        try:
+            raw = parse_json_object(command, "DoPut descriptor", limits, "descriptor_bytes")
+            request = validate_request(op, raw, limits)
+            self.authorize(principal, "DO_PUT")
+            put.check_schema(schema)
+            with self._lock:
+                return put.open_stream(
+                    self.state,
+                    request["resource_locator"],
+                    request["topic_uuid"],
+                    schema,
+                    self._stream_ids,
+                )
+        except ServerError as refusal:
+            _name(refusal, op.name)
+            raise
 
     def put_write(self, handle: PutHandle, batch: pa.RecordBatch) -> None:
         """Store one received batch as one chunk (checked in full first: nothing invalid is
@@ -317,26 +325,34 @@ class ServerModel:
             raise ServerError(ErrorKind.INVALID_ARGUMENT, "GetFlightInfo needs a CMD descriptor")
         op = self.spec.operations["GET_FLIGHT_INFO"]
         limits = self.spec.limits
-        raw = parse_json_object(command, "GetFlightInfo descriptor", limits, "descriptor_bytes")
-        request = validate_request(op, raw, limits)
-        self.authorize(principal, op.name)
-        start, end = request.get("timestamp_ns_start"), request.get("timestamp_ns_end")
-        with self._lock:
-            return reads.flight_info(
-                self.state,
-                op,
-                request["resource_locator"],
-                start,
-                end,
-                topics_listed=self.settings.session_topics_listed,
-            )
+        try:
+            raw = parse_json_object(command, "GetFlightInfo descriptor", limits, "descriptor_bytes")
+            request = validate_request(op, raw, limits)
+            self.authorize(principal, op.name)
+            start, end = request.get("timestamp_ns_start"), request.get("timestamp_ns_end")
+            with self._lock:
+                return reads.flight_info(
+                    self.state,
+                    op,
+                    request["resource_locator"],
+                    start,
+                    end,
+                    topics_listed=self.settings.session_topics_listed,
+                )
+        except ServerError as refusal:
+            _name(refusal, op.name)
+            raise
 
     def read(self, principal: Principal, ticket: bytes) -> TopicData:
         """DoGet: the topic's chunks in write order, limited to the ticket's time range."""
-        self.authorize(principal, "DO_GET")
-        locator, start, end = _decode_ticket(ticket, self.spec.limits)
-        with self._lock:
-            chunks, schema = reads.read_chunks(self.state, locator)
+        try:
+            self.authorize(principal, "DO_GET")
+            locator, start, end = _decode_ticket(ticket, self.spec.limits)
+            with self._lock:
+                chunks, schema = reads.read_chunks(self.state, locator)
+        except ServerError as refusal:
+            _name(refusal, "DO_GET")
+            raise
         if start is not None or end is not None:
             chunks = [_time_slice(c, start, end) for c in chunks]
             chunks = [c for c in chunks if c.num_rows]
@@ -366,6 +382,12 @@ class ServerModel:
 
 def _permission(value: str) -> APIKeyPermissionEnum | None:
     return None if value == "none" else APIKeyPermissionEnum(value)
+
+
+def _name(refusal: ServerError, operation: str) -> None:
+    """Name the operation a refusal belongs to, unless its raiser already did."""
+    if refusal.operation is None:
+        refusal.operation = operation
 
 
 def _decode_ticket(
