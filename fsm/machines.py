@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
 from transitions import EventData, Machine
 
 from fsm.errors import ProtocolError
-from fsm.outcome import Outcome, OutcomeStatus, ProbeVerdict
+from fsm.outcome import OK, Outcome, OutcomeStatus, ProbeVerdict
 from fsm.spec.model import CONTINUE, STOP, MachineSpec, ProbeRoute, Step, Transition
 
-__all__ = ["Executor", "ProtocolMachine", "StateHolder", "StepRecord", "Walk", "walk"]
+__all__ = [
+    "Executor",
+    "Move",
+    "Plan",
+    "ProtocolMachine",
+    "StateHolder",
+    "StepRecord",
+    "Walk",
+    "walk",
+]
 
 
 class StateHolder:
@@ -55,12 +64,27 @@ class _TableMachine(Machine):
         return None
 
 
+@attrs.frozen
+class Move:
+    """A commit the machine made: model `label` went from `source` to `dest` along row `row`
+    (fired by `trigger`), `repeats` times in a row (a self-loop repeated without anything
+    else in between is committed once, with its count)."""
+
+    label: str
+    trigger: str
+    row: str
+    source: str
+    dest: str
+    repeats: int
+
+
 class ProtocolMachine:
     """The executable form of one lifecycle table, shared by all of its models."""
 
     def __init__(self, spec: MachineSpec) -> None:
         self.spec = spec
         self._lock = threading.Lock()
+        self._plans: dict[tuple[str, str, tuple[tuple[str, str], ...]], Plan] = {}
         self._machine = _TableMachine(
             model=None,
             states=list(spec.states),
@@ -106,8 +130,45 @@ class ProtocolMachine:
         `ArgumentError` for a trigger or context foreign to the table."""
         return self.spec.row_for(holder.state, trigger, context)
 
-    def commit(self, holder: StateHolder, row: Transition, context: Mapping[str, str]) -> None:
-        """Move `holder` along `row` (which must have been looked up from its current state)."""
+    def plan(self, state: str, trigger: str, context: Mapping[str, str]) -> Plan:
+        """The plan of the row that applies in `state` (built once per state, trigger and
+        context); `InvalidTrigger` when there is none, `ArgumentError` for a trigger or
+        context foreign to the table."""
+        key = (state, trigger, tuple(sorted(context.items())))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan.of(self.spec.row_for(state, trigger, context))
+        return plan
+
+    def listen(self, callback: Callable[[Move], None]) -> None:
+        """Call `callback` with every commit this machine makes, once it is made."""
+
+        def after(event: EventData) -> None:
+            kwargs = event.kwargs
+            transition = event.transition
+            assert transition is not None
+            callback(
+                Move(
+                    getattr(event.model, "label", ""),
+                    event.event.name if event.event is not None else "",
+                    kwargs["row"],
+                    transition.source,
+                    transition.dest or transition.source,
+                    kwargs["repeats"],
+                )
+            )
+
+        self._machine.after_state_change.append(after)
+
+    def commit(
+        self,
+        holder: StateHolder,
+        row: Transition,
+        context: Mapping[str, str],
+        repeats: int = 1,
+    ) -> None:
+        """Move `holder` along `row` (which must have been looked up from its current state);
+        `repeats` > 1 commits a self-loop row taken that many times in a row."""
         if holder.state != row.source:
             raise ProtocolError(
                 f"{self.spec.name}: row {row.id} starts in {row.source}, the model is in {holder.state}",
@@ -115,7 +176,16 @@ class ProtocolMachine:
                 state=holder.state,
                 trigger=row.trigger,
             )
-        fired = self._machine.events[row.trigger].trigger(holder, context=context)
+        if repeats != 1 and row.dest != row.source:
+            raise ProtocolError(
+                f"{self.spec.name}: row {row.id} leaves {row.source}; it cannot repeat",
+                machine=self.spec.name,
+                state=holder.state,
+                trigger=row.trigger,
+            )
+        fired = self._machine.events[row.trigger].trigger(
+            holder, context=context, row=row.id, repeats=repeats
+        )
         if not fired or holder.state != row.dest:
             raise ProtocolError(
                 f"{self.spec.name}: the machine did not follow row {row.id} "
@@ -184,6 +254,36 @@ class Walk:
 _NEXT = "next"
 
 
+@attrs.frozen
+class Plan:
+    """The row a trigger takes from one state under one context, resolved once, with the
+    walk that row gives when every step answers the shared `OK` (built once, then returned
+    as it is: a walk of plain successes allocates nothing)."""
+
+    row: Transition
+    ok: Walk
+    loop: bool  # the row leads back to its own state
+
+    @classmethod
+    def of(cls, row: Transition) -> Plan:
+        records = tuple(StepRecord(row.id, step, OK, None, _NEXT) for step in row.steps)
+        return cls(row, Walk(row, row, records, None, ()), row.dest == row.source)
+
+    def walk(self, spec: MachineSpec, context: Mapping[str, str], executor: Executor) -> Walk:
+        """Run the row's steps, and every row its routes lead to (see `walk`)."""
+        row = self.row
+        done = 0
+        outcome = OK
+        for step in row.steps:
+            outcome = executor.perform(step, row)
+            if outcome is not OK:
+                break
+            done += 1
+        else:
+            return self.ok
+        return _walk_on(spec, context, executor, row, self.ok.records[:done], outcome)
+
+
 def walk(
     spec: MachineSpec,
     state: str,
@@ -196,15 +296,31 @@ def walk(
     Pure apart from the executor: it reads the table, asks the executor to perform steps and
     probes, and returns what happened. It changes no state; the caller commits `taken`.
     """
-    first = spec.row_for(state, trigger, context)
+    return Plan.of(spec.row_for(state, trigger, context)).walk(spec, context, executor)
+
+
+def _walk_on(
+    spec: MachineSpec,
+    context: Mapping[str, str],
+    executor: Executor,
+    first: Transition,
+    done: tuple[StepRecord, ...],
+    pending: Outcome | None,
+) -> Walk:
+    """The rest of a walk of `first`: its steps before `done` succeeded, the next one
+    answered `pending`."""
     row = first
-    records: list[StepRecord] = []
+    records: list[StepRecord] = list(done)
     kept: list[StepRecord] = []
     cause: StepRecord | None = None
+    start = len(done)
     while True:
         diverted_to: str | None = None
-        for step in row.steps:
-            outcome = executor.perform(step, row)
+        for step in row.steps[start:]:
+            if pending is None:
+                outcome = executor.perform(step, row)
+            else:
+                outcome, pending = pending, None
             verdict: ProbeVerdict | None = None
             if outcome.status is OutcomeStatus.OK:
                 route = _NEXT
@@ -219,8 +335,8 @@ def walk(
                 raise ProtocolError(
                     f"{spec.name}: {step.name} ended unknown but row {row.id} has no route for it",
                     machine=spec.name,
-                    state=state,
-                    trigger=trigger,
+                    state=first.source,
+                    trigger=first.trigger,
                     operation=step.name,
                 )
             record = StepRecord(row.id, step, outcome, verdict, route)
@@ -243,7 +359,8 @@ def walk(
             raise ProtocolError(
                 f"{spec.name}: route {diverted_to!r} has no row in {row.source}",
                 machine=spec.name,
-                state=state,
-                trigger=trigger,
+                state=first.source,
+                trigger=first.trigger,
             )
         row = nxt
+        start = 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ErrorKind", "Outcome", "OutcomeStatus", "ProbeVerdict"]
+__all__ = ["OK", "ErrorKind", "Outcome", "OutcomeStatus", "ProbeVerdict"]
 
 
 class ErrorKind(Enum):
@@ -50,8 +50,11 @@ class ProbeVerdict(Enum):
 class Outcome:
     """The result of one operation.
 
-    `value` is the decoded response of a successful operation; `kind` and `detail` describe a
+    `value` is what a successful operation produced (its decoded response, or what the
+    writer's handler took from it: a uuid, an open stream); `kind` and `detail` describe a
     failure (an unknown outcome carries the kind of the transport error that hid the reply).
+    A success without a value is always the one shared `OK` instance, so a walk can tell a
+    plain success by identity.
     """
 
     status: OutcomeStatus
@@ -61,6 +64,8 @@ class Outcome:
 
     @classmethod
     def ok(cls, value: Any = None) -> Outcome:
+        if value is None:
+            return OK
         return cls(OutcomeStatus.OK, value=value)
 
     @classmethod
@@ -74,3 +79,7 @@ class Outcome:
     @property
     def is_ok(self) -> bool:
         return self.status is OutcomeStatus.OK
+
+
+OK = Outcome(OutcomeStatus.OK)
+"""The success that produced nothing: `Outcome.ok()` returns this instance."""

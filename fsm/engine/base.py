@@ -5,6 +5,12 @@ helpers their steps and probes have in common.
 commits the row finally taken, records the trace (a refused trigger too), and turns the
 row's `error` mode into what the caller sees. The status of a writer is never stored anywhere
 but in its machine.
+
+There is one way to handle a trigger, traced or not, and it is cheap enough for a push per
+record: the row a trigger takes from a state is resolved once per writer (a `Plan`), a walk
+whose steps all answer the shared `OK` is the plan's walk built in advance, and a self-loop
+taken again and again (a push while Active) is committed to the machine once per
+`LOOP_BATCH` repeats, with their count, and always before any other commit of the writer.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ from typing import Any
 from fsm.engine.trace import Tracer
 from fsm.enums import FlightAction
 from fsm.errors import ActionFailed, InvalidTrigger, OutcomeUnknown
-from fsm.machines import Executor, ProtocolMachine, StateHolder, StepRecord, Walk, walk
+from fsm.machines import Executor, Plan, ProtocolMachine, StateHolder, StepRecord, Walk
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
 from fsm.spec.model import Transition
 from fsm.transport import Descriptor, Transport
 
 __all__ = [
+    "LOOP_BATCH",
     "Fired",
     "Lifecycle",
     "Notices",
@@ -33,6 +40,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("mosaico_fsm.engine")
+
+LOOP_BATCH = 1024
+"""Most repeats of one self-loop row a writer holds before committing them to its machine."""
 
 
 def outcome_error(
@@ -78,17 +88,18 @@ def failure_error(
     )
 
 
-def created_uuid(outcome: Outcome, operation: str) -> tuple[Outcome, str]:
-    """The uuid a successful create answered, with the outcome to route. A success without a
-    uuid is routed as a lost reply: the server applied it, but the answer the writer needs
-    did not arrive, so the table settles it by asking the server."""
+def created_uuid(outcome: Outcome, operation: str) -> Outcome:
+    """The outcome of a create, to route: a success carries the uuid the server answered as
+    its value. A success without a uuid is routed as a lost reply: the server applied it,
+    but the answer the writer needs did not arrive, so the table settles it by asking the
+    server."""
     if not outcome.is_ok:
-        return outcome, ""
+        return outcome
     value = outcome.value
     uuid = value.get("uuid") if isinstance(value, Mapping) else None
     if isinstance(uuid, str) and uuid:
-        return outcome, uuid
-    return Outcome.unknown(f"{operation} answered no uuid ({value!r})", ErrorKind.INTERNAL), ""
+        return Outcome.ok(uuid)
+    return Outcome.unknown(f"{operation} answered no uuid ({value!r})", ErrorKind.INTERNAL)
 
 
 def ask_server(
@@ -160,10 +171,16 @@ class Notices:
 class Fired:
     """The result of a trigger: the walk, and the exceptions the caller must see."""
 
+    __slots__ = ("kept", "machine", "walk")
+
     def __init__(self, result: Walk, machine: str | None = None) -> None:
         self.walk = result
         self.machine = machine
-        self.kept = [failure_error(r, r.row, machine, result.first) for r in result.kept]
+        self.kept = (
+            [failure_error(r, r.row, machine, result.first) for r in result.kept]
+            if result.kept
+            else []
+        )
 
     @property
     def mode(self) -> str:
@@ -201,6 +218,11 @@ class Lifecycle:
         weakref.finalize(self, machine.release, self._holder)
         self._instance = instance
         self._tracer = tracer
+        # (state, trigger) -> the plan, and what firing it answers when every step succeeds
+        self._spec = machine.spec
+        self._plans: dict[tuple[str, str], tuple[Plan, Fired, Transition | None]] = {}
+        self._loop: Transition | None = None  # the self-loop row taken since the last commit
+        self._loops = 0  # how many times
 
     @property
     def state(self) -> str:
@@ -211,18 +233,51 @@ class Lifecycle:
         """True once the machine is in a terminal state."""
         return self._holder.state in self._machine.spec.terminals
 
-    def fire(self, trigger: str, executor: Executor) -> Fired:
-        """Handle `trigger`: look up, act, then commit. Raises InvalidTrigger (nothing changed,
-        the refusal traced) when the table refuses it."""
-        state = self._holder.state
+    def _plan(self, state: str, trigger: str) -> tuple[Plan, Fired, Transition | None]:
+        """The plan for `trigger` in `state`, what firing it answers when every step
+        succeeds, and its row when that is a self-loop; InvalidTrigger (traced) when the
+        table refuses."""
         try:
-            result = walk(self._machine.spec, state, trigger, self._context, executor)
+            plan = self._machine.plan(state, trigger, self._context)
         except InvalidTrigger:
             if self._tracer is not None:
                 self._tracer.refused(
                     self._machine.name, self._instance, state, trigger, self._context
                 )
             raise
+        planned = (plan, Fired(plan.ok, self._machine.name), plan.row if plan.loop else None)
+        self._plans[state, trigger] = planned
+        return planned
+
+    def fire(self, trigger: str, executor: Executor, raising: bool = False) -> Fired:
+        """Handle `trigger`: look up, act, then commit. Raises InvalidTrigger (nothing changed,
+        the refusal traced) when the table refuses it; with `raising`, raises the failure
+        that routed to the row taken when its error mode is 'cause' (once committed)."""
+        state = self._holder.state
+        planned = self._plans.get((state, trigger))
+        plan, ok, loop = planned if planned is not None else self._plan(state, trigger)
+        result = plan.walk(self._spec, self._context, executor)
+        if result is not plan.ok:
+            return self._fired(state, trigger, result, raising)
+        if loop is None:
+            self._commit_loops()
+            self._machine.commit(self._holder, plan.row, self._context)
+        elif self._loop is loop:
+            self._loops += 1
+            if self._loops >= LOOP_BATCH:
+                self._commit_loops()
+        else:
+            self._commit_loops()
+            self._loop, self._loops = loop, 1
+        if self._tracer is not None:
+            self._tracer.record(
+                self._machine.name, self._instance, state, trigger, self._context, result
+            )
+        return ok
+
+    def _fired(self, state: str, trigger: str, result: Walk, raising: bool) -> Fired:
+        """Commit and trace a walk that did not only succeed, and report it."""
+        self._commit_loops()
         self._machine.commit(self._holder, result.taken, self._context)
         if self._tracer is not None:
             self._tracer.record(
@@ -231,12 +286,19 @@ class Lifecycle:
         fired = Fired(result, self._machine.name)
         for kept in fired.kept:
             log.warning("%s %s: %s (kept while going on)", self._machine.name, self._instance, kept)
+        if raising and result.taken.error == "cause":
+            raise fired.cause()
         return fired
+
+    def _commit_loops(self) -> None:
+        """Commit the self-loops taken since the last commit, with their count."""
+        if self._loops:
+            row, repeats = self._loop, self._loops
+            self._loops = 0
+            assert row is not None
+            self._machine.commit(self._holder, row, self._context, repeats)
 
     def fire_or_raise(self, trigger: str, executor: Executor) -> Fired:
         """`fire`, then raise the failure that routed to the row taken when its error mode
         is 'cause' (the state is committed first)."""
-        fired = self.fire(trigger, executor)
-        if fired.mode == "cause":
-            raise fired.cause()
-        return fired
+        return self.fire(trigger, executor, raising=True)

@@ -15,8 +15,9 @@ from fsm.engine.actions import ActionCalls
 from fsm.engine.base import outcome_error
 from fsm.engine.query import Condition, QueryResult, query_body
 from fsm.engine.read import SequenceReader, TopicReader, open_sequence, open_topic
-from fsm.engine.session import SessionWriter
+from fsm.engine.session import SESSION_STEPS, SessionWriter
 from fsm.engine.stream import BatchPolicy
+from fsm.engine.topic import TOPIC_STEPS
 from fsm.engine.trace import Tracer
 from fsm.engine.validation import (
     check_metadata,
@@ -35,10 +36,15 @@ __all__ = ["Client", "Machines"]
 
 @attrs.frozen
 class Machines:
-    """The two machines the engine runs, built from one spec."""
+    """The two machines the engine runs, built from one spec. Building them checks the
+    writers' registries against the tables: a step with no handler is a SpecError here."""
 
     session: ProtocolMachine
     topic_writer: ProtocolMachine
+
+    def __attrs_post_init__(self) -> None:
+        SESSION_STEPS.check(self.session.spec)
+        TOPIC_STEPS.check(self.topic_writer.spec)
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Machines:

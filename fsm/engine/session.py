@@ -5,14 +5,15 @@ through the transport; every failed or lost reply is routed by the table."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import pyarrow as pa
 
-from fsm.engine.base import Lifecycle, Notices, ask_server, created_uuid, outcome_error
+from fsm.engine.base import Fired, Lifecycle, Notices, ask_server, created_uuid, outcome_error
+from fsm.engine.executors import Registry
 from fsm.engine.schema import check_format_schema
 from fsm.engine.stream import BatchPolicy, StreamWriter
 from fsm.engine.topic import TopicWriter
@@ -24,7 +25,7 @@ from fsm.enums import (
     SessionStatus,
     TopicLevelErrorPolicy,
 )
-from fsm.errors import ActionFailed, ArgumentError, MosaicoProtocolError
+from fsm.errors import ActionFailed, ArgumentError, ProtocolError
 from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
 from fsm.spec.model import Step, Transition
 from fsm.transport import Descriptor, SequenceInfo, TopicStream
@@ -32,12 +33,12 @@ from fsm.transport import Descriptor, SequenceInfo, TopicStream
 if TYPE_CHECKING:
     from fsm.engine.client import Client
 
-__all__ = ["SessionWriter"]
+__all__ = ["SESSION_STEPS", "SessionWriter"]
 
 _instances = itertools.count(1)
 
 
-@attrs.define
+@attrs.frozen
 class _NewTopic:
     """The topic a `topic_create` trigger is registering."""
 
@@ -47,14 +48,15 @@ class _NewTopic:
     schema: pa.Schema
     serialization_format: SerializationFormat
     ontology_tag: str
-    uuid: str | None = None
-    stream: TopicStream | None = None
 
 
 class _SessionSteps:
-    """The executor of a session writer's steps and probes. `message` is the text of the
-    sequence notification; when none is given, it is built from the failure that routed to
-    the notification."""
+    """The executor of one trigger of a session writer: its steps and probes run through
+    `SESSION_STEPS`, and what they produced is kept by operation (`produced`: the session's
+    uuid under SESSION_CREATE, the new topic's uuid and stream under TOPIC_CREATE and
+    STREAM_OPEN), for the later steps of the trigger and for the writer to take. `message`
+    is the text of the sequence notification; when none is given, it is built from the
+    failure that routed to the notification."""
 
     def __init__(
         self, session: SessionWriter, new_topic: _NewTopic | None = None, message: str = ""
@@ -63,98 +65,146 @@ class _SessionSteps:
         self.new_topic = new_topic
         self.message = message
         self.failure = ""  # the last failed or lost step, as the caller would see it
+        self.produced: dict[str, Any] = {}
 
     def perform(self, step: Step, row: Transition) -> Outcome:
-        outcome = self._perform(step)
+        outcome = SESSION_STEPS.perform(self, step)
         if not outcome.is_ok:
             self.failure = str(outcome_error(step.name, outcome))
+        elif step.do is not None and outcome.value is not None:
+            self.produced[step.do] = outcome.value
         return outcome
 
-    def _perform(self, step: Step) -> Outcome:
-        s = self.session
-        if step.topics is not None:
-            return s._close_topics(step.topics, self.message)
-        name = step.do
-        if name == "SEQUENCE_CREATE":
-            return s.transport.action(
-                FlightAction.SEQUENCE_CREATE, {"locator": s.sequence, "user_metadata": s.metadata}
-            )
-        if name == "GET_FLIGHT_INFO":
-            outcome = s.transport.flight_info(Descriptor.for_resource(s.sequence))
-            if outcome.is_ok and isinstance(outcome.value, SequenceInfo):
-                s._known_sessions = {x.uuid for x in outcome.value.sessions}
-            return outcome
-        if name == "SESSION_CREATE":
-            outcome, uuid = created_uuid(
-                s.transport.action(FlightAction.SESSION_CREATE, {"locator": s.sequence}), name
-            )
-            s._uuid = uuid or None
-            return outcome
-        if name == "SESSION_FINALIZE":
-            return s.transport.action(FlightAction.SESSION_FINALIZE, {"session_uuid": s._uuid})
-        if name == "SESSION_DELETE":
-            return s.transport.action(FlightAction.SESSION_DELETE, {"session_uuid": s._uuid})
-        if name == "SEQUENCE_DELETE":
-            return s.transport.action(FlightAction.SEQUENCE_DELETE, {"locator": s.sequence})
-        if name == "SEQUENCE_NOTIFICATION_CREATE":
-            message = self.message or s._failure_message(self.failure)
-            return s._notices.create(message, s._marker)
-        topic = self.new_topic
-        if topic is None:
-            raise MosaicoProtocolError(f"session step {name} needs a topic being created")
-        if name == "TOPIC_CREATE":
-            outcome, uuid = created_uuid(
-                s.transport.action(
-                    FlightAction.TOPIC_CREATE,
-                    {
-                        "session_uuid": s._uuid,
-                        "locator": topic.locator,
-                        "serialization_format": topic.serialization_format.value,
-                        "ontology_tag": topic.ontology_tag,
-                        "user_metadata": topic.metadata,
-                    },
-                ),
-                name,
-            )
-            topic.uuid = uuid or None
-            return outcome
-        if name == "STREAM_OPEN":
-            assert topic.uuid is not None
-            outcome = s.transport.open_stream(
-                Descriptor.for_topic(topic.locator, topic.uuid), topic.schema
-            )
-            if outcome.is_ok:
-                topic.stream = outcome.value
-            return outcome
-        if name == "TOPIC_DELETE":
-            return s.transport.action(FlightAction.TOPIC_DELETE, {"locator": topic.locator})
-        raise MosaicoProtocolError(f"session writer cannot run step {name}")
-
     def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
-        verdict = self._probe(probe)
+        verdict = SESSION_STEPS.probe(self, probe)
         self.failure = str(outcome_error(step.name, outcome, verdict=verdict))
         return verdict
 
-    def _probe(self, probe: str) -> ProbeVerdict:
-        s = self.session
-        if probe == "sequence_notified":
-            return s._notices.probe(s._marker)
-        if probe in ("topic_exists", "topic_absent"):
-            assert self.new_topic is not None
-            exists = probe == "topic_exists"
-            return ask_server(
-                s.transport, self.new_topic.locator, lambda info: (info is not None) == exists
-            )
-        if probe in ("sequence_exists", "sequence_absent"):
-            exists = probe == "sequence_exists"
-            return ask_server(s.transport, s.sequence, lambda info: (info is not None) == exists)
-        if probe == "session_adoptable":
-            return ask_server(s.transport, s.sequence, s._adopt)
-        if probe == "session_finalized":
-            return ask_server(s.transport, s.sequence, s._finalized)
-        if probe == "session_absent":
-            return ask_server(s.transport, s.sequence, s._absent)
-        raise MosaicoProtocolError(f"session writer has no probe {probe}")
+    @property
+    def session_uuid(self) -> str | None:
+        """The session's uuid: created (or adopted) by this trigger, or known before it."""
+        uuid = self.produced.get("SESSION_CREATE")
+        return uuid if isinstance(uuid, str) else self.session.session_uuid
+
+    @property
+    def marker(self) -> str:
+        """The text every notification of this session carries, and its probe looks for."""
+        return f"session {self.session_uuid}"
+
+    def topic(self) -> _NewTopic:
+        if self.new_topic is None:
+            raise ProtocolError("this session step needs a topic being created", machine="session")
+        return self.new_topic
+
+    def adopt(self, info: object) -> bool | None:
+        """session_adoptable: exactly one new, empty, open session on the sequence (one the
+        sequence's info read by this trigger did not list), which this trigger then takes as
+        the one it created."""
+        if not isinstance(info, SequenceInfo):
+            return None
+        before = self.produced.get("GET_FLIGHT_INFO")
+        known = {x.uuid for x in before.sessions} if isinstance(before, SequenceInfo) else set()
+        fresh = [
+            x
+            for x in info.sessions
+            if x.uuid not in known and not x.locked and not x.topics and x.completed_at_ns is None
+        ]
+        if len(fresh) == 1:
+            self.produced["SESSION_CREATE"] = fresh[0].uuid
+            return True
+        return False if not fresh else None
+
+    def finalized(self, info: object) -> bool | None:
+        uuid = self.session_uuid or ""
+        current = info.session(uuid) if isinstance(info, SequenceInfo) else None
+        return None if current is None else current.completed_at_ns is not None
+
+    def absent(self, info: object) -> bool | None:
+        if info is None:  # the sequence is gone, and its sessions with it
+            return True
+        if not isinstance(info, SequenceInfo):
+            return None
+        return info.session(self.session_uuid or "") is None
+
+
+def _act(
+    action: FlightAction, body: Callable[[_SessionSteps], dict[str, Any]]
+) -> Callable[[_SessionSteps], Outcome]:
+    """The handler that sends `action` with the body built from the trigger's executor."""
+    return lambda run: run.session.transport.action(action, body(run))
+
+
+def _sequence_body(run: _SessionSteps) -> dict[str, Any]:
+    return {"locator": run.session.sequence, "user_metadata": run.session.metadata}
+
+
+def _locator_body(run: _SessionSteps) -> dict[str, Any]:
+    return {"locator": run.session.sequence}
+
+
+def _notified(run: _SessionSteps) -> ProbeVerdict:
+    return run.session._notices.probe(run.marker)
+
+
+def _sequence_info(run: _SessionSteps) -> Outcome:
+    return run.session.transport.flight_info(Descriptor.for_resource(run.session.sequence))
+
+
+def _session_create(run: _SessionSteps) -> Outcome:
+    sent = run.session.transport.action(
+        FlightAction.SESSION_CREATE, {"locator": run.session.sequence}
+    )
+    return created_uuid(sent, "SESSION_CREATE")
+
+
+def _notify(run: _SessionSteps) -> Outcome:
+    s = run.session
+    return s._notices.create(run.message or s._failure_message(run.failure), run.marker)
+
+
+def _topic_create(run: _SessionSteps) -> Outcome:
+    topic = run.topic()
+    sent = run.session.transport.action(
+        FlightAction.TOPIC_CREATE,
+        {
+            "session_uuid": run.session_uuid,
+            "locator": topic.locator,
+            "serialization_format": topic.serialization_format.value,
+            "ontology_tag": topic.ontology_tag,
+            "user_metadata": topic.metadata,
+        },
+    )
+    return created_uuid(sent, "TOPIC_CREATE")
+
+
+def _stream_open(run: _SessionSteps) -> Outcome:
+    topic = run.topic()
+    uuid = run.produced.get("TOPIC_CREATE")
+    if not isinstance(uuid, str):
+        raise ProtocolError(
+            "STREAM_OPEN runs before TOPIC_CREATE answered a uuid", operation="STREAM_OPEN"
+        )
+    return run.session.transport.open_stream(
+        Descriptor.for_topic(topic.locator, uuid), topic.schema
+    )
+
+
+def _asks(
+    locator: Callable[[_SessionSteps], str],
+    took_effect: Callable[[_SessionSteps, Any], bool | None],
+) -> Callable[[_SessionSteps], ProbeVerdict]:
+    """A probe that reads `locator`'s info on the server and asks `took_effect` about it."""
+    return lambda run: ask_server(
+        run.session.transport, locator(run), lambda info: took_effect(run, info)
+    )
+
+
+def _sequence(run: _SessionSteps) -> str:
+    return run.session.sequence
+
+
+def _new_topic(run: _SessionSteps) -> str:
+    return run.topic().locator
 
 
 class SessionWriter(Lifecycle):
@@ -183,7 +233,6 @@ class SessionWriter(Lifecycle):
         self.metadata = metadata
         self.batch_policy = batch_policy
         self._uuid: str | None = None
-        self._known_sessions: set[str] = set()
         self._topics: dict[str, TopicWriter] = {}
         self._notices = Notices(self.transport, "sequence", sequence)
 
@@ -225,39 +274,20 @@ class SessionWriter(Lifecycle):
     def _failure_message(self, failure: str) -> str:
         return f"{self._marker} of sequence {self.sequence!r} could not be finalized: {failure}"
 
-    def _adopt(self, info: object) -> bool | None:
-        """session_adoptable: exactly one new, empty, open session on the sequence, which
-        this writer then takes as its own."""
-        if not isinstance(info, SequenceInfo):
-            return None
-        fresh = [
-            x
-            for x in info.sessions
-            if x.uuid not in self._known_sessions
-            and not x.locked
-            and not x.topics
-            and x.completed_at_ns is None
-        ]
-        if len(fresh) == 1:
-            self._uuid = fresh[0].uuid
-            return True
-        return False if not fresh else None
-
-    def _finalized(self, info: object) -> bool | None:
-        current = info.session(self._uuid or "") if isinstance(info, SequenceInfo) else None
-        return None if current is None else current.completed_at_ns is not None
-
-    def _absent(self, info: object) -> bool | None:
-        if info is None:  # the sequence is gone, and its sessions with it
-            return True
-        if not isinstance(info, SequenceInfo):
-            return None
-        return info.session(self._uuid or "") is None
+    def _run(self, trigger: str, steps: _SessionSteps, *, raise_cause: bool = True) -> Fired:
+        """Fire `trigger` with `steps` (raising the failure that routed, unless
+        `raise_cause` is False), then take the session's uuid from what the steps produced."""
+        try:
+            return self.fire_or_raise(trigger, steps) if raise_cause else self.fire(trigger, steps)
+        finally:
+            uuid = steps.produced.get("SESSION_CREATE")
+            if isinstance(uuid, str):
+                self._uuid = uuid
 
     # -------------------------------------------------------------------------------------------
 
     def __enter__(self) -> SessionWriter:
-        self.fire_or_raise("enter", _SessionSteps(self))
+        self._run("enter", _SessionSteps(self))
         return self
 
     def __exit__(
@@ -267,12 +297,12 @@ class SessionWriter(Lifecycle):
         tb: TracebackType | None,
     ) -> Literal[False]:
         if exc is None:
-            self.fire_or_raise("exit_ok", _SessionSteps(self))
+            self._run("exit_ok", _SessionSteps(self))
             return False
         message = (
             f"{self._marker} of sequence {self.sequence!r} ended with {type(exc).__name__}: {exc}"
         )
-        fired = self.fire("exit_error", _SessionSteps(self, message=message))
+        fired = self._run("exit_error", _SessionSteps(self, message=message), raise_cause=False)
         fired.annotate(exc)
         return False
 
@@ -310,14 +340,20 @@ class SessionWriter(Lifecycle):
             serialization_format,
             ontology_tag,
         )
+        steps = _SessionSteps(self, new_topic=new)
         try:
-            self.fire_or_raise("topic_create", _SessionSteps(self, new_topic=new))
+            self._run("topic_create", steps)
         except ActionFailed:
-            if new.stream is not None:
-                new.stream.abort()
+            opened = steps.produced.get("STREAM_OPEN")
+            if opened is not None:
+                opened.abort()
             raise
-        assert new.stream is not None
-        writer = StreamWriter(new.stream, schema, batch_policy or self.batch_policy)
+        stream: TopicStream | None = steps.produced.get("STREAM_OPEN")
+        if stream is None:
+            raise ProtocolError(
+                f"topic {path!r} was created without an open stream", trigger="topic_create"
+            )
+        writer = StreamWriter(stream, schema, batch_policy or self.batch_policy)
         topic = TopicWriter(
             self,
             path,
@@ -351,3 +387,37 @@ class SessionWriter(Lifecycle):
         kind = getattr(first, "kind", ErrorKind.INTERNAL)
         detail = "; ".join(f"{t.locator}: {e}" for t, e in failed)
         return Outcome.failed(kind, f"{len(failed)} topic(s) failed to close: {detail}")
+
+
+SESSION_STEPS: Registry[_SessionSteps] = Registry(
+    "session writer",
+    operations={
+        "SEQUENCE_CREATE": _act(FlightAction.SEQUENCE_CREATE, _sequence_body),
+        "GET_FLIGHT_INFO": _sequence_info,
+        "SESSION_CREATE": _session_create,
+        "SESSION_FINALIZE": _act(
+            FlightAction.SESSION_FINALIZE, lambda run: {"session_uuid": run.session_uuid}
+        ),
+        "SESSION_DELETE": _act(
+            FlightAction.SESSION_DELETE, lambda run: {"session_uuid": run.session_uuid}
+        ),
+        "SEQUENCE_DELETE": _act(FlightAction.SEQUENCE_DELETE, _locator_body),
+        "SEQUENCE_NOTIFICATION_CREATE": _notify,
+        "TOPIC_CREATE": _topic_create,
+        "STREAM_OPEN": _stream_open,
+        "TOPIC_DELETE": _act(
+            FlightAction.TOPIC_DELETE, lambda run: {"locator": run.topic().locator}
+        ),
+    },
+    probes={
+        "sequence_notified": _notified,
+        "topic_exists": _asks(_new_topic, lambda run, info: info is not None),
+        "topic_absent": _asks(_new_topic, lambda run, info: info is None),
+        "sequence_exists": _asks(_sequence, lambda run, info: info is not None),
+        "sequence_absent": _asks(_sequence, lambda run, info: info is None),
+        "session_adoptable": _asks(_sequence, _SessionSteps.adopt),
+        "session_finalized": _asks(_sequence, _SessionSteps.finalized),
+        "session_absent": _asks(_sequence, _SessionSteps.absent),
+    },
+    fan_out=lambda run, trigger: run.session._close_topics(trigger, run.message),
+)

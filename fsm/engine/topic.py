@@ -9,90 +9,77 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from fsm.engine.base import Lifecycle, Notices, ask_server
-from fsm.engine.stream import _OK, StreamWriter
+from fsm.engine.executors import Registry
+from fsm.engine.stream import StreamWriter
 from fsm.engine.trace import Tracer
 from fsm.enums import SerializationFormat, TopicLevelErrorPolicy, TopicWriterStatus
 from fsm.errors import ActionFailed, InvalidTrigger, MosaicoProtocolError
 from fsm.machines import ProtocolMachine
 from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
-from fsm.spec.model import MachineSpec, Step, Transition
+from fsm.spec.model import Step, Transition
 from fsm.transport import TopicInfo
 
 if TYPE_CHECKING:
     from fsm.engine.session import SessionWriter
 
-__all__ = ["TopicWriter"]
-
-
-def _push_shortcuts(spec: MachineSpec, context: Mapping[str, str]) -> frozenset[str]:
-    """The states whose push row is a self-loop with STREAM_WRITE as its only step: there a
-    push whose write succeeds changes nothing in the machine, and the engine may skip the
-    commit. Derived from the table, never assumed."""
-    states = set()
-    for state in spec.states:
-        row = spec.lookup(state, "push", context)
-        if (
-            row is not None
-            and row.dest == state
-            and len(row.steps) == 1
-            and row.steps[0].do == "STREAM_WRITE"
-        ):
-            states.add(state)
-    return frozenset(states)
+__all__ = ["TOPIC_STEPS", "TopicWriter"]
 
 
 class _TopicSteps:
-    """The executor of a topic writer's steps."""
+    """The executor of one trigger of a topic writer: its steps and probes run through
+    `TOPIC_STEPS`. A push's STREAM_WRITE is `write(data)`; `message` is the text of a
+    notification."""
+
+    __slots__ = ("data", "message", "topic", "write")
 
     def __init__(
-        self, topic: TopicWriter, write: Callable[[], Outcome] | None = None, message: str = ""
+        self,
+        topic: TopicWriter,
+        write: Callable[[Any], Outcome] | None = None,
+        data: Any = None,
+        message: str = "",
     ) -> None:
         self.topic = topic
         self.write = write
+        self.data = data
         self.message = message
 
     def perform(self, step: Step, row: Transition) -> Outcome:
-        topic = self.topic
-        if step.do == "STREAM_WRITE":
-            if self.write is None:
-                return Outcome.failed(ErrorKind.FAILED_PRECONDITION, "nothing to write")
-            return self.write()
-        if step.do == "STREAM_CLOSE":
-            return topic._writer.close()
-        if step.do == "STREAM_ABORT":
-            return topic._writer.abort()
-        if step.do == "TOPIC_NOTIFICATION_CREATE":
-            return topic._notices.create(self.message)
-        raise MosaicoProtocolError(f"topic writer cannot run step {step.name}")
+        # The registry was checked against the table (Machines): every `do` has a handler.
+        return TOPIC_STEPS.operations[step.do or ""](self)
 
     def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
-        topic = self.topic
-        if probe == "topic_notified":
-            return topic._notices.probe()
-        if probe == "topic_locked":
-            return ask_server(
-                topic._transport,
-                topic.locator,
-                lambda info: info.locked if isinstance(info, TopicInfo) else None,
-            )
-        raise MosaicoProtocolError(f"topic writer has no probe {probe}")
+        return TOPIC_STEPS.probe(self, probe)
 
 
-class _Prefixed:
-    """Replays one outcome already obtained for the first step, then defers to `inner`."""
+def _stream_write(run: _TopicSteps) -> Outcome:
+    if run.write is None:
+        return Outcome.failed(ErrorKind.FAILED_PRECONDITION, "nothing to write")
+    return run.write(run.data)
 
-    def __init__(self, first: Outcome, inner: _TopicSteps) -> None:
-        self.first: Outcome | None = first
-        self.inner = inner
 
-    def perform(self, step: Step, row: Transition) -> Outcome:
-        if self.first is not None:
-            first, self.first = self.first, None
-            return first
-        return self.inner.perform(step, row)
+def _stream_close(run: _TopicSteps) -> Outcome:
+    return run.topic._writer.close()
 
-    def probe(self, probe: str, step: Step, row: Transition, outcome: Outcome) -> ProbeVerdict:
-        return self.inner.probe(probe, step, row, outcome)
+
+def _stream_abort(run: _TopicSteps) -> Outcome:
+    return run.topic._writer.abort()
+
+
+def _notify(run: _TopicSteps) -> Outcome:
+    return run.topic._notices.create(run.message)
+
+
+def _notified(run: _TopicSteps) -> ProbeVerdict:
+    return run.topic._notices.probe()
+
+
+def _topic_locked(run: _TopicSteps) -> ProbeVerdict:
+    return ask_server(
+        run.topic._transport,
+        run.topic.locator,
+        lambda info: info.locked if isinstance(info, TopicInfo) else None,
+    )
 
 
 class TopicWriter(Lifecycle):
@@ -126,7 +113,7 @@ class TopicWriter(Lifecycle):
         self._writer = writer
         self._notices = Notices(session.transport, "topic", locator)
         self._last_error: str | None = None
-        self._shortcuts = _push_shortcuts(machine.spec, context)
+        self._pushing = _TopicSteps(self)  # the executor of pushes (one push at a time)
 
     @property
     def policy(self) -> TopicLevelErrorPolicy:
@@ -156,43 +143,39 @@ class TopicWriter(Lifecycle):
     def push(self, data: pa.RecordBatch | pa.Table) -> None:
         """Send Arrow data; checked against the topic's schema before anything is queued."""
         writer = self._writer
-        self._push(lambda: writer.submit_batches(writer.plan_batch(data)))
+        self._push(lambda pushed: writer.submit_batches(writer.plan_batch(pushed)), data)
 
     def push_row(self, row: Mapping[str, Any]) -> None:
         """Send one record given as {column: value}; buffered, then converted in bulk."""
-        if self._tracer is None and self._holder.state in self._shortcuts:
-            outcome = self._writer.submit_row(row)  # the common case, kept short
-            if outcome is _OK:
-                self._last_error = None
-                return
-            self._settle(_Prefixed(outcome, _TopicSteps(self)))
-        else:
-            self._settle(_TopicSteps(self, lambda: self._writer.submit_row(row)))
+        steps = self._pushing
+        steps.write, steps.data = self._writer.submit_row, row
+        try:
+            self.fire("push", steps, raising=True)
+        except ActionFailed as error:
+            self._last_error = str(error)
+            raise
+        finally:
+            steps.data = None
+        self._last_error = None
 
     def flush(self) -> None:
         """Send every buffered record and wait until all of them are written to the stream;
         raises the failure of any earlier background send."""
-        self._push(self._writer.submit_flush)
+        self._push(lambda _: self._writer.submit_flush(), None)
 
-    def _push(self, write: Callable[[], Outcome]) -> None:
-        """A push: `write` runs once, as the STREAM_WRITE step. Bad input raises
+    def _push(self, write: Callable[[Any], Outcome], data: Any) -> None:
+        """A push: `write(data)` runs once, as the STREAM_WRITE step. Bad input raises
         ArgumentError from `write` with nothing changed; a refused trigger raises
         InvalidTrigger (traced) before `write` runs."""
-        if self._tracer is None and self._holder.state in self._shortcuts:
-            outcome = write()
-            if outcome.is_ok:
-                self._last_error = None
-                return
-            self._settle(_Prefixed(outcome, _TopicSteps(self)))
-        else:
-            self._settle(_TopicSteps(self, write))
-
-    def _settle(self, steps: _TopicSteps | _Prefixed) -> None:
+        steps = self._pushing
+        steps.write, steps.data = write, data
         try:
-            self.fire_or_raise("push", steps)
+            self.fire("push", steps, raising=True)
         except ActionFailed as error:
             self._last_error = str(error)
             raise
+        finally:
+            steps.data = None
         self._last_error = None
 
     # -------------------------------------------------------------------------------------------
@@ -233,3 +216,18 @@ class TopicWriter(Lifecycle):
             self._last_error = str(error)
             return error
         return None
+
+
+TOPIC_STEPS: Registry[_TopicSteps] = Registry(
+    "topic writer",
+    operations={
+        "STREAM_WRITE": _stream_write,
+        "STREAM_CLOSE": _stream_close,
+        "STREAM_ABORT": _stream_abort,
+        "TOPIC_NOTIFICATION_CREATE": _notify,
+    },
+    probes={
+        "topic_notified": _notified,
+        "topic_locked": _topic_locked,
+    },
+)
