@@ -19,6 +19,8 @@ from tests.scenarios import ALL_SCENARIOS, route_law_violations, run_scenario
 Docs = dict[str, dict[str, Any]]
 Mutant = tuple[str, Callable[[Docs], None]]
 MACHINE_FILES = ("session.toml", "topic_writer.toml")
+VERDICTS = ("applied", "not_applied", "unresolved")
+CONTINUE = "continue"
 
 # A plausible wrong operation for each one, as a careless edit would make it.
 SWAP = {
@@ -47,6 +49,7 @@ def _row(docs: Docs, file: str, index: int) -> dict[str, Any]:
 
 def _mutants() -> Iterator[tuple[str, Mutant]]:
     base = load_documents()
+    probed = {probe["settles"] for probe in base["actions.toml"]["probes"].values()}
     for file in MACHINE_FILES:
         doc = base[file]
         states = doc["machine"]["states"]
@@ -84,7 +87,7 @@ def _mutants() -> Iterator[tuple[str, Mutant]]:
                 else:
                     swapped = {**step, "topics": TOPICS_SWAP[step["topics"]]}
                 yield rid, (f"step {j} operation swapped", _set_step(file, i, j, swapped))
-                for path, route in _routes(step):
+                for path, route in _routes(step, probed):
                     for other in ["continue", "stop", *route_triggers]:
                         if other != route:
                             yield (
@@ -96,15 +99,17 @@ def _mutants() -> Iterator[tuple[str, Mutant]]:
                 yield rid, ("step added", _set(file, i, "steps", [extra]))
 
 
-def _routes(step: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
+def _routes(step: dict[str, Any], probed: set[str]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every route of a step, with where it sits; a verdict of a probed operation's lost reply
+    that the row leaves out routes to `continue`."""
     if isinstance(step["failed"], str):
         yield ("failed",), step["failed"]
     unknown = step.get("unknown")
     if isinstance(unknown, str):
         yield ("unknown",), unknown
-    elif isinstance(unknown, dict):
-        for key in ("applied", "not_applied", "unresolved"):
-            yield ("unknown", key), unknown[key]
+    elif step.get("do") in probed:
+        for key in VERDICTS:
+            yield ("unknown", key), (unknown or {}).get(key, CONTINUE)
 
 
 def _set(file: str, i: int, key: str, value: Any) -> Callable[[Docs], None]:
@@ -127,8 +132,11 @@ def _set_route(
     def mutate(docs: Docs) -> None:
         target = _row(docs, file, i)["steps"][j]
         for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = route
+            target = target.setdefault(key, {})
+        if route == CONTINUE and len(path) > 1:
+            target.pop(path[-1], None)  # a verdict routes to continue unless told otherwise
+        else:
+            target[path[-1]] = route
 
     return mutate
 
