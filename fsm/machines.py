@@ -169,6 +169,23 @@ class ProtocolMachine:
     ) -> None:
         """Move `holder` along `row` (which must have been looked up from its current state);
         `repeats` > 1 commits a self-loop row taken that many times in a row."""
+        self._move(holder, row, context, repeats)
+        if row.dest in self.spec.terminals:
+            with self._lock:
+                self._machine.remove_model(holder)
+
+    def follow(self, state: str, row: Transition, context: Mapping[str, str]) -> str:
+        """The state a model in `state` reaches along `row`, moved by the machine as `commit`
+        moves a writer's model: for checkers that follow many candidate runs of a table
+        without keeping models in the machine."""
+        holder = StateHolder()
+        holder.state = state
+        self._move(holder, row, context, 1)
+        return holder.state
+
+    def _move(
+        self, holder: StateHolder, row: Transition, context: Mapping[str, str], repeats: int
+    ) -> None:
         if holder.state != row.source:
             raise ProtocolError(
                 f"{self.spec.name}: row {row.id} starts in {row.source}, the model is in {holder.state}",
@@ -194,9 +211,6 @@ class ProtocolMachine:
                 state=row.source,
                 trigger=row.trigger,
             )
-        if row.dest in self.spec.terminals:
-            with self._lock:
-                self._machine.remove_model(holder)
 
 
 class Executor(Protocol):

@@ -5,6 +5,7 @@ machine."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -12,17 +13,21 @@ import pyarrow as pa
 import pytest
 
 from fsm import SpecError, TopicLevelErrorPolicy, load_spec
+from fsm.conformance.clients import check_client_trace, group_by_sequence
 from fsm.engine import BatchPolicy, Client, Machines, Tracer
 from fsm.engine.base import LOOP_BATCH
 from fsm.engine.session import SESSION_STEPS, _NewTopic, _SessionSteps
 from fsm.engine.topic import TOPIC_STEPS
 from fsm.enums import SerializationFormat
+from fsm.errors import ProtocolError
 from fsm.machines import Move, ProtocolMachine
 from fsm.outcome import OK, Outcome
 from fsm.spec import load_documents, parse_spec
+from fsm.spec.model import Transition
 from fsm.transport import Descriptor, SequenceInfo
-from tests.harness import Forward
+from tests.harness import Forward, harness
 from transport.memory import MemoryTransport
+from transport.server.trace import ServerTrace
 
 SPEC = load_spec()
 SCHEMA = pa.schema([pa.field("timestamp_ns", pa.int64(), nullable=False), ("value", pa.float64())])
@@ -190,6 +195,42 @@ def test_a_repeated_commit_must_be_a_self_loop() -> None:
     holder = machine.new("t")
     context = {"policy": "Raise", "session_policy": "Report"}
     leaving = SPEC.topic_writer.row_for("Active", "finalize", context)
-    with pytest.raises(Exception, match="cannot repeat"):
+    with pytest.raises(ProtocolError, match="cannot repeat"):
         machine.commit(holder, leaving, context, repeats=3)
     assert holder.state == "Active"
+
+
+def test_follow_moves_a_state_through_the_machine_without_keeping_a_model() -> None:
+    machine = ProtocolMachine(SPEC.topic_writer)
+    moves: list[Move] = []
+    machine.listen(moves.append)
+    context = {"policy": "Raise", "session_policy": "Report"}
+    finalize = SPEC.topic_writer.row_for("Active", "finalize", context)
+    assert machine.follow("Active", finalize, context) == "Finalized"
+    assert [(m.source, m.dest, m.row) for m in moves] == [("Active", "Finalized", "finalize")]
+    assert machine.models == 0
+    with pytest.raises(ProtocolError, match="starts in Active"):
+        machine.follow("Finalized", finalize, context)
+
+
+def test_the_client_checker_moves_its_runs_through_the_machines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    followed: list[tuple[str, str]] = []
+    real = ProtocolMachine.follow
+
+    def spy(self: ProtocolMachine, state: str, row: Transition, context: Mapping[str, str]) -> str:
+        followed.append((self.name, row.id))
+        return real(self, state, row, context)
+
+    monkeypatch.setattr(ProtocolMachine, "follow", spy)
+    with harness("memory") as h:
+        h.model.trace = ServerTrace()
+        client = Client(h.transport(), batch_policy=BatchPolicy(background=False))
+        with client.sequence_create("checked") as seq:
+            seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push(batch(0))
+        events = group_by_sequence(h.model.trace.events)["checked"]
+    report = check_client_trace(events, SPEC)
+    assert report.conforms, report.findings
+    assert ("session", "exit-ok") in followed
+    assert ("topic_writer", "finalize") in followed

@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from fsm.machines import walk
+from fsm.machines import ProtocolMachine, Walk, walk
 from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
 from fsm.spec.model import Deviation, MachineSpec, Spec, Step, Transition
 
@@ -117,6 +117,22 @@ class _Topic:
     state: str
     policy: str | None = None  # TopicLevelErrorPolicy member name, once a row needed it
 
+    def follow(self, machine: ProtocolMachine, result: Walk, context: Mapping[str, str]) -> None:
+        """Take the row the walk ended in, moved by the topic-writer machine."""
+        self.state = machine.follow(self.state, result.taken, context)
+
+
+@attrs.frozen
+class _Machines:
+    """The tables' machines, which move every candidate run: built once per trace."""
+
+    session: ProtocolMachine
+    topic_writer: ProtocolMachine
+
+    @classmethod
+    def of(cls, spec: Spec) -> _Machines:
+        return cls(ProtocolMachine(spec.session), ProtocolMachine(spec.topic_writer))
+
 
 @attrs.frozen
 class _Order:
@@ -157,6 +173,7 @@ class _Run:
     lost_left: int = 0  # how many more may be assumed
     candidates: list[int] = attrs.field(factory=list)  # requests a lost reply could explain
     requests_lost_left: int = 0  # how many requests may be assumed lost before the server
+    machines: _Machines = attrs.field(default=None)  # shared by forks
 
     def __attrs_post_init__(self) -> None:
         if self.order is None:
@@ -183,6 +200,7 @@ class _Run:
             self.lost_left,
             list(self.candidates),
             self.requests_lost_left,
+            self.machines,
         )
 
     # -- reading the trace ------------------------------------------------------------------
@@ -470,7 +488,7 @@ def _walk_topic(
             continue
         if "policy" in row.when or "policy" in result.taken.when:
             topic.policy = policy
-        topic.state = result.taken.dest
+        topic.follow(run.machines.topic_writer, result, context)
         matcher.run.accepted.append(
             f"topic {matcher.topic}: --{trigger}--> {result.taken.dest} [{result.taken.id}]"
         )
@@ -534,7 +552,7 @@ def _apply(
     matcher = _Matcher(run, spec, deviations, new_topic)
     result = walk(session, run.session, trigger, context, matcher)
     before = run.session
-    run.session = result.taken.dest
+    run.session = run.machines.session.follow(run.session, result.taken, context)
     if new_topic is not None and result.taken.id == "topic-create":
         run.topics[new_topic] = _Topic(spec.topic_writer.initial)
         run.topic_order.append(new_topic)
@@ -908,6 +926,7 @@ def check_client_trace(
         None,
     )
     empty = _Run(events, set(), spec.session.initial, "writer", "Report", {}, [], [], [])
+    empty.machines = _Machines.of(spec)
     empty.lost_left = lost_replies
     empty.requests_lost_left = lost_requests
     if first is None:
