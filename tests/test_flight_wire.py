@@ -236,6 +236,41 @@ def wide(start: int, rows: int) -> bytes:
     )
 
 
+def _inside(buffer: pa.Buffer, raw: bytes) -> bool:
+    start = pa.py_buffer(raw).address
+    return start <= buffer.address < start + len(raw)
+
+
+def test_a_received_body_is_read_in_place_unless_it_is_a_small_part_of_its_message() -> None:
+    """A batch's body is read where gRPC received it (no copy); a body that is less than half
+    of its message (here behind 1 MB of app_metadata) is copied, so a stored batch never holds
+    a much larger message alive. Either way the batch reads back equal and valid."""
+    data = pa.record_batch([pa.array(range(1000), pa.int64()), pa.array([0.5] * 1000)], schema=WIDE)
+    plain = frames.batch_frame(data)
+    message = pa.ipc.read_message(data.serialize())
+    padded = (
+        frames.encode_frame(message.metadata, message.body)
+        + b"\x1a\x80\x80\x40"  # field 3 (app_metadata), 1 MiB
+        + bytes(1 << 20)
+    )
+    for raw, in_place in ((plain, True), (padded, False)):
+        frame = frames.decode_frame(raw)
+        read = pa.ipc.read_record_batch(frames.ipc_message(frame.header, frame.body), WIDE)
+        read.validate(full=True)
+        assert read.equals(data)
+        assert _inside(read.column(1).buffers()[1], raw) is in_place
+
+
+def test_a_body_longer_or_shorter_than_declared_is_not_a_message() -> None:
+    data = pa.record_batch([pa.array([1, 2], pa.int64()), pa.array([0.5, 1.5])], schema=WIDE)
+    message = pa.ipc.read_message(data.serialize())
+    body = message.body.to_pybytes()
+    for wrong in (body + bytes(8), body[:-8]):
+        frame = frames.decode_frame(frames.encode_frame(message.metadata, wrong))
+        with pytest.raises(frames.FrameError):
+            frames.ipc_message(frame.header, frame.body)
+
+
 @pytest.mark.parametrize("rows", [1_000, 1_000_000])
 def test_a_batch_forged_for_other_types_is_refused(server: RunningServer, rows: int) -> None:
     """Buffers encoded for (int8, int8) on an (int64, float64) stream: refused before use

@@ -4,8 +4,9 @@ it carries, in both directions, for a server written on grpcio.
 A FlightData (Apache Arrow's format/Flight.proto) holds an optional descriptor (field 1), the
 flatbuffer header of one IPC message (field 2), application metadata (field 3) and the IPC body
 (field 1000). It is decoded here by hand rather than through the generated class: the body is
-then a slice of the received bytes, copied once, into aligned Arrow memory, when the IPC message
-is rebuilt. Anything that is not a well-formed FlightData raises `FrameError`.
+then a slice of the received bytes, and the IPC message rebuilt from it reads its buffers there,
+without a copy (`ipc_message`). Anything that is not a well-formed FlightData raises
+`FrameError`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 
 _POOL = pa.system_memory_pool()
-"""Where received messages are rebuilt: they are kept (the server stores its batches), and on
+"""Where a body that is copied is copied to: it is kept (the server stores its batches), and on
 fresh memory the C library's allocator was measured several times faster than pyarrow's
 default (mimalloc) for such large, long-lived blocks."""
 
@@ -127,21 +128,63 @@ def encode_frame(header: pa.Buffer | bytes, body: pa.Buffer | bytes | None = Non
     return b"".join(parts)
 
 
-def ipc_message(header: memoryview, body: memoryview) -> pa.ipc.Message:
-    """The IPC message made of a FlightData's header and body, rebuilt in aligned memory.
+class _Parts:
+    """A read-only file over a few buffers, read in order. The IPC reader takes what each read
+    answers as an Arrow buffer over the same memory (a Python buffer is not copied)."""
 
-    Raises FrameError when the header is not an IPC message or the body's length is not the
-    one the header declares."""
+    mode = "rb"
+    closed = False
+
+    def __init__(self, *parts: bytes | memoryview) -> None:
+        self._parts = [memoryview(p) for p in parts if len(p)]
+
+    def read(self, size: int = -1) -> memoryview | bytes:
+        if not self._parts:
+            return b""
+        part = self._parts[0]
+        if 0 <= size < len(part):
+            self._parts[0] = part[size:]
+            return part[:size]
+        del self._parts[0]
+        return part
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _kept_body(body: memoryview) -> memoryview | pa.Buffer:
+    """The memory a message's body is read from: the received bytes themselves, unless the
+    body is less than half of them (then a copy, so that a kept batch never holds a message
+    much larger than itself alive)."""
+    if 2 * len(body) >= memoryview(body.obj).nbytes:
+        return body
+    copy = pa.allocate_buffer(len(body), memory_pool=_POOL)
+    pa.FixedSizeBufferWriter(copy).write(body)  # copies in C++, without the GIL
+    return copy
+
+
+def ipc_message(header: memoryview, body: memoryview) -> pa.ipc.Message:
+    """The IPC message made of a FlightData's header and body.
+
+    Only the header is copied; the message's body is the received body itself, as pyarrow's
+    own Flight server keeps it: its buffers are therefore not always 8-byte aligned (Arrow reads
+    them all the same; whatever is sent on is serialized again). Raises FrameError when the
+    header is not an IPC message or the body's length is not the one the header declares."""
     if not len(header):
         raise FrameError("the message has no IPC header")
     pad = -len(header) % 8
     prefix = b"".join((_CONTINUATION, struct.pack("<i", len(header) + pad), header, bytes(pad)))
-    buffer = pa.allocate_buffer(len(prefix) + len(body), memory_pool=_POOL)
-    writer = pa.FixedSizeBufferWriter(buffer)  # copies in C++, without the GIL
-    writer.write(prefix)
-    writer.write(body)
     try:
-        message = pa.ipc.read_message(buffer)
+        message = pa.ipc.read_message(_Parts(prefix, _kept_body(body)))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FrameError(f"not an Arrow IPC message: {exc}") from None
     declared = message.body.size if message.body is not None else 0

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CHUNK", "ChunkStats", "Leaf", "leaf_class"]
+__all__ = ["CHUNK", "ChunkStats", "Leaf", "leaf_class", "min_max"]
 
 Path = tuple[str, ...]
 CHUNK = "__mosaico_fsm_chunk"
@@ -45,9 +46,9 @@ class Leaf:
         self._arrays: tuple[pa.Array, pa.Array] | None = None
 
     def add(self, column: pa.Array) -> None:
-        result = pc.min_max(column)
-        self._mins.append(result["min"].as_py())
-        self._maxs.append(result["max"].as_py())
+        low, high = min_max(column)
+        self._mins.append(low)
+        self._maxs.append(high)
         self._arrays = None
 
     def arrays(self) -> tuple[pa.Array, pa.Array]:
@@ -114,6 +115,33 @@ class ChunkStats:
             table = table.append_column(CHUNK, numbers.cast(pa.int64()))
             self._tables[key] = table
         return table
+
+
+_FLOATS: dict[pa.DataType, np.dtype[Any]] = {
+    pa.float32(): np.dtype(np.float32),
+    pa.float64(): np.dtype(np.float64),
+}
+
+
+def min_max(column: pa.Array) -> tuple[Any, Any]:
+    """The minimum and maximum non-null value of `column` (NaN ignored unless all values are
+    NaN; None when there is no value), as `pyarrow.compute.min_max` answers them.
+
+    Arrow's kernel compares floating-point values one at a time; NumPy's fmin/fmax, which
+    ignore NaN the same way, reduce them several times faster, so a float column without
+    nulls (the bulk of a sensor topic) is reduced by NumPy on its buffer, without a copy."""
+    dtype = _FLOATS.get(column.type)
+    if dtype is not None and column.null_count == 0 and len(column):
+        # The values buffer itself (to_numpy would import pandas, when installed, on first use).
+        values = np.frombuffer(
+            memoryview(column.buffers()[1]),
+            dtype,
+            count=len(column),
+            offset=column.offset * dtype.itemsize,
+        )
+        return np.fmin.reduce(values).item(), np.fmax.reduce(values).item()
+    result = pc.min_max(column)
+    return result["min"].as_py(), result["max"].as_py()
 
 
 def _column(batch: pa.RecordBatch, path: Path) -> pa.Array:
