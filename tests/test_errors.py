@@ -377,9 +377,13 @@ def test_a_reply_that_is_not_an_envelope_is_a_transport_error() -> None:
 
 
 # -----------------------------------------------------------------------------------------------
-# No library code raises a bare built-in exception for a domain error.
+# No library code raises a bare built-in exception for a domain error, nor the root itself.
 
-BARE = frozenset({"ValueError", "TypeError", "KeyError", "RuntimeError"})
+BARE = frozenset(
+    # the built-ins a domain error used to be, and the root, which belongs to no branch
+    {"ValueError", "TypeError", "KeyError", "RuntimeError", "Exception"}
+    | {"MosaicoError", "MosaicoProtocolError"}
+)
 
 ALLOWED_BARE: dict[tuple[str, str], str] = {
     # (file, enclosing function): why
@@ -447,9 +451,11 @@ def test_the_bare_raise_scan_sees_every_form() -> None:
         "    raise KeyError\n"
         "raise RuntimeError('top')\n"
         "raise ArgumentError('typed')\n"
+        "raise MosaicoProtocolError('root')\n"
     )
     assert _scan(source, "m.py") == [
         ("m.py", "g", 3, "ValueError"),
         ("m.py", "f", 4, "KeyError"),
         ("m.py", "<module>", 5, "RuntimeError"),
+        ("m.py", "<module>", 7, "MosaicoProtocolError"),
     ]
