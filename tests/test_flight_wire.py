@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import numpy as np
 import pyarrow as pa
 import pytest
 from pyarrow import flight
@@ -525,6 +526,42 @@ def test_an_idle_stream_is_cancelled_and_releases_its_topic() -> None:
         finally:
             t.close()
         assert topic_state(running, locator) == ("locked", 2, 3)
+
+
+def test_a_doget_reader_that_stops_reading_is_cancelled_and_frees_its_thread() -> None:
+    """A client opens a DoGet on a 64 MB topic and never reads past the schema: gRPC's flow
+    control stops the server's sends, and after the idle timeout the server cancels the call,
+    so the thread it held is free again (counted by `open_reads`); the reader then gets an
+    error, never a silently short read."""
+    limits = ServerLimits(stream_idle_timeout=0.3)
+    with start_server(ServerModel(seed=0), limits=limits) as running:
+        locator, topic_uuid = open_topic(running, "unread")
+        # Stored in process: a 16 MB DoPut message may well take longer than the idle timeout.
+        principal = running.model.authenticate(None)
+        command = json.dumps({"resource_locator": locator, "topic_uuid": topic_uuid}).encode()
+        handle = running.server.gate.put_open(lambda: principal, "cmd", command, SCHEMA)
+        for i in range(4):
+            stamps = np.arange(i * 1_000_000, (i + 1) * 1_000_000, dtype=np.int64)
+            running.server.gate.put_write(
+                handle, pa.record_batch([stamps, stamps.astype(np.float64)], SCHEMA)
+            )
+        running.server.gate.put_end(handle)
+        client = flight.FlightClient(running.location)
+        try:
+            command = json.dumps({"resource_locator": locator}).encode()
+            info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+            reader = client.do_get(info.endpoints[0].ticket)
+            assert reader.schema.names == SCHEMA.names
+            wait_until(lambda: running.server.open_reads == 1, "the DoGet started")
+            wait_until(lambda: running.server.open_reads == 0, "the unread DoGet was cancelled")
+            rows = 0
+            with pytest.raises(flight.FlightCancelledError):
+                for chunk in reader:
+                    rows += chunk.data.num_rows
+            assert rows < 4_000_000
+        finally:
+            client.close()
+        assert topic_state(running, locator) == ("locked", 4, 4_000_000)
 
 
 def _descriptor(locator: str, topic_uuid: str) -> Any:

@@ -95,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         type=float,
         default=defaults.stream_idle_timeout,
         metavar="S",
-        help="cancel a DoPut stream silent for S seconds (0: never)",
+        help="cancel a DoPut stream silent, or a DoGet stream not read, for S seconds (0: never)",
     )
 
 

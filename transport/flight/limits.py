@@ -17,7 +17,9 @@ class ServerLimits:
       call with RESOURCE_EXHAUSTED, from gRPC itself). mosaicod's default is 50 MB.
     - `max_streams`: DoPut streams open at once; one more is refused (RESOURCE_EXHAUSTED).
     - `stream_idle_timeout`: seconds a DoPut stream may stay without a message before the server
-      cancels it (the topic is not locked, the batches it stored stay); None: no limit.
+      cancels it (the topic is not locked, the batches it stored stay), and a DoGet stream may
+      wait for its client to take the next frame (a reader that stopped reading frees its
+      thread); None: no limit.
     - `control_workers`: threads for the calls that are not DoPut streams (a DoGet holds one
       until its reader is done); a call beyond every thread is refused (RESOURCE_EXHAUSTED)
       rather than queued.

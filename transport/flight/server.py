@@ -143,7 +143,8 @@ def _refuse(kind: ErrorKind, message: str) -> _Refusal:
 
 @attrs.define(eq=False)
 class _OpenStream:
-    """A DoPut call in progress: its topic (once accepted) and when it last received."""
+    """A DoPut call in progress (its topic, once accepted, and when it last received), or a
+    DoGet call in progress (when gRPC last took one of its frames)."""
 
     context: grpc.ServicerContext
     handle: PutHandle | None = None
@@ -190,6 +191,7 @@ class ReferenceServer:
         self._stopping = threading.Event()
         self._streams_lock = threading.Lock()
         self._streams: set[_OpenStream] = set()
+        self._reads: set[_OpenStream] = set()
         self._watchdog: threading.Thread | None = None
 
     @property
@@ -234,6 +236,12 @@ class ReferenceServer:
         with self._streams_lock:
             return len(self._streams)
 
+    @property
+    def open_reads(self) -> int:
+        """DoGet calls in progress (each holds one of the server's threads)."""
+        with self._streams_lock:
+            return len(self._reads)
+
     def begin_stop(self) -> None:
         """From now on, a DoPut stream that sends anything (or ends) is cancelled instead of
         being applied: a stopping server commits nothing more."""
@@ -249,8 +257,10 @@ class ReferenceServer:
 
     def start_watchdog(self) -> None:
         """Start the server's housekeeping thread: it cancels DoPut streams silent for longer
-        than the idle timeout, and hands memory the C allocator keeps after large requests
-        back to the system (`_release_memory`)."""
+        than the idle timeout and DoGet streams whose client has not taken a frame for as long
+        (a reader that stopped reading would otherwise hold its thread forever), and hands
+        memory the C allocator keeps after large requests back to the system
+        (`_release_memory`)."""
         if self._watchdog is not None:
             return
         self._watchdog = threading.Thread(
@@ -272,11 +282,18 @@ class ReferenceServer:
             if idle is None:
                 continue
             with self._streams_lock:
-                silent = [s for s in self._streams if not s.idle and now - s.last_seen > idle]
-                for stream in silent:
+                silent = [
+                    (s in self._reads, s)
+                    for s in (*self._streams, *self._reads)
+                    if not s.idle and now - s.last_seen > idle
+                ]
+                for _, stream in silent:
                     stream.idle = True
-            for stream in silent:
-                log.info("DoPut stream idle for more than %.3g s: cancelled", idle)
+            for read, stream in silent:
+                if read:
+                    log.info("DoGet stream not read for more than %.3g s: cancelled", idle)
+                else:
+                    log.info("DoPut stream idle for more than %.3g s: cancelled", idle)
                 stream.context.cancel()
 
     # -------------------------------------------------------------------------------------------
@@ -387,20 +404,28 @@ class ReferenceServer:
         )
         return self._sent(context, reading.schema, reading.batches)
 
-    @staticmethod
     def _sent(
-        context: grpc.ServicerContext, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+        self, context: grpc.ServicerContext, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
     ) -> Iterator[bytes]:
         """The frames of a DoGet; a fault that breaks the stream ends the call with its status
-        after the batches already sent."""
-        yield frames.schema_frame(schema)
+        after the batches already sent. gRPC asks for the next frame once it took the previous
+        one: the time since is how long the client has not read (the watchdog's idle timeout)."""
+        stream = _OpenStream(context)
+        with self._streams_lock:
+            self._reads.add(stream)
         try:
+            yield frames.schema_frame(schema)
+            stream.last_seen = time.monotonic()
             for batch in batches:
                 yield frames.batch_frame(batch)
+                stream.last_seen = time.monotonic()
         except InjectedFault as exc:
             log.debug("DoGet: %s", exc.message)
             kind = exc.kind or ErrorKind.CANCELLED
             context.abort(STATUS[kind], exc.message)
+        finally:
+            with self._streams_lock:
+                self._reads.discard(stream)
 
     # -------------------------------------------------------------------------------------------
     # DoPut
