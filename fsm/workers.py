@@ -19,17 +19,19 @@ def _ignore_interrupts() -> None:
 
 
 @contextmanager
-def worker_pool(workers: int) -> Iterator[Pool | None]:
+def worker_pool(workers: int, *, spawn: bool = False) -> Iterator[Pool | None]:
     """A pool of `workers` processes, or None for one (the caller then works in-process).
     The pool is closed and joined when the block ends, terminated first when it raises
-    (Ctrl-C included)."""
+    (Ctrl-C included). Workers are forked, or started afresh with `spawn` (for work that
+    uses gRPC, which a forked child cannot use once its parent has)."""
     if workers <= 1:
         yield None
         return
     # Ctrl-C waits until the pool exists, so no worker is ever left behind.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        pool = multiprocessing.Pool(workers, initializer=_ignore_interrupts)
+        context = multiprocessing.get_context("spawn" if spawn else "fork")
+        pool = context.Pool(workers, initializer=_ignore_interrupts)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:

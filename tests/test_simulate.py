@@ -303,6 +303,21 @@ def test_an_engine_whose_report_skips_the_flush_at_close_is_caught(
     assert "run/rows: 3 records pushed, 0 read back" in run.violations[0].message
 
 
+def test_an_engine_that_leaves_topic_writers_open_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def close(self: TopicWriter, trigger: str, message: str = "") -> MosaicoProtocolError | None:
+        return None  # the session ends without ending its topics' streams
+
+    monkeypatch.setattr(TopicWriter, "close", close)
+    result = explore(select(["writer-3-topics"]), WORLD, faults=0)
+    assert result.runs
+    for run in result.runs:
+        terminal = [v for v in run.violations if v.invariant == "terminal"]
+        assert terminal, (run.scenario, run.violations)
+        assert "topic writers still open" in terminal[0].message
+
+
 def test_an_engine_that_swallows_the_users_exception_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -161,7 +161,8 @@ def power_runs(
     baseline. A run stopped by Ctrl-C raises KeyboardInterrupt here, so no half-measured row
     is ever yielded."""
     tasks = [(kind, name, seed, budget) for kind, name in _broken_servers()]
-    with worker_pool(workers if len(tasks) > 1 else 1) as pool:
+    # Each run serves and calls over gRPC: workers start afresh rather than forked.
+    with worker_pool(workers if len(tasks) > 1 else 1, spawn=True) as pool:
         rows: Iterator[PowerRow | None] = (
             pool.imap(_power_row, tasks, chunksize=1)
             if pool is not None
