@@ -286,16 +286,24 @@ class Plan:
     def walk(self, spec: MachineSpec, context: Mapping[str, str], executor: Executor) -> Walk:
         """Run the row's steps, and every row its routes lead to (see `walk`)."""
         row = self.row
-        done = 0
-        outcome = OK
         for step in row.steps:
             outcome = executor.perform(step, row)
             if outcome is not OK:
-                break
-            done += 1
-        else:
-            return self.ok
-        return _walk_on(spec, context, executor, row, self.ok.records[:done], outcome)
+                return self.resume(spec, context, executor, step, outcome)
+        return self.ok
+
+    def resume(
+        self,
+        spec: MachineSpec,
+        context: Mapping[str, str],
+        executor: Executor,
+        step: Step,
+        outcome: Outcome,
+    ) -> Walk:
+        """The rest of the walk once the row's steps before `step` answered `OK` and `step`
+        answered `outcome`."""
+        done = next(i for i, s in enumerate(self.row.steps) if s is step)
+        return _walk_on(spec, context, executor, self.row, self.ok.records[:done], outcome)
 
 
 def walk(

@@ -24,7 +24,7 @@ from fsm.engine.trace import Tracer
 from fsm.enums import FlightAction
 from fsm.errors import ActionFailed, InvalidTrigger, OutcomeUnknown
 from fsm.machines import Executor, Plan, ProtocolMachine, StateHolder, StepRecord, Walk
-from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
+from fsm.outcome import OK, ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
 from fsm.spec.model import Transition
 from fsm.transport import Descriptor, Transport
 
@@ -256,9 +256,15 @@ class Lifecycle:
         state = self._holder.state
         planned = self._plans.get((state, trigger))
         plan, ok, loop = planned if planned is not None else self._plan(state, trigger)
-        result = plan.walk(self._spec, self._context, executor)
-        if result is not plan.ok:
-            return self._fired(state, trigger, result, raising)
+        # The walk (`Plan.walk`), its all-OK start written out: the common case is one
+        # step that succeeds.
+        row = plan.row
+        for step in row.steps:
+            outcome = executor.perform(step, row)
+            if outcome is not OK:
+                result = plan.resume(self._spec, self._context, executor, step, outcome)
+                return self._fired(state, trigger, result, raising)
+        result = ok.walk
         if loop is None:
             self._commit_loops()
             self._machine.commit(self._holder, plan.row, self._context)

@@ -113,7 +113,8 @@ class TopicWriter(Lifecycle):
         self._writer = writer
         self._notices = Notices(session.transport, "topic", locator)
         self._last_error: str | None = None
-        self._pushing = _TopicSteps(self)  # the executor of pushes (one push at a time)
+        # The executor of push_row, one push at a time (the row is its data).
+        self._pushing_rows = _TopicSteps(self, writer.submit_row)
 
     @property
     def policy(self) -> TopicLevelErrorPolicy:
@@ -147,15 +148,13 @@ class TopicWriter(Lifecycle):
 
     def push_row(self, row: Mapping[str, Any]) -> None:
         """Send one record given as {column: value}; buffered, then converted in bulk."""
-        steps = self._pushing
-        steps.write, steps.data = self._writer.submit_row, row
+        steps = self._pushing_rows
+        steps.data = row  # the row buffer holds it anyway
         try:
-            self.fire("push", steps, raising=True)
+            self.fire("push", steps, True)
         except ActionFailed as error:
             self._last_error = str(error)
             raise
-        finally:
-            steps.data = None
         self._last_error = None
 
     def flush(self) -> None:
@@ -167,15 +166,11 @@ class TopicWriter(Lifecycle):
         """A push: `write(data)` runs once, as the STREAM_WRITE step. Bad input raises
         ArgumentError from `write` with nothing changed; a refused trigger raises
         InvalidTrigger (traced) before `write` runs."""
-        steps = self._pushing
-        steps.write, steps.data = write, data
         try:
-            self.fire("push", steps, raising=True)
+            self.fire("push", _TopicSteps(self, write, data), raising=True)
         except ActionFailed as error:
             self._last_error = str(error)
             raise
-        finally:
-            steps.data = None
         self._last_error = None
 
     # -------------------------------------------------------------------------------------------
