@@ -742,9 +742,35 @@ def test_push_row_after_a_known_stream_failure_raises_at_that_push() -> None:
                 seen["status"] = topic.status
         finally:
             client.close()
-    # pyarrow hands the refusal's own text over only at close; the push names the failure.
-    assert "STREAM_WRITE failed" in seen.get("raised", ""), seen
+    # The push reports the server's own refusal: its kind and its message.
+    raised = seen.get("raised", "")
+    assert "STREAM_WRITE failed (invalid_argument)" in raised, seen
+    assert "injected fault STREAM_WRITE#1:invalid_argument" in raised, seen
+    assert "ended the stream early" not in raised, seen
     assert seen["status"] is not TopicWriterStatus.Active
+
+
+def test_a_stream_the_server_ended_reports_the_servers_refusal(server: RunningServer) -> None:
+    """The server refuses a batch mid-stream (its topic was deleted meanwhile): once the call
+    has ended, the stream's `failure` and its next write carry the refusal's kind and the
+    server's message, not a bare "the server ended the stream"."""
+    locator, topic_uuid = open_topic(server, "gone")
+    t = FlightTransport(server.location, timeout=TIMEOUT)
+    try:
+        stream = ok(t.open_stream(_descriptor(locator, topic_uuid), SCHEMA))
+        ok(stream.write(batch(0, 2)))
+        wait_until(lambda: topic_state(server, locator)[1] == 1, "the first batch stored")
+        ok(t.action(FlightAction.TOPIC_DELETE, {"locator": locator}))
+        ok(stream.write(batch(2, 2)))  # sent before the server's refusal comes back
+        wait_until(lambda: stream.failure is not None, "the refusal reaches the client")
+        failure = stream.failure
+        assert failure is not None
+        assert failure.kind is ErrorKind.NOT_FOUND, failure
+        assert f"topic '{locator}' no longer exists" in (failure.detail or ""), failure
+        later = stream.write(batch(4, 2))
+        assert (later.kind, later.detail) == (failure.kind, failure.detail)
+    finally:
+        t.close()
 
 
 class _DeadCall:

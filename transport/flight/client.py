@@ -266,8 +266,11 @@ class _FlightStream:
     The server's verdict on the whole stream arrives when it is closed, but a server may end
     the call early (a refused batch, a dropped stream). A watcher thread waits on the server's
     side of the call, so such a refusal is known as soon as it arrives and the next `write`
-    reports it instead of succeeding into a dead stream. Once the stream has ended (failed,
-    aborted or closed) the watcher has returned and the transport no longer tracks it.
+    reports it instead of succeeding into a dead stream. pyarrow hands the refusal's status
+    over only when the writer is closed: the first `write` or `failure` after the call ended
+    closes it, so both report the server's own refusal (its kind and message). Once the
+    stream has ended (failed, aborted or closed) the watcher has returned and the transport no
+    longer tracks it.
     """
 
     def __init__(
@@ -287,6 +290,9 @@ class _FlightStream:
         self._failure: Outcome | None = None
         self._closing = False
         self._early: Outcome | None = None
+        # Serializes the calls that use the writer: `failure` may be read while a background
+        # send is in `write`.
+        self._lock = threading.RLock()
         self._watcher = threading.Thread(
             target=self._watch, name="mosaico-fsm-doput-watch", daemon=True
         )
@@ -305,9 +311,13 @@ class _FlightStream:
 
     @property
     def failure(self) -> Outcome | None:
-        if self._done is not None:
-            return self._failure
-        return self._early
+        if self._done is None and self._early is not None:
+            # The server ended the call: close the writer to read the server's verdict.
+            # (A write cannot be blocked then, so taking the lock does not wait on the network.)
+            with self._lock:
+                if self._done is None:
+                    self._finish(None)
+        return self._failure if self._done is not None else None
 
     def _end(self, answer: Outcome, failure: Outcome | None) -> None:
         """The stream has ended: later calls answer `answer`; `failure` (None after a clean
@@ -318,6 +328,10 @@ class _FlightStream:
         self._on_end(self)
 
     def write(self, batch: pa.RecordBatch) -> Outcome:
+        with self._lock:
+            return self._write(batch)
+
+    def _write(self, batch: pa.RecordBatch) -> Outcome:
         if self._done is not None:
             return self._done
         if self._early is not None:
@@ -357,6 +371,10 @@ class _FlightStream:
         return outcome
 
     def close(self) -> Outcome:
+        with self._lock:
+            return self._close()
+
+    def _close(self) -> Outcome:
         if self._done is not None:
             return self._done
         self._closing = True
@@ -376,6 +394,11 @@ class _FlightStream:
     def abort(self) -> Outcome:
         """Cancel the stream: a message without data tells the server to drop it (a Mosaico
         server refuses an empty message mid-stream and ends the call without committing)."""
+        with self._lock:
+            self._abort()
+        return Outcome.ok()
+
+    def _abort(self) -> None:
         if self._done is None:
             self._closing = True
             # The server answers the abort by ending the call with an error: that error is the
@@ -386,4 +409,3 @@ class _FlightStream:
                 self._writer.close()
             aborted = Outcome.failed(ErrorKind.CANCELLED, "stream aborted")
             self._end(aborted, aborted)
-        return Outcome.ok()
