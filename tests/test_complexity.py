@@ -7,9 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("radon", reason="radon is in the test extra")
-
 from radon.complexity import cc_rank, cc_visit
 from radon.visitors import Class, Function
 

@@ -100,7 +100,7 @@ MALFORMED: list[tuple[str, Callable[[Docs], None], tuple[str, str, str]]] = [
         lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0]["unknown"].update(
             probe="topic_exists"
         ),
-        ("session.toml", "transitions", "enter-writer).steps[0].unknown.probe"),
+        ("session.toml", "transitions", "enter-writer).steps[0].unknown"),
     ),
     (
         "a verdict route written as the default",
@@ -343,7 +343,7 @@ def test_malformed_spec_names_file_table_entry(
             lambda d: _transition(d, "session.toml", "enter-writer")["steps"][0]["unknown"].update(
                 probe="sequence_exists"
             ),
-            "SEQUENCE_CREATE is settled by 'sequence_exists' (actions.toml, [probes])",
+            "a row names no probe: the probe of an operation is the [probes] entry",
         ),
         (
             lambda d: d["actions.toml"]["probes"].pop("sequence_exists"),
@@ -353,8 +353,69 @@ def test_malformed_spec_names_file_table_entry(
             lambda d: d["actions.toml"]["probes"].pop("sequence_absent"),
             "missing route 'unknown'",
         ),
+        (
+            lambda d: _transition(d, "session.toml", "exit-ok")["steps"][0].update(failed=3),
+            "session.toml: [transitions] transitions[7] (exit-ok).steps[0].failed: "
+            "must be a non-empty string, got 3",
+        ),
+        (
+            lambda d: _transition(d, "session.toml", "exit-ok").update(steps="x"),
+            "(exit-ok).steps: must be an array, got 'x'",
+        ),
+        (
+            lambda d: _transition(d, "session.toml", "exit-ok").update(error="loud"),
+            "(exit-ok).error: must be one of none, cause, propagate, suppress, got 'loud'",
+        ),
+        (
+            lambda d: _transition(d, "session.toml", "exit-ok").pop("dest"),
+            "(exit-ok): missing key 'dest'",
+        ),
+        (
+            lambda d: d["actions.toml"]["probes"]["topic_exists"].update(colour="red"),
+            "actions.toml: [probes.topic_exists] -: unknown key(s) colour",
+        ),
+        (
+            lambda d: d["actions.toml"].update(extras={}),
+            "actions.toml: [-] -: unknown key(s) extras",
+        ),
+        (
+            lambda d: d["deviations.toml"]["deviations"][0]["patch"][0].update(colour="x"),
+            "[deviations] [0] (MOSAICOD-REPORT-LOCKS).patch[0]: unknown key(s) colour",
+        ),
+        (
+            lambda d: d["actions.toml"]["limits"].update(x={"value": True, "doc": "d"}),
+            "actions.toml: [limits] x.value: must be an integer, got True",
+        ),
+        (
+            lambda d: d["session.toml"]["triggers"]["enter"].update(doc=3),
+            "session.toml: [triggers] enter.doc: must be a non-empty string, got 3",
+        ),
+        (
+            lambda d: d["actions.toml"]["probes"]["topic_exists"].update(reads=""),
+            "actions.toml: [probes.topic_exists] reads: must be a non-empty string, got ''",
+        ),
+        (
+            lambda d: d["actions.toml"]["field_types"].update(text=1),
+            "actions.toml: [field_types] text: must be a string, got 1",
+        ),
     ],
-    ids=["unknown row key", "probe named in a row", "probe not declared", "default lost"],
+    ids=[
+        "unknown row key",
+        "probe named in a row",
+        "probe not declared",
+        "default lost",
+        "route of the wrong type",
+        "array given a string",
+        "value outside its set",
+        "missing key",
+        "unknown key in a probe",
+        "unknown top-level table",
+        "unknown key in a patch",
+        "integer given a boolean",
+        "text given a number",
+        "empty text",
+        "string given a number",
+    ],
 )
 def test_the_error_says_what_is_wrong(mutate: Callable[[Docs], None], says: str) -> None:
     with pytest.raises(SpecError) as info:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import attrs
 
 from fsm.errors import SpecError
+from fsm.spec import schema
 from fsm.spec.line_enums import EnumSet, seed_enum_set
 from fsm.spec.load import load_documents, parse_spec
 from fsm.spec.model import Operation, Spec
@@ -68,16 +69,8 @@ _LINE_KEYS = (
     "query",
     "unknown",
 )
-_OPERATION_KEYS = (
-    "kind",
-    "wire",
-    "permission",
-    "response",
-    "outcomes",
-    "doc",
-    "request",
-    "errors",
-)
+_OPERATION_KEYS = tuple(f.name for f in attrs.fields(schema.OperationEntry))
+_PROBE_KEYS = tuple(f.name for f in attrs.fields(schema.ProbeEntry))
 _INFO_CONFIG = (
     "grpc_max_decode_message_size",
     "grpc_max_encode_message_size",
@@ -519,7 +512,7 @@ def _patch_catalogue(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) 
             r,
             f"probes.{key}",
             _table(r, f"probes.{key}", value),
-            ("settles", "reads", "applied_when"),
+            _PROBE_KEYS,
         )
         probes[key] = copy.deepcopy(value)
     shapes = actions.setdefault("shapes", {})

@@ -1,30 +1,30 @@
 """Read `specs/*.toml` into a validated `Spec`.
 
-Structural problems (a missing key, a wrong type, a reference to something that does not
-exist) raise `SpecError` naming the file, the table and the entry. Graph properties
-(determinism, reachability, complete routing) are checked by `fsm.spec.soundness`; `load_spec`
-runs those too unless asked not to.
+The shape of each file (its tables, keys and value types) is declared once, in
+`fsm.spec.schema`, and enforced while structuring; what is checked here by hand is only what
+refers to something else: a route to a trigger, a step to an operation, a guard to a context
+value, a patch to a resource cell. Every problem raises `SpecError` naming the file, the
+table and the entry. Graph properties (determinism, reachability, complete routing) are
+checked by `fsm.spec.soundness`; `load_spec` runs those too unless asked not to.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar, cast
-
-import attrs
+from typing import Any
 
 from fsm.errors import SpecError
 from fsm.outcome import ErrorKind
+from fsm.spec import schema
 from fsm.spec.model import (
     CONTINUE,
     STOP,
     ContextVar,
     Deviation,
     ErrorCase,
-    ErrorMode,
     FailedRoute,
     Field,
     Limit,
@@ -54,7 +54,6 @@ SPEC_FILES = (
     "deviations.toml",
     "query.toml",
 )
-MACHINE_FILES = ("session.toml", "topic_writer.toml")
 SERVER_EVENTS = ("ERROR_REPORTED", "DO_PUT_OPEN", "DO_PUT_WRITE", "DO_PUT_END", "DO_PUT_CANCEL")
 SERVER_SETTINGS: Mapping[str, tuple[Any, ...]] = {
     # setting: the values it may take, the specification's first
@@ -66,19 +65,8 @@ SERVER_SETTINGS: Mapping[str, tuple[Any, ...]] = {
     "query_chunk_without_match": ("skipped", "internal"),
     "query_without_conditions": ("everything", "nothing"),
 }
-SIGNATURE_KEYS = (
-    "extra",
-    "after",
-    "missing",
-    "failed",
-    "policy",
-    "records_lost",
-    "bytes_over",
-    "push_after_failed_stream",
-    "api",
-)
-
-T = TypeVar("T")
+VERDICTS = ("applied", "not_applied", "unresolved")
+"""A probe's verdicts, in the order of `ProbeRoute`'s fields."""
 
 
 def load_documents(directory: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -125,41 +113,51 @@ def parse_spec(
     for name in SPEC_FILES:
         if name not in documents:
             raise SpecError(name, "-", "file", "missing")
-    version = _versions(documents)
-    actions = documents["actions.toml"]
+    actions = schema.structure("actions.toml", documents["actions.toml"], schema.ActionsFile)
+    topic_file = schema.structure(
+        "topic_writer.toml", documents["topic_writer.toml"], schema.MachineFile
+    )
+    session_file = schema.structure("session.toml", documents["session.toml"], schema.MachineFile)
+    resources_file = schema.structure(
+        "resources.toml", documents["resources.toml"], schema.ResourcesFile
+    )
+    deviations_file = schema.structure(
+        "deviations.toml", documents["deviations.toml"], schema.DeviationsFile
+    )
+    version = _version(
+        {
+            "session.toml": session_file.spec_version,
+            "topic_writer.toml": topic_file.spec_version,
+            "actions.toml": actions.spec_version,
+            "resources.toml": resources_file.spec_version,
+            "deviations.toml": deviations_file.spec_version,
+            "query.toml": documents["query.toml"].get("spec_version"),
+        }
+    )
     error_kinds = _error_kinds(actions)
-    field_types = _str_map(_R("actions.toml", "field_types", "-"), actions.get("field_types"))
     limits = _limits(actions)
-    operations = _operations(actions, error_kinds, field_types, v, limits)
-    probes = _probes(actions, operations)
-    operations = {
-        name: attrs.evolve(op, probe=next((p for p in probes if probes[p].settles == name), None))
-        for name, op in operations.items()
-    }
+    probes = _probes(actions)
+    operations = _operations(actions, error_kinds, v, limits, probes)
     common = tuple(
-        _error_case(_R("actions.toml", "common_errors", f"[{i}]"), raw, error_kinds)
-        for i, raw in enumerate(
-            _list(_R("actions.toml", "common_errors", "-"), actions.get("common_errors"))
-        )
+        _error_case(_R("actions.toml", "common_errors", f"[{i}]"), case, error_kinds)
+        for i, case in enumerate(actions.common_errors)
     )
-    topic = _machine(documents, "topic_writer.toml", operations, error_kinds, None, v)
-    session = _machine(documents, "session.toml", operations, error_kinds, topic, v)
-    resources_ = _resources(documents["resources.toml"], operations, error_kinds, v)
+    topic = _machine("topic_writer.toml", topic_file, operations, error_kinds, None, v)
+    session = _machine("session.toml", session_file, operations, error_kinds, topic, v)
+    resources_ = _resources(resources_file, operations, error_kinds, v)
     grammar = parse_query_grammar(documents["query.toml"], error_kinds)
-    deviations, profiles = _deviations(
-        documents["deviations.toml"], resources_, operations, error_kinds, grammar, v
-    )
+    deviations = _deviations(deviations_file, resources_, operations, error_kinds, grammar, v)
     spec = Spec(
         version=version,
         machines={session.name: session, topic.name: topic},
         operations=operations,
         error_kinds=error_kinds,
-        field_types=field_types,
+        field_types=dict(actions.field_types),
         common_errors=common,
         probes=probes,
         resources=resources_,
         deviations=deviations,
-        profiles=profiles,
+        profiles=_profiles(deviations_file, deviations, v),
         query=grammar,
         limits=limits,
     )
@@ -173,7 +171,7 @@ def parse_spec(
 
 
 # ---------------------------------------------------------------------------------------------
-# A small reader that knows where it is, so every error names file, table and entry.
+# Where a cross-reference fails: file, table and entry.
 
 
 class _R:
@@ -188,172 +186,112 @@ class _R:
         return SpecError(self.file, self.table, self.entry, problem)
 
 
-def _typed(r: _R, value: Any, kind: type[T], what: str) -> T:
-    if not isinstance(value, kind) or (kind is str and not value):
-        raise r.fail(f"{what} must be a non-empty {kind.__name__}, got {value!r}")
-    return value
-
-
-def _table(r: _R, value: Any, what: str = "a table") -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise r.fail(f"expected {what}, got {value!r}")
-    return value
-
-
-def _key(r: _R, raw: Any, key: str, kind: type[T]) -> T:
-    if key not in _table(r, raw):
-        raise r.fail(f"missing key {key!r}")
-    return _typed(r, raw[key], kind, repr(key))
-
-
-def _list(r: _R, value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise r.fail(f"expected an array, got {value!r}")
-    return value
-
-
-def _names(r: _R, value: Any, what: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else _list(r, value)
-    if not items or not all(isinstance(v, str) and v for v in items):
-        raise r.fail(f"{what} must be a name or a non-empty array of names, got {value!r}")
-    return tuple(items)
-
-
-def _str_map(r: _R, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise r.fail(f"expected a table of strings, got {value!r}")
-    return dict(value)
-
-
-def _unknown_keys(r: _R, raw: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    extra = sorted(set(raw) - set(allowed))
-    if extra:
-        raise r.fail(f"unknown key(s) {', '.join(extra)}")
-
-
-def _versions(documents: Mapping[str, Mapping[str, Any]]) -> str:
-    versions = {}
-    for name in SPEC_FILES:
-        versions[name] = _key(_R(name, "-", "spec_version"), documents[name], "spec_version", str)
+def _version(versions: Mapping[str, Any]) -> str:
+    query = versions["query.toml"]
+    if not isinstance(query, str) or not query:
+        raise SpecError("query.toml", "-", "spec_version", f"must be a non-empty string: {query!r}")
     distinct = set(versions.values())
     if len(distinct) != 1:
         raise SpecError("deviations.toml", "-", "spec_version", f"files disagree: {versions}")
-    return distinct.pop()
+    return str(distinct.pop())
 
 
 # ---------------------------------------------------------------------------------------------
 # actions.toml
 
 
-def _error_kinds(doc: Mapping[str, Any]) -> dict[str, str]:
-    r = _R("actions.toml", "error_kinds", "-")
-    raw = doc.get("error_kinds")
-    if not isinstance(raw, dict):
-        raise r.fail("missing table")
-    kinds = {}
-    for name, entry in raw.items():
-        e = r.at(name)
-        kinds[name] = _key(e, entry, "grpc", str)
-        _unknown_keys(e, entry, ("grpc", "doc"))
-        _key(e, entry, "doc", str)
+def _error_kinds(actions: schema.ActionsFile) -> dict[str, str]:
+    kinds: dict[str, str] = {name: entry.grpc for name, entry in actions.error_kinds.items()}
     expected = {k.value for k in ErrorKind}
     if set(kinds) != expected:
-        raise r.fail(f"kinds must be exactly those of fsm.ErrorKind: {sorted(expected)}")
+        raise SpecError(
+            "actions.toml",
+            "error_kinds",
+            "-",
+            f"kinds must be exactly those of fsm.ErrorKind: {sorted(expected)}",
+        )
     return kinds
 
 
-def _error_case(r: _R, raw: Any, kinds: Mapping[str, str]) -> ErrorCase:
-    if not isinstance(raw, dict):
-        raise r.fail(f"an error case must be a table, got {raw!r}")
-    kind = _key(r, raw, "kind", str)
-    if kind not in kinds:
-        raise r.fail(f"unknown error kind {kind!r}")
-    return ErrorCase(kind=kind, when=_key(r, raw, "when", str))
+def _error_case(r: _R, case: ErrorCase, kinds: Mapping[str, str]) -> ErrorCase:
+    if case.kind not in kinds:
+        raise r.fail(f"unknown error kind {case.kind!r}")
+    return case
 
 
-def _limits(doc: Mapping[str, Any]) -> dict[str, Limit]:
-    r = _R("actions.toml", "limits", "-")
+def _limits(actions: schema.ActionsFile) -> dict[str, Limit]:
     limits = {}
-    for name, raw in _table(r, doc.get("limits", {})).items():
-        e = r.at(name)
-        entry = _table(e, raw)
-        _unknown_keys(e, entry, ("value", "doc"))
-        value = _key(e, entry, "value", int)
-        if isinstance(value, bool) or value < 1:
-            raise e.at("value").fail(f"must be a positive integer, got {value!r}")
-        limits[name] = Limit(name, value, _key(e, entry, "doc", str))
+    for name, entry in actions.limits.items():
+        if entry.value < 1:
+            raise SpecError("actions.toml", "limits", f"{name}.value", "must be positive")
+        limits[name] = Limit(name, entry.value, entry.doc)
     return limits
 
 
+def _probes(actions: schema.ActionsFile) -> dict[str, Probe]:
+    """The probes, each the one read that settles the operation it names in `settles`."""
+    ops = actions.operations
+    probes: dict[str, Probe] = {}
+    for name, entry in actions.probes.items():
+        r = _R("actions.toml", f"probes.{name}", "-")
+        for what, target in (("settles", entry.settles), ("reads", entry.reads)):
+            if target not in ops:
+                raise r.at(what).fail(f"unknown operation {target!r}")
+        other = next((p.name for p in probes.values() if p.settles == entry.settles), None)
+        if other is not None:
+            raise r.at("settles").fail(f"{entry.settles} is settled by probe {other!r} already")
+        if "unknown" not in ops[entry.settles].outcomes:
+            raise r.at("settles").fail(f"{entry.settles} cannot end unknown per its 'outcomes'")
+        probes[name] = Probe(name, entry.settles, entry.reads, entry.applied_when)
+    return probes
+
+
 def _operations(
-    doc: Mapping[str, Any],
+    actions: schema.ActionsFile,
     kinds: Mapping[str, str],
-    field_types: Mapping[str, str],
     vocabulary: Vocabulary,
     limits: Mapping[str, Limit],
+    probes: Mapping[str, Probe],
 ) -> dict[str, Operation]:
-    table = doc.get("operations")
-    if not isinstance(table, dict):
-        raise SpecError("actions.toml", "operations", "-", "missing table")
-    ops: dict[str, Operation] = {}
-    for name, raw in table.items():
+    ops = {}
+    for name, entry in actions.operations.items():
         r = _R("actions.toml", f"operations.{name}", "-")
-        _unknown_keys(
-            r,
-            _table(r, raw),
-            (
-                "kind",
-                "wire",
-                "permission",
-                "response",
-                "outcomes",
-                "doc",
-                "request",
-                "errors",
-            ),
-        )
-        kind = _key(r, raw, "kind", str)
-        if kind not in ("action", "rpc", "stream"):
-            raise r.at("kind").fail(f"must be action, rpc or stream, got {kind!r}")
-        permission = _key(r, raw, "permission", str)
-        if permission not in (*vocabulary.permissions, "none"):
-            raise r.at("permission").fail(f"unknown permission {permission!r}")
-        outcomes = frozenset(_names(r.at("outcomes"), raw.get("outcomes"), "outcomes"))
-        if not outcomes <= {"ok", "failed", "unknown"}:
+        if entry.permission not in (*vocabulary.permissions, "none"):
+            raise r.at("permission").fail(f"unknown permission {entry.permission!r}")
+        if not set(entry.outcomes) <= {"ok", "failed", "unknown"}:
             raise r.at("outcomes").fail(
-                f"outcomes must be among ok, failed, unknown: {sorted(outcomes)}"
+                f"outcomes must be among ok, failed, unknown: {sorted(entry.outcomes)}"
             )
-        fields = []
-        for i, f in enumerate(_list(r.at("request"), raw.get("request", []))):
-            fr = r.at(f"request[{i}]")
-            ftype = _key(fr, f, "type", str)
-            _unknown_keys(fr, f, ("name", "type", "required", "limit"))
-            if ftype not in field_types:
-                raise fr.fail(f"unknown field type {ftype!r}")
-            required = _typed(fr.at("required"), f.get("required", False), bool, "'required'")
-            limit = _typed(fr.at("limit"), f["limit"], str, "'limit'") if "limit" in f else None
-            if limit is not None and limit not in limits:
-                raise fr.at("limit").fail(f"unknown limit {limit!r}")
-            fields.append(Field(_key(fr, f, "name", str), ftype, required, limit))
-        if "response" not in raw:
-            raise r.fail("missing key 'response'")
         ops[name] = Operation(
             name=name,
-            kind=cast(Any, kind),
-            wire=_key(r, raw, "wire", str),
-            permission=permission,
-            request=tuple(fields),
-            response=raw["response"],
-            outcomes=outcomes,
-            probe=None,
-            errors=tuple(
-                _error_case(r.at(f"errors[{i}]"), e, kinds)
-                for i, e in enumerate(_list(r.at("errors"), raw.get("errors")))
+            kind=entry.kind,
+            wire=entry.wire,
+            permission=entry.permission,
+            request=tuple(
+                _field(r.at(f"request[{i}]"), f, actions.field_types, limits)
+                for i, f in enumerate(entry.request)
             ),
-            doc=_key(r, raw, "doc", str),
+            response=entry.response,
+            outcomes=frozenset(entry.outcomes),
+            probe=next((p.name for p in probes.values() if p.settles == name), None),
+            errors=tuple(
+                _error_case(r.at(f"errors[{i}]"), e, kinds) for i, e in enumerate(entry.errors)
+            ),
+            doc=entry.doc,
         )
+    _check_flight_actions(ops, vocabulary)
+    return ops
+
+
+def _field(r: _R, f: Field, types: Mapping[str, str], limits: Mapping[str, Limit]) -> Field:
+    if f.type not in types:
+        raise r.fail(f"unknown field type {f.type!r}")
+    if f.limit is not None and f.limit not in limits:
+        raise r.at("limit").fail(f"unknown limit {f.limit!r}")
+    return f
+
+
+def _check_flight_actions(ops: Mapping[str, Operation], vocabulary: Vocabulary) -> None:
     wires = {op.wire for op in ops.values() if op.kind == "action"}
     for action in vocabulary.enums["FlightAction"]:
         if action.value not in wires:
@@ -367,66 +305,33 @@ def _operations(
                 action.name,
                 f"must be named after FlightAction.{action.name}",
             )
-    return ops
-
-
-def _probes(doc: Mapping[str, Any], ops: Mapping[str, Operation]) -> dict[str, Probe]:
-    """The probes, each the one read that settles the operation it names in `settles`."""
-    table = doc.get("probes")
-    if not isinstance(table, dict):
-        raise SpecError("actions.toml", "probes", "-", "missing table")
-    probes: dict[str, Probe] = {}
-    for name, raw in table.items():
-        r = _R("actions.toml", f"probes.{name}", "-")
-        settles = _key(r, raw, "settles", str)
-        _unknown_keys(r, raw, ("settles", "reads", "applied_when"))
-        reads = _key(r, raw, "reads", str)
-        for what, target in (("settles", settles), ("reads", reads)):
-            if target not in ops:
-                raise r.at(what).fail(f"unknown operation {target!r}")
-        other = next((p.name for p in probes.values() if p.settles == settles), None)
-        if other is not None:
-            raise r.at("settles").fail(f"{settles} is settled by probe {other!r} already")
-        if "unknown" not in ops[settles].outcomes:
-            raise r.at("settles").fail(f"{settles} cannot end unknown per its 'outcomes'")
-        probes[name] = Probe(name, settles, reads, _key(r, raw, "applied_when", str))
-    return probes
 
 
 # ---------------------------------------------------------------------------------------------
 # session.toml, topic_writer.toml
 
 
-def _context(r: _R, raw: Any, vocabulary: Vocabulary) -> dict[str, ContextVar]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise r.fail("must be a table of variables")
+def _variables(
+    r: _R, raw: Mapping[str, schema.VariableEntry], vocabulary: Vocabulary
+) -> dict[str, ContextVar]:
     out = {}
     for name, var in raw.items():
-        vr = r.at(name)
-        if not isinstance(var, dict):
-            raise vr.fail("must be a table with 'values'")
-        _unknown_keys(vr, var, ("values", "enum", "doc"))
-        values = _names(vr, var.get("values"), "values")
-        enum_name = var.get("enum")
-        if enum_name is not None:
-            members = _enum_members(vr, enum_name, vocabulary)
-            if set(values) != set(members):
-                raise vr.fail(f"values must be the members of {enum_name}: {members}")
-        out[name] = ContextVar(name, values, enum_name, str(var.get("doc", "")))
+        if var.enum is not None:
+            members = _enum_members(r.at(name), var.enum, vocabulary)
+            if set(var.values) != set(members):
+                raise r.at(name).fail(f"values must be the members of {var.enum}: {members}")
+        out[name] = ContextVar(name, var.values, var.enum, var.doc)
     return out
 
 
-def _enum_members(r: _R, enum_name: Any, vocabulary: Vocabulary) -> tuple[str, ...]:
-    members = vocabulary.members(str(enum_name))
+def _enum_members(r: _R, enum_name: str, vocabulary: Vocabulary) -> tuple[str, ...]:
+    members = vocabulary.members(enum_name)
     if members is None:
         raise r.fail(f"unknown enum {enum_name!r}")
     return members
 
 
-def _route(r: _R, value: Any, triggers: Mapping[str, TriggerSpec]) -> str:
-    route = _typed(r, value, str, "a route")
+def _route(r: _R, route: str, triggers: Mapping[str, TriggerSpec]) -> str:
     if route in (CONTINUE, STOP):
         return route
     if route not in triggers:
@@ -440,211 +345,199 @@ def _route(r: _R, value: Any, triggers: Mapping[str, TriggerSpec]) -> str:
 
 def _step(
     r: _R,
-    raw: Any,
+    raw: schema.StepEntry,
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
     triggers: Mapping[str, TriggerSpec],
     topic: MachineSpec | None,
 ) -> Step:
-    if not isinstance(raw, dict):
-        raise r.fail("a step must be a table")
-    _unknown_keys(r, raw, ("do", "topics", "failed", "unknown"))
-    do, topics = raw.get("do"), raw.get("topics")
+    do, topics = raw.do, raw.topics
     if (do is None) == (topics is None):
         raise r.fail("a step has exactly one of 'do' and 'topics'")
-    outcomes: frozenset[str]
+    op: Operation | None = None
     if do is not None:
-        if not isinstance(do, str) or do not in ops:
+        if do not in ops:
             raise r.at("do").fail(f"unknown operation {do!r}")
-        outcomes = ops[do].outcomes
+        op = ops[do]
+        outcomes = op.outcomes
     else:
-        if topic is None:
-            raise r.at("topics").fail("only the session table can fan out to topic writers")
-        if not isinstance(topics, str) or topic.triggers.get(topics) is None:
-            raise r.at("topics").fail(f"{topics!r} is not a trigger of the topic-writer table")
-        if topic.triggers[topics].kind != "session":
-            raise r.at("topics").fail(
-                f"{topics!r} is not a session-kind trigger of the topic-writer table"
-            )
+        _check_fan_out(r, topics, topic)
         outcomes = frozenset({"ok", "failed"})
     if "failed" not in outcomes:
         raise r.fail(f"{do or topics} cannot fail per the catalogue")
-    failed = _failed_route(r, raw.get("failed"), kinds, triggers)
-    raw_unknown = raw.get("unknown")
+    failed = _failed_route(r, raw.failed, kinds, triggers)
     unknown: str | ProbeRoute | None = None
     if "unknown" in outcomes:
-        unknown = _unknown_route(r, raw_unknown, ops[do] if do is not None else None, triggers)
-    elif raw_unknown is not None:
+        unknown = _unknown_route(r, raw.unknown, op, triggers)
+    elif raw.unknown is not None:
         raise r.fail(f"{do or topics} cannot end unknown, yet an 'unknown' route is given")
     return Step(do=do, topics=topics, failed=failed, unknown=unknown)
 
 
+def _check_fan_out(r: _R, topics: str | None, topic: MachineSpec | None) -> None:
+    assert topics is not None  # a step without `do` has `topics`
+    if topic is None:
+        raise r.at("topics").fail("only the session table can fan out to topic writers")
+    if topics not in topic.triggers:
+        raise r.at("topics").fail(f"{topics!r} is not a trigger of the topic-writer table")
+    if topic.triggers[topics].kind != "session":
+        raise r.at("topics").fail(
+            f"{topics!r} is not a session-kind trigger of the topic-writer table"
+        )
+
+
 def _failed_route(
-    r: _R, raw_failed: Any, kinds: Mapping[str, str], triggers: Mapping[str, TriggerSpec]
+    r: _R,
+    raw: str | Mapping[str, str] | None,
+    kinds: Mapping[str, str],
+    triggers: Mapping[str, TriggerSpec],
 ) -> FailedRoute:
-    if isinstance(raw_failed, dict):
-        if "any" not in raw_failed:
-            raise r.at("failed").fail("a per-kind failed route needs an 'any' entry")
-        by_kind = {}
-        for kind, route in raw_failed.items():
-            if kind != "any" and kind not in kinds:
-                raise r.at("failed").fail(f"unknown error kind {kind!r}")
-            if kind != "any":
-                by_kind[kind] = _route(r.at(f"failed.{kind}"), route, triggers)
-        return FailedRoute(_route(r.at("failed.any"), raw_failed["any"], triggers), by_kind)
-    if raw_failed is None:
+    if raw is None:
         raise r.fail("missing route 'failed': every failure must be routed explicitly")
-    return FailedRoute(_route(r.at("failed"), raw_failed, triggers))
-
-
-VERDICTS = ("applied", "not_applied", "unresolved")
+    if isinstance(raw, str):
+        return FailedRoute(_route(r.at("failed"), raw, triggers))
+    if "any" not in raw:
+        raise r.at("failed").fail("a per-kind failed route needs an 'any' entry")
+    for kind in raw:
+        if kind != "any" and kind not in kinds:
+            raise r.at("failed").fail(f"unknown error kind {kind!r}")
+    by_kind = {
+        kind: _route(r.at(f"failed.{kind}"), route, triggers)
+        for kind, route in raw.items()
+        if kind != "any"
+    }
+    return FailedRoute(_route(r.at("failed.any"), raw["any"], triggers), by_kind)
 
 
 def _unknown_route(
     r: _R,
-    raw_unknown: Any,
+    raw: str | schema.VerdictRoutes | None,
     op: Operation | None,
     triggers: Mapping[str, TriggerSpec],
 ) -> str | ProbeRoute:
     """A lost reply: a route, or, for an operation a probe settles, the routes of the probe's
     verdicts (each "continue" unless the step names another)."""
     ur = r.at("unknown")
-    if isinstance(raw_unknown, str):
-        return _route(ur, raw_unknown, triggers)
+    if isinstance(raw, str):
+        return _route(ur, raw, triggers)
     if op is None or op.probe is None:
         raise r.fail(
             "missing route 'unknown': a lost reply must be routed explicitly"
-            if raw_unknown is None
+            if raw is None
             else f"no probe settles {op.name if op else 'a topics step'}: 'unknown' is a route"
         )
-    verdicts = {} if raw_unknown is None else _table(ur, raw_unknown, "a table of verdict routes")
-    if "probe" in verdicts:
-        raise ur.at("probe").fail(
-            f"the probe is not named in a row: {op.name} is settled by {op.probe!r} "
-            "(actions.toml, [probes])"
-        )
-    _unknown_keys(ur, verdicts, VERDICTS)
-    for verdict, route in verdicts.items():
+    verdicts = schema.VerdictRoutes() if raw is None else raw
+    routes = []
+    for verdict in VERDICTS:
+        route = getattr(verdicts, verdict)
         if route == CONTINUE:
             raise ur.at(verdict).fail("'continue' is what a verdict routes to unless told: drop it")
-    return ProbeRoute(
-        op.probe,
-        *(_route(ur.at(k), verdicts.get(k, CONTINUE), triggers) for k in VERDICTS),
-    )
+        routes.append(_route(ur.at(verdict), route or CONTINUE, triggers))
+    return ProbeRoute(op.probe, *routes)
 
 
-def _triggers(file: str, raw_triggers: Any) -> dict[str, TriggerSpec]:
-    if not isinstance(raw_triggers, dict) or not raw_triggers:
-        raise SpecError(file, "triggers", "-", "missing table")
-    triggers = {}
-    for tname, traw in raw_triggers.items():
-        tr = _R(file, "triggers", tname)
-        kind = _key(tr, traw, "kind", str)
-        _unknown_keys(tr, traw, ("kind", "doc"))
-        if kind not in ("user", "session", "route"):
-            raise tr.fail(f"kind must be user, session or route, got {kind!r}")
-        triggers[tname] = TriggerSpec(tname, cast(Any, kind), _key(tr, traw, "doc", str))
-    return triggers
+def _triggers(file: str, raw: Mapping[str, schema.TriggerEntry]) -> dict[str, TriggerSpec]:
+    if not raw:
+        raise SpecError(file, "triggers", "-", "no trigger declared")
+    return {name: TriggerSpec(name, t.kind, t.doc) for name, t in raw.items()}
 
 
-def _guards(tr: _R, when: Any, context: Mapping[str, ContextVar]) -> dict[str, str]:
-    if not isinstance(when, dict):
-        raise tr.fail("'when' must be a table")
+def _row_label(i: int, row: schema.RowEntry) -> str:
+    return f"transitions[{i}] ({row.id})"
+
+
+def _transitions(
+    file: str,
+    raw: schema.MachineFile,
+    states: tuple[str, ...],
+    context: Mapping[str, ContextVar],
+    triggers: Mapping[str, TriggerSpec],
+    steps_of: Any,
+) -> list[Transition]:
+    transitions: list[Transition] = []
+    seen_ids: set[str] = set()
+    for i, row in enumerate(raw.transitions):
+        tr = _R(file, "transitions", _row_label(i, row))
+        if row.id in seen_ids:
+            raise tr.fail(f"duplicate id {row.id!r}")
+        seen_ids.add(row.id)
+        for s in row.source:
+            if s not in states:
+                raise tr.fail(f"source {s!r} is not a state")
+        if row.trigger not in triggers:
+            raise tr.fail(f"trigger {row.trigger!r} is not declared under [triggers]")
+        _check_guards(tr, row.when, context)
+        if row.dest != "=" and row.dest not in states:
+            raise tr.fail(f"dest {row.dest!r} is not a state")
+        if triggers[row.trigger].kind == "route" and row.error != "cause":
+            raise tr.fail("a route row raises the failure that routed to it: error must be 'cause'")
+        steps = tuple(steps_of(tr, row))
+        transitions += [
+            Transition(
+                row.id,
+                s,
+                row.trigger,
+                dict(row.when),
+                s if row.dest == "=" else row.dest,
+                row.error,
+                steps,
+                row.doc,
+            )
+            for s in row.source
+        ]
+    return transitions
+
+
+def _check_guards(tr: _R, when: Mapping[str, str], context: Mapping[str, ContextVar]) -> None:
     for var, value in when.items():
         if var not in context:
             raise tr.fail(f"guard on unknown context variable {var!r}")
         if value not in context[var].values:
             raise tr.fail(f"guard {var} = {value!r} is not one of {list(context[var].values)}")
-    return when
-
-
-def _error_mode(tr: _R, raw: Mapping[str, Any], trigger: TriggerSpec) -> ErrorMode:
-    error = _key(tr, raw, "error", str)
-    if error not in ("none", "cause", "propagate", "suppress"):
-        raise tr.fail(f"error must be none, cause, propagate or suppress, got {error!r}")
-    if trigger.kind == "route" and error != "cause":
-        raise tr.fail("a route row raises the failure that routed to it: error must be 'cause'")
-    return cast(ErrorMode, error)
 
 
 def _machine(
-    documents: Mapping[str, Mapping[str, Any]],
     file: str,
+    raw: schema.MachineFile,
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
     topic: MachineSpec | None,
     vocabulary: Vocabulary,
 ) -> MachineSpec:
-    doc = documents[file]
+    head = raw.machine
     r = _R(file, "machine", "-")
-    head = doc.get("machine")
-    if not isinstance(head, dict):
-        raise r.fail("missing table")
-    _unknown_keys(r, head, ("name", "enum", "doc", "states", "initial", "terminals"))
-    name = _key(r, head, "name", str)
-    if name != file.removesuffix(".toml"):
+    if head.name != file.removesuffix(".toml"):
         raise r.at("name").fail(f"the machine of {file} is named {file.removesuffix('.toml')!r}")
-    enum_name = _key(r, head, "enum", str)
-    states = _names(r.at("states"), head.get("states"), "states")
-    members = _enum_members(r.at("enum"), enum_name, vocabulary)
-    if set(states) != set(members) or len(states) != len(members):
+    members = _enum_members(r.at("enum"), head.enum, vocabulary)
+    if set(head.states) != set(members) or len(head.states) != len(members):
         raise r.at("states").fail(
-            f"states must be exactly the members of {enum_name}: {list(members)}"
+            f"states must be exactly the members of {head.enum}: {list(members)}"
         )
-    initial = _key(r, head, "initial", str)
-    if initial not in states:
-        raise r.at("initial").fail(f"{initial!r} is not a state")
-    terminals = frozenset(_names(r.at("terminals"), head.get("terminals"), "terminals"))
-    if not terminals <= set(states):
-        raise r.at("terminals").fail(f"not states: {sorted(terminals - set(states))}")
-    context = _context(_R(file, "context", "-"), doc.get("context"), vocabulary)
-    triggers = _triggers(file, doc.get("triggers"))
-    transitions: list[Transition] = []
-    seen_ids: set[str] = set()
-    for i, raw in enumerate(_list(_R(file, "transitions", "-"), doc.get("transitions"))):
-        label = f"transitions[{i}]"
-        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-            label += f" ({raw['id']})"
-        tr = _R(file, "transitions", label)
-        if not isinstance(raw, dict):
-            raise tr.fail("a transition must be a table")
-        _unknown_keys(tr, raw, ("id", "source", "trigger", "when", "dest", "error", "doc", "steps"))
-        tid = _key(tr, raw, "id", str)
-        if tid in seen_ids:
-            raise tr.fail(f"duplicate id {tid!r}")
-        seen_ids.add(tid)
-        sources = _names(tr.at("source"), raw.get("source"), "source")
-        for s in sources:
-            if s not in states:
-                raise tr.fail(f"source {s!r} is not a state")
-        trigger = _key(tr, raw, "trigger", str)
-        if trigger not in triggers:
-            raise tr.fail(f"trigger {trigger!r} is not declared under [triggers]")
-        when = _guards(tr, raw.get("when", {}), context)
-        dest = _key(tr, raw, "dest", str)
-        if dest != "=" and dest not in states:
-            raise tr.fail(f"dest {dest!r} is not a state")
-        error = _error_mode(tr, raw, triggers[trigger])
-        steps = tuple(
+    if head.initial not in head.states:
+        raise r.at("initial").fail(f"{head.initial!r} is not a state")
+    terminals = frozenset(head.terminals)
+    if not terminals <= set(head.states):
+        raise r.at("terminals").fail(f"not states: {sorted(terminals - set(head.states))}")
+    context = _variables(_R(file, "context", "-"), raw.context, vocabulary)
+    triggers = _triggers(file, raw.triggers)
+
+    def steps_of(tr: _R, row: schema.RowEntry) -> list[Step]:
+        return [
             _step(tr.at(f"steps[{j}]"), s, ops, kinds, triggers, topic)
-            for j, s in enumerate(_list(tr, raw.get("steps")))
-        )
-        doc_ = _key(tr, raw, "doc", str)
-        transitions += [
-            Transition(tid, s, trigger, dict(when), s if dest == "=" else dest, error, steps, doc_)
-            for s in sources
+            for j, s in enumerate(row.steps)
         ]
+
     return MachineSpec(
-        name=name,
+        name=head.name,
         file=file,
-        enum=enum_name,
-        doc=_key(r, head, "doc", str),
-        states=states,
-        initial=initial,
+        enum=head.enum,
+        doc=head.doc,
+        states=head.states,
+        initial=head.initial,
         terminals=terminals,
         context=context,
         triggers=triggers,
-        transitions=tuple(transitions),
+        transitions=tuple(_transitions(file, raw, head.states, context, triggers, steps_of)),
     )
 
 
@@ -653,56 +546,38 @@ def _machine(
 
 
 def _resources(
-    doc: Mapping[str, Any],
+    raw: schema.ResourcesFile,
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
     vocabulary: Vocabulary,
 ) -> dict[str, ResourceSpec]:
-    table = doc.get("resources")
-    if not isinstance(table, dict):
-        raise SpecError("resources.toml", "resources", "-", "missing table")
     out = {}
-    for name, raw in table.items():
+    for name, entry in raw.resources.items():
         r = _R("resources.toml", f"resources.{name}", "-")
-        _unknown_keys(
-            r, _table(r, raw), ("doc", "states", "initial", "events", "locked", "facts", "rows")
-        )
-        states = _names(r.at("states"), raw.get("states"), "states")
-        initial = _key(r, raw, "initial", str)
-        if initial not in states:
-            raise r.at("initial").fail(f"{initial!r} is not a state")
-        events = _names(r.at("events"), raw.get("events"), "events")
-        for e in events:
+        if entry.initial not in entry.states:
+            raise r.at("initial").fail(f"{entry.initial!r} is not a state")
+        for e in entry.events:
             if e not in ops and e not in SERVER_EVENTS:
                 raise r.at("events").fail(f"{e!r} is neither an operation nor a server event")
-        locked = (
-            frozenset(_names(r.at("locked"), raw["locked"], "locked"))
-            if "locked" in raw
-            else frozenset()
-        )
-        if not locked <= set(states):
-            raise r.at("locked").fail(f"not states: {sorted(locked - set(states))}")
-        facts = _context(
-            _R("resources.toml", f"resources.{name}.facts", "-"), raw.get("facts"), vocabulary
+        locked = frozenset(entry.locked)
+        if not locked <= set(entry.states):
+            raise r.at("locked").fail(f"not states: {sorted(locked - set(entry.states))}")
+        facts = _variables(
+            _R("resources.toml", f"resources.{name}.facts", "-"), entry.facts, vocabulary
         )
         rows = [
             resource_row
-            for i, row in enumerate(_list(r.at("rows"), raw.get("rows")))
+            for i, row in enumerate(entry.rows)
             for resource_row in _resource_rows(
-                _R("resources.toml", f"resources.{name}.rows", f"[{i}]"),
-                row,
-                states,
-                events,
-                facts,
-                kinds,
+                _R("resources.toml", f"resources.{name}.rows", f"[{i}]"), row, entry, facts, kinds
             )
         ]
         out[name] = ResourceSpec(
             name=name,
-            doc=_key(r, raw, "doc", str),
-            states=states,
-            initial=initial,
-            events=events,
+            doc=entry.doc,
+            states=entry.states,
+            initial=entry.initial,
+            events=entry.events,
             locked=locked,
             facts=facts,
             rows=tuple(rows),
@@ -712,43 +587,39 @@ def _resources(
 
 def _resource_rows(
     rr: _R,
-    row: Any,
-    states: tuple[str, ...],
-    events: tuple[str, ...],
+    row: schema.ResourceRowEntry,
+    resource: schema.ResourceEntry,
     facts: Mapping[str, ContextVar],
     kinds: Mapping[str, str],
 ) -> list[ResourceRow]:
     """One written row, expanded to a `ResourceRow` per source and event."""
-    _unknown_keys(rr, _table(rr, row), ("source", "event", "when", "dest", "error", "doc"))
-    when = _table(rr.at("when"), row.get("when", {}))
-    for var, value in when.items():
+    for var, value in row.when.items():
         if var not in facts or value not in facts[var].values:
             raise rr.fail(f"guard {var} = {value!r} is not a declared fact value")
-    dest, error = row.get("dest"), row.get("error")
-    if (dest is None) == (error is None):
+    if (row.dest is None) == (row.error is None):
         raise rr.fail("a row has exactly one of 'dest' and 'error'")
-    if error is not None and error not in kinds:
-        raise rr.fail(f"unknown error kind {error!r}")
-    rows = []
-    for source in _names(rr.at("source"), row.get("source"), "source"):
-        if source not in states:
+    if row.error is not None and row.error not in kinds:
+        raise rr.fail(f"unknown error kind {row.error!r}")
+    if row.dest is not None and row.dest != "=" and row.dest not in resource.states:
+        raise rr.fail(f"dest {row.dest!r} is not a state")
+    for source in row.source:
+        if source not in resource.states:
             raise rr.fail(f"source {source!r} is not a state")
-        if dest is not None and dest != "=" and dest not in states:
-            raise rr.fail(f"dest {dest!r} is not a state")
-        for event in _names(rr.at("event"), row.get("event"), "event"):
-            if event not in events:
-                raise rr.fail(f"event {event!r} is not declared in 'events'")
-            rows.append(
-                ResourceRow(
-                    source=source,
-                    event=event,
-                    when=dict(when),
-                    dest=source if dest == "=" else dest,
-                    error=error,
-                    doc=str(row.get("doc", "")),
-                )
-            )
-    return rows
+    for event in row.event:
+        if event not in resource.events:
+            raise rr.fail(f"event {event!r} is not declared in 'events'")
+    return [
+        ResourceRow(
+            source=source,
+            event=event,
+            when=dict(row.when),
+            dest=source if row.dest == "=" else row.dest,
+            error=row.error,
+            doc=row.doc,
+        )
+        for source in row.source
+        for event in row.event
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -756,160 +627,136 @@ def _resource_rows(
 
 
 def _query_patch(
-    r: _R, raw: Mapping[str, Any], grammar: QueryGrammar, kinds: Mapping[str, str]
+    r: _R, raw: schema.QueryPatch, grammar: QueryGrammar, kinds: Mapping[str, str]
 ) -> Patch:
-    _unknown_keys(r, raw, ("query", "operator", "semantics", "error"))
-    kind, operator = raw.get("query"), raw.get("operator")
-    if kind not in grammar.kinds:
-        raise r.fail(f"unknown query field kind {kind!r}")
-    if operator not in grammar.operators:
-        raise r.fail(f"unknown query operator {operator!r}")
-    semantics, error = raw.get("semantics"), raw.get("error")
-    if (semantics is None) == (error is None):
+    if raw.query not in grammar.kinds:
+        raise r.fail(f"unknown query field kind {raw.query!r}")
+    if raw.operator not in grammar.operators:
+        raise r.fail(f"unknown query operator {raw.operator!r}")
+    if (raw.semantics is None) == (raw.error is None):
         raise r.fail("a query patch has exactly one of 'semantics' and 'error'")
-    if semantics is not None and semantics not in SEMANTICS:
-        raise r.fail(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
-    if error is not None and error not in kinds:
-        raise r.fail(f"unknown error kind {error!r}")
-    return Patch(query=kind, operator=operator, semantics=semantics, error=error)
+    if raw.semantics is not None and raw.semantics not in SEMANTICS:
+        raise r.fail(f"semantics must be one of {SEMANTICS}, got {raw.semantics!r}")
+    if raw.error is not None and raw.error not in kinds:
+        raise r.fail(f"unknown error kind {raw.error!r}")
+    return Patch(query=raw.query, operator=raw.operator, semantics=raw.semantics, error=raw.error)
 
 
 def _patch(
     r: _R,
-    raw: Any,
+    raw: schema.PatchEntry,
     resources_: Mapping[str, ResourceSpec],
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
     grammar: QueryGrammar,
     vocabulary: Vocabulary,
 ) -> Patch:
-    if not isinstance(raw, dict):
-        raise r.fail("a patch must be a table")
-    if "query" in raw:
+    if isinstance(raw, schema.QueryPatch):
         return _query_patch(r, raw, grammar, kinds)
-    if "setting" in raw:
+    if isinstance(raw, schema.SettingPatch):
         return _setting_patch(r, raw)
-    if "operation" in raw:
-        _unknown_keys(r, raw, ("operation", "permission"))
-        if raw["operation"] not in ops:
-            raise r.fail(f"unknown operation {raw['operation']!r}")
-        if raw.get("permission") not in (*vocabulary.permissions, "none"):
-            raise r.fail(f"unknown permission {raw.get('permission')!r}")
-        return Patch(operation=raw["operation"], permission=raw["permission"])
-    return _resource_patch(r, raw, resources_, kinds)
+    if isinstance(raw, schema.PermissionPatch):
+        if raw.operation not in ops:
+            raise r.fail(f"unknown operation {raw.operation!r}")
+        if raw.permission not in (*vocabulary.permissions, "none"):
+            raise r.fail(f"unknown permission {raw.permission!r}")
+        return Patch(operation=raw.operation, permission=raw.permission)
+    return _cell_patch(r, raw, resources_, kinds)
 
 
-def _setting_patch(r: _R, raw: Mapping[str, Any]) -> Patch:
-    _unknown_keys(r, raw, ("setting", "value"))
-    if raw["setting"] not in SERVER_SETTINGS:
-        raise r.fail(f"unknown server setting {raw['setting']!r}")
-    value = raw.get("value")
-    allowed = SERVER_SETTINGS[raw["setting"]]
-    if not any(type(value) is type(a) and value == a for a in allowed):
-        raise r.at("value").fail(f"must be one of {allowed}, got {value!r}")
-    return Patch(setting=raw["setting"], value=value)
+def _setting_patch(r: _R, raw: schema.SettingPatch) -> Patch:
+    if raw.setting not in SERVER_SETTINGS:
+        raise r.fail(f"unknown server setting {raw.setting!r}")
+    allowed = SERVER_SETTINGS[raw.setting]
+    if not any(type(raw.value) is type(a) and raw.value == a for a in allowed):
+        raise r.at("value").fail(f"must be one of {allowed}, got {raw.value!r}")
+    return Patch(setting=raw.setting, value=raw.value)
 
 
-def _resource_patch(
-    r: _R, raw: Mapping[str, Any], resources_: Mapping[str, ResourceSpec], kinds: Mapping[str, str]
+def _cell_patch(
+    r: _R,
+    raw: schema.CellPatch,
+    resources_: Mapping[str, ResourceSpec],
+    kinds: Mapping[str, str],
 ) -> Patch:
-    _unknown_keys(r, raw, ("resource", "source", "event", "when", "dest", "error"))
-    resource = raw.get("resource")
-    if not isinstance(resource, str) or resource not in resources_:
-        raise r.fail(f"unknown resource {resource!r}")
-    spec = resources_[resource]
-    when = dict(_table(r.at("when"), raw.get("when", {})))
-    source, event = raw.get("source"), raw.get("event")
-    cells = [
-        row for row in spec.rows if row.source == source and row.event == event and row.when == when
-    ] or [
-        row
-        for row in spec.rows
-        if row.source == source and row.event == event and row.matches(when)
-    ]
-    if not cells:
-        raise r.fail(f"no row of {resource} matches source={source!r} event={event!r} when={when}")
-    dest, error = raw.get("dest"), raw.get("error")
-    if (dest is None) == (error is None):
+    if raw.resource not in resources_:
+        raise r.fail(f"unknown resource {raw.resource!r}")
+    spec = resources_[raw.resource]
+    when = dict(raw.when)
+    here = [row for row in spec.rows if row.source == raw.source and row.event == raw.event]
+    if not [row for row in here if row.when == when or row.matches(when)]:
+        raise r.fail(
+            f"no row of {raw.resource} matches source={raw.source!r} event={raw.event!r} "
+            f"when={when}"
+        )
+    if (raw.dest is None) == (raw.error is None):
         raise r.fail("a patch has exactly one of 'dest' and 'error'")
-    if dest is not None and dest not in spec.states:
-        raise r.fail(f"dest {dest!r} is not a state of {resource}")
-    if error is not None and error not in kinds:
-        raise r.fail(f"unknown error kind {error!r}")
+    if raw.dest is not None and raw.dest not in spec.states:
+        raise r.fail(f"dest {raw.dest!r} is not a state of {raw.resource}")
+    if raw.error is not None and raw.error not in kinds:
+        raise r.fail(f"unknown error kind {raw.error!r}")
     return Patch(
-        resource=resource,
-        source=raw["source"],
-        event=raw["event"],
+        resource=raw.resource,
+        source=raw.source,
+        event=raw.event,
         when=when,
-        dest=dest,
-        error=error,
+        dest=raw.dest,
+        error=raw.error,
     )
 
 
 def _deviations(
-    doc: Mapping[str, Any],
+    raw: schema.DeviationsFile,
     resources_: Mapping[str, ResourceSpec],
     ops: Mapping[str, Operation],
     kinds: Mapping[str, str],
     grammar: QueryGrammar,
     vocabulary: Vocabulary,
-) -> tuple[dict[str, Deviation], dict[str, Profile]]:
+) -> dict[str, Deviation]:
     out: dict[str, Deviation] = {}
-    for i, raw in enumerate(_list(_R("deviations.toml", "deviations", "-"), doc.get("deviations"))):
-        r = _R("deviations.toml", "deviations", f"[{i}]")
-        _unknown_keys(
-            r,
-            _table(r, raw),
-            ("id", "who", "summary", "spec", "actual", "sources", "patch", "signature"),
-        )
-        did = _key(r, raw, "id", str)
-        r = _R("deviations.toml", "deviations", f"[{i}] ({did})")
-        if did in out:
-            raise r.fail(f"duplicate id {did!r}")
-        who = _key(r, raw, "who", str)
-        if who not in vocabulary.parties:
-            raise r.fail(f"who must be one of {vocabulary.parties}, got {who!r}")
+    for i, entry in enumerate(raw.deviations):
+        r = _R("deviations.toml", "deviations", f"[{i}] ({entry.id})")
+        if entry.id in out:
+            raise r.fail(f"duplicate id {entry.id!r}")
+        if entry.who not in vocabulary.parties:
+            raise r.fail(f"who must be one of {vocabulary.parties}, got {entry.who!r}")
         patches = tuple(
             _patch(r.at(f"patch[{j}]"), p, resources_, ops, kinds, grammar, vocabulary)
-            for j, p in enumerate(_list(r, raw.get("patch")))
+            for j, p in enumerate(entry.patch)
         )
-        signature = raw.get("signature", {})
-        if who in vocabulary.client_parties and not signature:
+        signature = entry.signature.written()
+        if entry.who in vocabulary.client_parties and not signature:
             raise r.fail("a client deviation needs a signature")
-        if not isinstance(signature, dict):
-            raise r.fail("signature must be a table")
-        _unknown_keys(r.at("signature"), signature, SIGNATURE_KEYS)
         for key in ("extra", "after", "missing", "failed"):
-            if key in signature and (
-                not isinstance(signature[key], str) or signature[key] not in ops
-            ):
+            if key in signature and signature[key] not in ops:
                 raise r.at(f"signature.{key}").fail(f"unknown operation {signature[key]!r}")
-        if who in vocabulary.server_parties and not patches:
+        if entry.who in vocabulary.server_parties and not patches:
             raise r.fail("a server deviation needs a patch")
-        out[did] = Deviation(
-            id=did,
-            who=who,
-            summary=_key(r, raw, "summary", str),
-            spec=_key(r, raw, "spec", str),
-            actual=_key(r, raw, "actual", str),
-            sources=_names(r.at("sources"), raw.get("sources"), "sources"),
+        out[entry.id] = Deviation(
+            id=entry.id,
+            who=entry.who,
+            summary=entry.summary,
+            spec=entry.spec,
+            actual=entry.actual,
+            sources=entry.sources,
             patch=patches,
-            signature=dict(signature),
+            signature=signature,
         )
+    return out
+
+
+def _profiles(
+    raw: schema.DeviationsFile, deviations: Mapping[str, Deviation], vocabulary: Vocabulary
+) -> dict[str, Profile]:
+    if "spec" not in raw.profiles:
+        raise SpecError("deviations.toml", "profiles", "-", "without the 'spec' profile")
     profiles = {}
-    raw_profiles = doc.get("profiles")
-    if not isinstance(raw_profiles, dict) or "spec" not in raw_profiles:
-        raise SpecError(
-            "deviations.toml", "profiles", "-", "missing, or without the 'spec' profile"
-        )
-    for name, raw in raw_profiles.items():
+    for name, entry in raw.profiles.items():
         r = _R("deviations.toml", f"profiles.{name}", "-")
-        _unknown_keys(r, _table(r, raw), ("doc", "deviations"))
-        ids = tuple(_list(r, raw.get("deviations")))
-        for did in ids:
-            if did not in out:
+        for did in entry.deviations:
+            if did not in deviations:
                 raise r.fail(f"unknown deviation {did!r}")
-            if out[did].who not in vocabulary.server_parties:
+            if deviations[did].who not in vocabulary.server_parties:
                 raise r.fail(f"{did} is a client deviation; a server profile cannot emulate it")
-        profiles[name] = Profile(name, _key(r, raw, "doc", str), ids)
-    return out, profiles
+        profiles[name] = Profile(name, entry.doc, entry.deviations)
+    return profiles

@@ -222,7 +222,7 @@ class MachineSpec:
 class Field:
     name: str
     type: str
-    required: bool
+    required: bool = False
     limit: str | None = None
     """The entry of `Spec.limits` bounding the field's size, if any."""
 
