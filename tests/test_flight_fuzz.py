@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +25,7 @@ from tests.harness import create_sequence, create_topic, profile_examples
 from transport.flight import frames
 from transport.flight.client import FlightTransport
 from transport.flight.protocol import flight_pb2 as pb
-from transport.flight.server import RunningServer, start_server
+from transport.flight.server import RunningServer, ServerLimits, start_server
 from transport.server.auth import HEADER
 from transport.server.model import ServerModel
 
@@ -70,15 +71,46 @@ def _fresh_topic(running: RunningServer) -> tuple[str, str]:
 # ("bad", 0, frame) for anything the server must refuse.
 
 
+CODECS = [None, "lz4", "zstd"]
+"""How a batch's IPC body is sent: plain, or with Arrow's IPC buffer compression."""
+
+FORGED_SIZES = [3, -5, -(1 << 40), 1 << 40, 1 << 62]
+"""Decompressed sizes a forged compressed buffer declares: too small for its data, negative,
+or far beyond what the server accepts (decompression bombs that would take terabytes)."""
+
+
+def compressed_parts(data: pa.RecordBatch, codec: str) -> tuple[bytes, bytes]:
+    """The IPC header and body of `data` with every buffer compressed by `codec`."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, data.schema, options=options) as writer:
+        writer.write_batch(data)
+    reader = pa.ipc.MessageReader.open_stream(sink.getvalue())
+    reader.read_next_message()  # the schema
+    message = reader.read_next_message()
+    return message.metadata.to_pybytes(), message.body.to_pybytes()
+
+
+def batch_message(data: pa.RecordBatch, codec: str | None) -> bytes:
+    if codec is None:
+        return frames.batch_frame(data)
+    return frames.encode_frame(*compressed_parts(data, codec))
+
+
 @st.composite
-def good_batch(draw: st.DrawFn) -> tuple[str, int, bytes]:
-    rows = draw(st.integers(0, 50))
+def good_data(draw: st.DrawFn, min_rows: int = 0) -> pa.RecordBatch:
+    rows = draw(st.integers(min_rows, 50))
     texts = draw(st.lists(st.text(max_size=5), min_size=rows, max_size=rows))
-    data = pa.record_batch(
+    return pa.record_batch(
         [pa.array(range(rows), pa.int64()), pa.array([0.5] * rows), pa.array(texts)],
         schema=WIDE,
     )
-    return ("good", rows, frames.batch_frame(data))
+
+
+@st.composite
+def good_batch(draw: st.DrawFn) -> tuple[str, int, bytes]:
+    data = draw(good_data())
+    return ("good", data.num_rows, batch_message(data, draw(st.sampled_from(CODECS))))
 
 
 @st.composite
@@ -86,12 +118,27 @@ def forged_batch(draw: st.DrawFn) -> tuple[str, int, bytes]:
     types = draw(st.lists(st.sampled_from(INTEGER_TYPES), min_size=1, max_size=4))
     rows = draw(st.integers(1, 3000))
     schema = pa.schema([(f"c{i}", t) for i, t in enumerate(types)])
-    return ("bad", 0, wire.forged_batch(schema, rows))
+    codec = draw(st.sampled_from(CODECS))
+    if codec is None:
+        return ("bad", 0, wire.forged_batch(schema, rows))
+    columns = [pa.array([1] * rows, t) for t in types]
+    return ("bad", 0, batch_message(pa.record_batch(columns, schema=schema), codec))
+
+
+@st.composite
+def forged_size_batch(draw: st.DrawFn) -> tuple[str, int, bytes]:
+    """A compressed valid batch whose first buffer declares a forged decompressed size."""
+    data = draw(good_data(min_rows=1))
+    header, body = compressed_parts(data, draw(st.sampled_from(["lz4", "zstd"])))
+    forged = bytearray(body)
+    struct.pack_into("<q", forged, 0, draw(st.sampled_from(FORGED_SIZES)))
+    return ("bad", 0, frames.encode_frame(header, bytes(forged)))
 
 
 @st.composite
 def mutated_batch(draw: st.DrawFn) -> tuple[str, int, bytes]:
-    """A valid batch message with some bytes of its IPC header or body overwritten."""
+    """A valid batch message (plain or compressed) with some bytes of its IPC header or body
+    overwritten."""
     _, rows, frame = draw(good_batch())
     raw = bytearray(frame)
     for _ in range(draw(st.integers(1, 6))):
@@ -102,6 +149,7 @@ def mutated_batch(draw: st.DrawFn) -> tuple[str, int, bytes]:
 
 bad_message = st.one_of(
     forged_batch(),
+    forged_size_batch(),
     mutated_batch(),
     st.just(("bad", 0, wire.empty_frame())),
     st.builds(lambda m: ("bad", 0, wire.empty_frame(m)), st.binary(max_size=20)),
@@ -240,3 +288,97 @@ def test_no_request_breaks_the_server(
     if answer.code is not grpc.StatusCode.OK:
         assert server.model.snapshot() == before
         assert "Traceback" not in answer.details
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_compressed_batches_are_stored_and_read_back(server: RunningServer, codec: str) -> None:
+    """Arrow's IPC buffer compression (LZ4 frame, ZSTD) is part of the IPC format: such
+    batches are decompressed, validated and stored like plain ones."""
+    locator, topic_uuid = _fresh_topic(server)
+    sent = [
+        pa.record_batch(
+            [pa.array(range(start, start + 40), pa.int64()), pa.array([0.25] * 40), texts],
+            schema=WIDE,
+        )
+        for start, texts in ((0, pa.array(["a"] * 40)), (40, pa.array(["xyz", None] * 20)))
+    ]
+    header = wire.header_frame(locator, topic_uuid, WIDE)
+    answer = wire.do_put(server.port, [header] + [batch_message(b, codec) for b in sent])
+    assert answer.code is grpc.StatusCode.OK, answer
+    reader = server.model.read(server.model.authenticate(None), _ticket(server, locator))
+    assert pa.Table.from_batches(list(reader.batches)).equals(pa.Table.from_batches(sent))
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+@pytest.mark.parametrize("size", FORGED_SIZES)
+def test_a_forged_decompressed_size_is_refused_and_changes_nothing(
+    server: RunningServer, codec: str, size: int
+) -> None:
+    locator, topic_uuid = _fresh_topic(server)
+    before = server.model.snapshot()
+    data = pa.record_batch(
+        [pa.array(range(100), pa.int64()), pa.array([0.5] * 100), pa.array(["ab"] * 100)],
+        schema=WIDE,
+    )
+    header, body = compressed_parts(data, codec)
+    forged = bytearray(body)
+    struct.pack_into("<q", forged, 0, size)
+    answer = wire.do_put(
+        server.port,
+        [wire.header_frame(locator, topic_uuid, WIDE), frames.encode_frame(header, bytes(forged))],
+    )
+    assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+    if size > server.limits.max_decompressed_bytes:
+        assert "once decompressed, more than the" in answer.details, answer
+    after = server.model.snapshot()
+    assert after["topics"][locator] == before["topics"][locator]
+    assert after == before
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decompressed() -> None:
+    """A few kilobytes of ZSTD that really decompress to 2.5 MB, on a server whose messages
+    are at most 64 KiB (so at most 512 KiB once decompressed): refused by what the buffers
+    declare, nothing stored; a batch within the bound is then accepted on a new stream."""
+    limits = ServerLimits(max_message_bytes=64 * 1024)
+    with start_server(ServerModel(seed=0), limits=limits) as running:
+        locator, topic_uuid = _fresh_topic(running)
+        rows = 131_072
+        zeros = pa.record_batch(
+            [pa.array([0] * rows, pa.int64()), pa.array([0.0] * rows), pa.array([""] * rows)],
+            schema=WIDE,
+        )
+        bomb = batch_message(zeros, "zstd")
+        assert len(bomb) < limits.max_message_bytes < limits.max_decompressed_bytes < zeros.nbytes
+        header = wire.header_frame(locator, topic_uuid, WIDE)
+        answer = wire.do_put(running.port, [header, bomb])
+        assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+        assert "once decompressed, more than the 524288 this server accepts" in answer.details
+        topic = running.model.snapshot()["topics"][locator]
+        assert (topic["state"], topic["chunks"]) == ("created", 0)
+        small = batch_message(zeros.slice(0, 1000), "zstd")
+        assert wire.do_put(running.port, [header, small]).code is grpc.StatusCode.OK
+        topic = running.model.snapshot()["topics"][locator]
+        assert (topic["state"], topic["rows"]) == ("locked", 1000)
+
+
+@settings(max_examples=profile_examples(1.0), deadline=None)
+@given(
+    data=good_data(min_rows=1),
+    codec=st.sampled_from(["lz4", "zstd"]),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, 64),
+)
+def test_reading_declared_sizes_of_any_header_raises_only_frame_errors(
+    data: pa.RecordBatch, codec: str, edits: list[tuple[int, int]], cut: int
+) -> None:
+    """The sizes are read from the untrusted IPC header before Arrow looks at it: any header
+    (bytes overwritten, cut short) gives a size, None or a FrameError, nothing else."""
+    header, body = compressed_parts(data, codec)
+    raw = bytearray(header)
+    for position, value in edits:
+        raw[position % len(raw)] = value
+    try:
+        size = frames.decompressed_size(memoryview(bytes(raw[: len(raw) - cut])), memoryview(body))
+    except frames.FrameError:
+        return
+    assert size is None or size >= 0

@@ -23,6 +23,7 @@ __all__ = [
     "FrameError",
     "batch_frame",
     "decode_frame",
+    "decompressed_size",
     "encode_frame",
     "ipc_message",
     "schema_bytes",
@@ -193,6 +194,77 @@ def ipc_message(header: memoryview, body: memoryview) -> pa.ipc.Message:
             f"the IPC header declares a body of {declared} bytes, the message carries {len(body)}"
         )
     return message
+
+
+# The IPC header is a flatbuffer (Arrow's format/Message.fbs): Message {version, header_type,
+# header, bodyLength, ...}, whose RecordBatch header is {length, nodes, buffers, compression,
+# ...}; a Buffer is a struct {offset: int64, length: int64}. Only what `decompressed_size` needs
+# is read, every offset checked against the header's size.
+_RECORD_BATCH = 3  # MessageHeader union: Schema 1, DictionaryBatch 2, RecordBatch 3
+_MESSAGE_HEADER_TYPE, _MESSAGE_HEADER = 1, 2
+_BATCH_BUFFERS, _BATCH_COMPRESSION = 2, 3
+
+
+def _unpack(fmt: str, data: memoryview, pos: int) -> int:
+    if pos < 0 or pos + struct.calcsize(fmt) > len(data):
+        raise FrameError("the IPC header is not a well-formed flatbuffer")
+    value: int = struct.unpack_from(fmt, data, pos)[0]
+    return value
+
+
+def _field(data: memoryview, table: int, index: int) -> int | None:
+    """Where field `index` of the flatbuffer table at `table` is (None: absent)."""
+    vtable = table - _unpack("<i", data, table)
+    size = _unpack("<H", data, vtable)
+    if 4 + 2 * index + 2 > size:
+        return None
+    offset = _unpack("<H", data, vtable + 4 + 2 * index)
+    return table + offset if offset else None
+
+
+def _indirect(data: memoryview, pos: int) -> int:
+    return pos + _unpack("<I", data, pos)
+
+
+def decompressed_size(header: memoryview, body: memoryview) -> int | None:
+    """The size a compressed record batch's buffers declare once decompressed (the int64 that
+    leads each compressed buffer; -1 marks a buffer sent uncompressed), or None when the
+    message is not a compressed record batch. Read before Arrow decompresses anything, so that
+    a small body declaring a huge size can be refused before any memory is taken.
+
+    Raises FrameError when the header or a buffer's place in the body is out of bounds."""
+    root = _indirect(header, 0)
+    kind = _field(header, root, _MESSAGE_HEADER_TYPE)
+    if kind is None or _unpack("<B", header, kind) != _RECORD_BATCH:
+        return None
+    place = _field(header, root, _MESSAGE_HEADER)
+    if place is None:
+        return None
+    batch = _indirect(header, place)
+    if _field(header, batch, _BATCH_COMPRESSION) is None:
+        return None
+    buffers = _field(header, batch, _BATCH_BUFFERS)
+    if buffers is None:
+        return 0
+    vector = _indirect(header, buffers)
+    count = _unpack("<I", header, vector)
+    if vector + 4 + 16 * count > len(header):
+        raise FrameError("the IPC header is not a well-formed flatbuffer")
+    total = 0
+    for i in range(count):
+        offset = _unpack("<q", header, vector + 4 + 16 * i)
+        length = _unpack("<q", header, vector + 12 + 16 * i)
+        if length == 0:
+            continue
+        if offset < 0 or length < 8 or offset + length > len(body):
+            raise FrameError(f"compressed buffer {i} does not lie within the message's body")
+        declared = _unpack("<q", body, offset)
+        if declared == -1:
+            declared = length - 8
+        elif declared < 0:
+            raise FrameError(f"compressed buffer {i} declares a negative size")
+        total += declared
+    return total
 
 
 def schema_bytes(schema: pa.Schema) -> bytes:

@@ -6,7 +6,10 @@ import attrs
 
 from fsm.errors import ArgumentError
 
-__all__ = ["ServerLimits"]
+__all__ = ["DECOMPRESSION_RATIO", "ServerLimits"]
+
+DECOMPRESSION_RATIO = 8
+"""How much larger than the largest message a compressed batch may be once decompressed."""
 
 
 @attrs.frozen
@@ -14,7 +17,10 @@ class ServerLimits:
     """What one server lets its clients hold.
 
     - `max_message_bytes`: the largest gRPC message received or sent (a larger one ends its
-      call with RESOURCE_EXHAUSTED, from gRPC itself). mosaicod's default is 50 MB.
+      call with RESOURCE_EXHAUSTED, from gRPC itself). mosaicod's default is 50 MB. A batch
+      sent with IPC compression (LZ4 or ZSTD) may declare at most `max_decompressed_bytes`
+      (DECOMPRESSION_RATIO times this) once decompressed; more is refused (INVALID_ARGUMENT)
+      before anything is decompressed.
     - `max_streams`: DoPut streams open at once; one more is refused (RESOURCE_EXHAUSTED).
     - `stream_idle_timeout`: seconds a DoPut stream may stay without a message before the server
       cancels it (the topic is not locked, the batches it stored stay), and a DoGet stream may
@@ -29,6 +35,11 @@ class ServerLimits:
     max_streams: int = 64
     stream_idle_timeout: float | None = 300.0
     control_workers: int = 64
+
+    @property
+    def max_decompressed_bytes(self) -> int:
+        """The most a compressed batch may declare once decompressed."""
+        return DECOMPRESSION_RATIO * self.max_message_bytes
 
     def __attrs_post_init__(self) -> None:
         if self.max_message_bytes < 1024:

@@ -534,6 +534,18 @@ class ReferenceServer:
                 "aborted and not committed",
             )
         try:
+            declared = frames.decompressed_size(frame.header, frame.body)
+        except frames.FrameError as exc:
+            self._end_early(handle, ErrorKind.INVALID_ARGUMENT, f"DoPut: {exc}")
+        most = self.limits.max_decompressed_bytes
+        if declared is not None and declared > most:
+            self._end_early(
+                handle,
+                ErrorKind.INVALID_ARGUMENT,
+                f"DoPut: a compressed batch declares {declared} bytes once decompressed, more "
+                f"than the {most} this server accepts",
+            )
+        try:
             return pa.ipc.read_record_batch(message, handle.schema)
         except (pa.ArrowException, OSError, ValueError) as exc:
             self._end_early(
