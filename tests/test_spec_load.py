@@ -288,7 +288,7 @@ MALFORMED: list[tuple[str, Callable[[Docs], None], tuple[str, str, str]]] = [
     (
         "a query operator without a known operand shape",
         lambda d: d["query.toml"]["operators"]["$in"].update(operand="many"),
-        ("query.toml", "operators.$in", "-"),
+        ("query.toml", "operators.$in", "operand"),
     ),
     (
         "a query kind cell naming an unknown operator",
@@ -308,7 +308,17 @@ MALFORMED: list[tuple[str, Callable[[Docs], None], tuple[str, str, str]]] = [
     (
         "a query value type that does not exist",
         lambda d: d["query.toml"]["kinds"]["timestamp"].update(values=["date"]),
-        ("query.toml", "kinds.timestamp", "-"),
+        ("query.toml", "kinds.timestamp", "values[0]"),
+    ),
+    (
+        "an unknown key in a query section",
+        lambda d: d["query.toml"]["sections"]["topic"].update(colour="red"),
+        ("query.toml", "sections.topic", "-"),
+    ),
+    (
+        "a query section option of an unknown type",
+        lambda d: d["query.toml"]["sections"]["ontology"]["options"].update(x="integer"),
+        ("query.toml", "sections.ontology", "options.x"),
     ),
     (
         "files disagreeing on the spec version",

@@ -9,7 +9,7 @@ name (`value`, `row`, `chunk_constant`) or an error kind. Server deviations repl
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 
@@ -31,10 +31,13 @@ __all__ = [
     "value_type",
 ]
 
-OPERANDS = ("scalar", "pair", "list", "none")
-VALUE_TYPES = ("integer", "float", "boolean", "text")
+Operand = Literal["scalar", "pair", "list", "none"]
+ValueType = Literal["integer", "float", "boolean", "text"]
+OptionType = Literal["boolean"]
+OPERANDS: tuple[str, ...] = get_args(Operand)
+VALUE_TYPES: tuple[str, ...] = get_args(ValueType)
 SEMANTICS = ("value", "row", "chunk_constant")
-OPTION_TYPES = ("boolean",)
+OPTION_TYPES: tuple[str, ...] = get_args(OptionType)
 FILE = "query.toml"
 
 
@@ -99,94 +102,37 @@ def _fail(entry: str, text: str) -> SpecError:
     return SpecError(FILE, entry, "-", text)
 
 
-def _table(value: Any, entry: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(entry, "must be a table")
-    return value
-
-
-def _text(raw: Mapping[str, Any], key: str, entry: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str):
-        raise _fail(entry, f"{key!r} must be a string")
-    return value
-
-
-def _only(raw: Mapping[str, Any], allowed: tuple[str, ...], entry: str) -> None:
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise _fail(entry, f"unknown key(s) {unknown}")
-
-
 def parse_query_grammar(doc: Mapping[str, Any], error_kinds: Mapping[str, str]) -> QueryGrammar:
-    """Build and check the grammar; every name it uses must be declared."""
-    _only(doc, ("spec_version", "operators", "kinds", "sections"), "-")
-    operators = _operators(doc)
-    kinds = _kinds(doc, operators, error_kinds)
-    return QueryGrammar(operators, kinds, _sections(doc, kinds))
+    """Build and check the grammar (its shape is `fsm.spec.schema.QueryFile`); every name it
+    uses must be declared."""
+    from fsm.spec import schema
 
-
-def _operators(doc: Mapping[str, Any]) -> dict[str, QueryOperator]:
+    raw = schema.structure(FILE, doc, schema.QueryFile)
     operators: dict[str, QueryOperator] = {}
-    for name, raw in _table(doc.get("operators"), "operators").items():
-        entry = f"operators.{name}"
-        raw = _table(raw, entry)
-        _only(raw, ("operand", "doc"), entry)
+    for name, op in raw.operators.items():
         if not name.startswith("$"):
-            raise _fail(entry, "an operator name starts with '$'")
-        operand = _text(raw, "operand", entry)
-        if operand not in OPERANDS:
-            raise _fail(entry, f"operand must be one of {OPERANDS}, got {operand!r}")
-        operators[name] = QueryOperator(name, operand, _text(raw, "doc", entry))
-    return operators
-
-
-def _kinds(
-    doc: Mapping[str, Any],
-    operators: Mapping[str, QueryOperator],
-    error_kinds: Mapping[str, str],
-) -> dict[str, QueryKind]:
+            raise _fail(f"operators.{name}", "an operator name starts with '$'")
+        operators[name] = QueryOperator(name, op.operand, op.doc)
     kinds: dict[str, QueryKind] = {}
-    for name, raw in _table(doc.get("kinds"), "kinds").items():
+    for name, kind in raw.kinds.items():
         entry = f"kinds.{name}"
-        raw = _table(raw, entry)
-        _only(raw, ("doc", "values", "operators"), entry)
-        values = raw.get("values")
-        if (
-            not isinstance(values, list)
-            or not values
-            or not all(isinstance(v, str) and v in VALUE_TYPES for v in values)
-        ):
+        if not kind.values:
             raise _fail(entry, f"'values' must be a non-empty list of {VALUE_TYPES}")
-        cells = _table(raw.get("operators"), f"{entry}.operators")
-        for operator, outcome in cells.items():
+        for operator, outcome in kind.operators.items():
             if operator not in operators:
                 raise _fail(entry, f"unknown operator {operator!r}")
-            if not isinstance(outcome, str) or (
-                outcome not in SEMANTICS and outcome not in error_kinds
-            ):
+            if outcome not in SEMANTICS and outcome not in error_kinds:
                 raise _fail(entry, f"{operator}: {outcome!r} is neither a semantics nor an error")
-        kinds[name] = QueryKind(name, _text(raw, "doc", entry), tuple(values), dict(cells))
-    return kinds
-
-
-def _sections(doc: Mapping[str, Any], kinds: Mapping[str, QueryKind]) -> dict[str, QuerySection]:
+        kinds[name] = QueryKind(name, kind.doc, kind.values, dict(kind.operators))
     sections: dict[str, QuerySection] = {}
-    for name, raw in _table(doc.get("sections"), "sections").items():
-        entry = f"sections.{name}"
-        raw = _table(raw, entry)
-        _only(raw, ("doc", "fields", "any_field", "options"), entry)
-        fields = dict(_table(raw.get("fields", {}), f"{entry}.fields"))
-        any_field = raw.get("any_field")
-        for field, kind in [*fields.items(), ("*", any_field)]:
-            if kind is not None and (not isinstance(kind, str) or kind not in kinds):
-                raise _fail(entry, f"field {field!r}: unknown kind {kind!r}")
-        options = dict(_table(raw.get("options", {}), f"{entry}.options"))
-        for option, kind in options.items():
-            if not isinstance(kind, str) or kind not in OPTION_TYPES:
-                raise _fail(entry, f"option {option!r}: type must be one of {OPTION_TYPES}")
-        sections[name] = QuerySection(name, _text(raw, "doc", entry), fields, any_field, options)
-    return sections
+    for name, section in raw.sections.items():
+        for field, of in [*section.fields.items(), ("*", section.any_field)]:
+            if of is not None and of not in kinds:
+                raise _fail(f"sections.{name}", f"field {field!r}: unknown kind {of!r}")
+        sections[name] = QuerySection(
+            name, section.doc, dict(section.fields), section.any_field, dict(section.options)
+        )
+    return QueryGrammar(operators, kinds, sections)
 
 
 # ---------------------------------------------------------------------------------------------

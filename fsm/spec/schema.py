@@ -26,12 +26,14 @@ from cattrs.gen import make_dict_structure_fn
 
 from fsm.errors import SpecError
 from fsm.spec.model import ErrorCase, Field
+from fsm.spec.query import Operand, OptionType, ValueType
 
 __all__ = [
     "ActionsFile",
     "DeviationsFile",
     "MachineFile",
     "Names",
+    "QueryFile",
     "ResourcesFile",
     "Text",
     "structure",
@@ -284,6 +286,41 @@ class DeviationsFile:
 
 
 # ---------------------------------------------------------------------------------------------
+# query.toml
+
+
+@attrs.frozen
+class OperatorEntry:
+    operand: Operand
+    doc: Text
+
+
+@attrs.frozen
+class KindEntry:
+    """A kind of field: the value types it accepts, and each operator's semantics."""
+
+    doc: Text
+    values: tuple[ValueType, ...]
+    operators: dict[str, Text]
+
+
+@attrs.frozen
+class SectionEntry:
+    doc: Text
+    fields: dict[str, Text] = attrs.field(factory=dict)
+    any_field: Text | None = None
+    options: dict[str, OptionType] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class QueryFile:
+    spec_version: Text
+    operators: dict[str, OperatorEntry]
+    kinds: dict[str, KindEntry]
+    sections: dict[str, SectionEntry]
+
+
+# ---------------------------------------------------------------------------------------------
 # The strict converter
 
 
@@ -429,8 +466,9 @@ def _make_converter() -> cattrs.Converter:
 _CONVERTER = _make_converter()
 
 # Where a key path starts a table of its own: [operations.X], [probes.X], [resources.X] and its
-# rows and facts, [profiles.X]; rows of an array of tables are named with their `id`.
-_KEYED = ("operations", "probes", "resources", "profiles")
+# rows and facts, [profiles.X], and query.toml's [operators.X], [kinds.X], [sections.X]; rows of
+# an array of tables are named with their `id`.
+_KEYED = ("operations", "probes", "resources", "profiles", "operators", "kinds", "sections")
 _ARRAYS = {"transitions": "transitions", "deviations": ""}
 
 
