@@ -8,6 +8,11 @@ A trigger is handled in three phases, as h11 and h2 do: look the row up (an inva
 raises `InvalidTrigger` and changes nothing), run its steps through an `Executor` (`walk`,
 which follows the table's routes for every failed or unknown outcome), then commit the row
 that was finally taken. The state never changes half-way through.
+
+A `Plan` is a row looked up once for a state, trigger and context, with the walk it gives
+when every step succeeds. `commit` may take a self-loop row with a count of repeats (one
+commit for a run of identical pushes); `listen` reports every commit as a `Move`; `follow`
+moves a bare state name, for checkers that track many candidate runs of a table.
 """
 
 from __future__ import annotations
