@@ -90,6 +90,7 @@ class ProtocolMachine:
         self.spec = spec
         self._lock = threading.Lock()
         self._plans: dict[tuple[str, str, tuple[tuple[str, str], ...]], Plan] = {}
+        self._followed: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
         self._machine = _TableMachine(
             model=None,
             states=list(spec.states),
@@ -182,11 +183,16 @@ class ProtocolMachine:
     def follow(self, state: str, row: Transition, context: Mapping[str, str]) -> str:
         """The state a model in `state` reaches along `row`, moved by the machine as `commit`
         moves a writer's model: for checkers that follow many candidate runs of a table
-        without keeping models in the machine."""
-        holder = StateHolder()
-        holder.state = state
-        self._move(holder, row, context, 1)
-        return holder.state
+        without keeping models in the machine. The machine makes each distinct move (state,
+        row, context) once; a repeat answers the state that move reached."""
+        key = (state, row.id, tuple(sorted(context.items())))
+        dest = self._followed.get(key)
+        if dest is None:
+            holder = StateHolder()
+            holder.state = state
+            self._move(holder, row, context, 1)
+            dest = self._followed[key] = holder.state
+        return dest
 
     def _move(
         self, holder: StateHolder, row: Transition, context: Mapping[str, str], repeats: int

@@ -131,7 +131,18 @@ class _Machines:
 
     @classmethod
     def of(cls, spec: Spec) -> _Machines:
-        return cls(ProtocolMachine(spec.session), ProtocolMachine(spec.topic_writer))
+        """The machines of `spec`, built once per spec object (a few are kept)."""
+        kept = _MACHINES.get(id(spec))
+        if kept is not None and kept[0] is spec:
+            return kept[1]
+        machines = cls(ProtocolMachine(spec.session), ProtocolMachine(spec.topic_writer))
+        if len(_MACHINES) >= 8:
+            _MACHINES.clear()
+        _MACHINES[id(spec)] = (spec, machines)
+        return machines
+
+
+_MACHINES: dict[int, tuple[Spec, _Machines]] = {}
 
 
 @attrs.frozen
