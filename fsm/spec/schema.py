@@ -477,7 +477,7 @@ def structure(file: str, raw: Mapping[str, Any], cl: type[T]) -> T:
     try:
         return _CONVERTER.structure(raw, cl)
     except Exception as exc:
-        path, problem = next(_failures(exc, []))
+        path, problem = next(_failures(exc, []), ([], f"{type(exc).__name__}: {exc}"))
         raise _located(file, raw, path, problem) from exc
 
 
