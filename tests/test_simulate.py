@@ -31,7 +31,8 @@ from fsm.simulate import (
     select,
     to_json,
 )
-from fsm.simulate.plans import describe_plan, effects
+from fsm.simulate.plans import describe_plan, effects, faults_at
+from fsm.simulate.run import RunResult
 from fsm.spec import load_spec
 from fsm.spec.model import Step, Transition
 from transport.conformance_runs import memory_world
@@ -98,6 +99,30 @@ def test_double_faults_keep_the_invariants() -> None:
     assert not _violations(result)
     unknown = {v.invariant for run in result.runs for v in run.unknown}
     assert {"client-server-agree", "no-orphans"} <= unknown, "unsettled replies are unknown"
+
+
+def test_triple_faults_add_a_fault_at_every_call_after_the_last() -> None:
+    names = ["writer-report-no-topics", "writer-delete-no-topics"]
+    result = explore(select(names), WORLD, faults=3)
+    assert not _violations(result)
+    by_level: dict[int, list[RunResult]] = {}
+    for run in result.runs:
+        by_level.setdefault(len(run.faults), []).append(run)
+    assert sorted(by_level) == [0, 1, 2, 3]
+    # Each triple extends a double that ran with both of its faults fired, by one fault at a
+    # call after the second; every such extension runs, and none twice.
+    spec = load_spec()
+    expected = {
+        (run.scenario, *run.faults, fault)
+        for run in by_level[2]
+        if len(run.fired) == 2
+        for fault in faults_at(
+            spec, run.calls[run.calls.index((run.fired[1].operation, run.fired[1].nth)) + 1 :]
+        )
+    }
+    triples = [(run.scenario, *run.faults) for run in by_level[3]]
+    assert len(triples) == len(set(triples)) == len(expected) > 100
+    assert set(triples) == expected
 
 
 def test_an_unsettled_lost_reply_is_unknown_not_a_violation() -> None:

@@ -40,7 +40,10 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         help="a scenario, a family of scenarios, or all (repeatable; default: all)",
     )
     p.add_argument(
-        "--faults", type=int, choices=[1, 2], help="faults per run (default: 1; not with --fault)"
+        "--faults",
+        type=int,
+        choices=[1, 2, 3],
+        help="faults per run (default: 1; not with --fault)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seeds the server's identifiers and the data"

@@ -26,6 +26,9 @@ from fsm.workers import worker_pool
 
 __all__ = ["Exploration", "explore", "replay"]
 
+MAX_FAULTS = 3
+"""The most faults per run an exploration tries."""
+
 CHUNK = 200
 """Runs per task handed to a worker."""
 
@@ -131,12 +134,12 @@ class _Runner:
         return self.done[start:]
 
 
-def _after_first_fault(result: RunResult) -> list[tuple[str, int]]:
-    """The calls a run made after its first fault fired."""
+def _after_last_fault(result: RunResult) -> list[tuple[str, int]]:
+    """The calls a run made after the last of its faults fired."""
     if not result.fired:
         return []
-    first = result.fired[0]
-    index = result.calls.index((first.operation, first.nth))
+    last = result.fired[-1]
+    index = result.calls.index((last.operation, last.nth))
     return list(result.calls[index + 1 :])
 
 
@@ -161,12 +164,12 @@ def explore(
     progress: Progress | None = None,
 ) -> Exploration:
     """Run each scenario without faults, then under every single fault at every call it
-    made, then (faults=2) under every second fault at every call after the first.
+    made, then (faults=2, 3) under every further fault at every call after the last one.
     `progress` hears how many runs ended of how many are known so far. Ctrl-C
     (KeyboardInterrupt) stops the exploration: it returns the runs that ended, marked
     `interrupted`."""
-    if faults not in (0, 1, 2):
-        raise ArgumentError(f"faults must be 0, 1 or 2, got {faults}")
+    if faults not in range(MAX_FAULTS + 1):
+        raise ArgumentError(f"faults must be 0 to {MAX_FAULTS}, got {faults}")
     if workers < 1:
         raise ArgumentError(f"workers must be at least 1, got {workers}")
     runner = _Runner(make_world, seed, workers, progress)
@@ -181,22 +184,19 @@ def explore(
 def _explore(runner: _Runner, names: Sequence[str], faults: int) -> None:
     spec = load_spec()
     runs = runner.run([(name, ()) for name in names])
-    baseline = dict(zip(names, runs, strict=True))
-    if faults >= 1:
-        singles = runner.run(
-            [(name, (fault,)) for name in names for fault in faults_at(spec, baseline[name].calls)]
-        )
-    if faults >= 2:
+    for _ in range(faults):
+        # A run with one more fault at each call after the last fault of a run of this level
+        # (the calls before it are the same, so faults there give plans already run).
         jobs: list[tuple[str, Plan]] = []
         for name in names:
             plans = (
-                (single.faults[0], second)
-                for single in singles
-                if single.scenario == name
-                for second in faults_at(spec, _after_first_fault(single))
+                (*run.faults, fault)
+                for run in runs
+                if run.scenario == name and len(run.fired) == len(run.faults)
+                for fault in faults_at(spec, _after_last_fault(run) if run.faults else run.calls)
             )
             jobs.extend((name, plan) for plan in _unique(plans))
-        runner.run(jobs)
+        runs = runner.run(jobs)
 
 
 def replay(
