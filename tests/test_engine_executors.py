@@ -5,6 +5,7 @@ machine."""
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Mapping
 from typing import Any
 
@@ -234,3 +235,20 @@ def test_the_client_checker_moves_its_runs_through_the_machines(
     assert report.conforms, report.findings
     assert ("session", "exit-ok") in followed
     assert ("topic_writer", "finalize") in followed
+
+
+def test_writers_dropped_open_leave_no_model_without_the_garbage_collector() -> None:
+    machines = Machines.from_spec(SPEC)
+    client = Client(
+        MemoryTransport(), batch_policy=BatchPolicy(background=False), machines=machines
+    )
+    gc.disable()
+    try:
+        seq = client.sequence_create("dropped").__enter__()
+        topic = seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu")
+        topic.push_row({"timestamp_ns": 1, "value": 0.5})
+        assert (machines.session.models, machines.topic_writer.models) == (1, 1)
+        del seq, topic  # no cycle keeps them: reference counting alone frees them
+        assert (machines.session.models, machines.topic_writer.models) == (0, 0)
+    finally:
+        gc.enable()

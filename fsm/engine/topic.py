@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -113,8 +114,9 @@ class TopicWriter(Lifecycle):
         self._writer = writer
         self._notices = Notices(session.transport, "topic", locator)
         self._last_error: str | None = None
-        # The executor of push_row, one push at a time (the row is its data).
-        self._pushing_rows = _TopicSteps(self, writer.submit_row)
+        # The executor of push_row, one push at a time (the row is its data). It refers to
+        # this writer weakly: a cycle would leave the writer to the garbage collector.
+        self._pushing_rows = _TopicSteps(weakref.proxy(self), writer.submit_row)
 
     @property
     def policy(self) -> TopicLevelErrorPolicy:
