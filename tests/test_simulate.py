@@ -225,6 +225,38 @@ def _finalize_unlocked(state: ServerState, op: Any, req: dict[str, Any]) -> None
     state.commit(attrs.evolve(step, row=unlocked))
 
 
+def _spec_where_clean_ends_leave_topics_open() -> Any:
+    """The specification with a server that takes a clean end of stream without locking
+    the topic (it stays `created`, as after a cancelled stream)."""
+    spec = load_spec()
+    topic = spec.resources["topic"]
+    rows = tuple(
+        attrs.evolve(row, dest="created")
+        if (row.source, row.event, row.dest) == ("receiving", "DO_PUT_END", "locked")
+        else row
+        for row in topic.rows
+    )
+    assert rows != topic.rows
+    resources = {**spec.resources, "topic": attrs.evolve(topic, rows=rows)}
+    return attrs.evolve(spec, resources=resources)
+
+
+def test_a_server_that_does_not_lock_finalized_topics_is_caught() -> None:
+    spec = _spec_where_clean_ends_leave_topics_open()
+
+    def model(**kwargs: Any) -> ServerModel:
+        return ServerModel(spec, **kwargs)
+
+    result = explore(
+        select(["writer-report-1-topic"]), partial(memory_world, model_class=model), faults=0
+    )
+    agree = [
+        v for run in result.runs for v in run.violations if v.invariant == "client-server-agree"
+    ]
+    assert agree, [run.violations for run in result.runs]
+    assert any("Finalized, not locked on the server" in v.message for v in agree), agree
+
+
 def test_a_server_that_keeps_deleted_sequences_is_caught() -> None:
     result = explore(
         select(["writer-delete-1-topic"]), partial(memory_world, model_class=_KeepsDeletedSequences)
