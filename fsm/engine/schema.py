@@ -280,13 +280,15 @@ def _fixed_width(t: pa.DataType) -> int:
 
 
 class RowBuffer:
-    """Rows pushed one at a time, checked, held until they become a batch.
+    """Rows pushed one at a time, checked, held (as tuples of their values in the schema's
+    order) until they become a batch, converted in one pass of Arrow's own converter.
 
     `bytes` estimates the Arrow size of the held rows, in bytes: a fixed part from the schema
     plus, per row, the UTF-8 length of its text, the length of its binary values and the
     bytes of its list values (elements times their width, and their own variable parts), so
     rows are cut into batches by size, not only by count. A row estimated above
-    `max_row_bytes` is refused by `measure`.
+    `max_row_bytes` is refused by `size`. When every column is of a fixed width (`fixed`),
+    every row has the same size, `row_width`, and a holder counts rows instead.
     """
 
     def __init__(self, schema: pa.Schema, max_row_bytes: int) -> None:
@@ -318,26 +320,61 @@ class RowBuffer:
             (i, c.name, c.sizer) for i, c in enumerate(columns) if c.sizer is not None
         )
         self.row_width = sum(_fixed_width(f.type) for f in schema)
+        # The Python types a plain row may hold, column by column, taken without a closer
+        # look (integers but for their bounds; None where the column is nullable), and the
+        # tuples of types seen to be made of them.
+        self._takes = tuple(
+            c.exact
+            | ({int} if c.bounds is not None else set())
+            | ({type(None)} if c.nullable else set())
+            for c in columns
+        )
+        self._plain: set[tuple[type, ...]] = set()
+        self._last: tuple[type, ...] = ()  # the tuple of types learned last (compared first)
+        # Every column fixed width: every row has the same size, so rows are counted, not
+        # measured.
+        self.fixed = not self._sizers and self.row_width <= max_row_bytes
+        self._struct = pa.struct(list(schema))
         self._timestamp = schema.get_field_index("timestamp_ns")
-        self.held: list[Mapping[str, Any]] = []
+        self._not_null = tuple(i for i, f in enumerate(schema) if not f.nullable)
+        self.held: list[tuple[Any, ...]] = []
         self.bytes = 0
         self.pushed = 0
 
     def measure(self, row: Mapping[str, Any]) -> int:
-        """The estimated Arrow size of one row, or ArgumentError naming the column that is
-        unknown, missing, of the wrong kind or out of range, or saying the row is larger than
-        one message may be. Nothing changes either way."""
+        """The estimated Arrow size of one row (`size` of its `values`); nothing changes."""
+        return self.size(self.values(row))
+
+    def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The row's values in the schema's order, or ArgumentError naming the column that is
+        unknown, missing, of the wrong kind or out of range. Nothing changes either way.
+
+        A row whose values are all of the Python types a column takes as they are is checked
+        in one look at its tuple of types (then only integer bounds remain); any other row is
+        checked column by column. Values nested in struct and list columns are checked when
+        the rows are converted, in bulk (`take`)."""
         try:
             values = self._values(row)
-            usual = len(row) == self._width and tuple(map(type, values)) == self._usual
+            types = tuple(map(type, values))
+            plain = (types == self._last or types in self._plain) and len(row) == self._width
         except Exception:  # a column is missing, or the row is no mapping: checked below
-            usual = False
-        if usual:
+            plain = False
+        if plain:
             for i, name, low, high in self._bounds:
-                if not low <= values[i] <= high:
-                    raise self._refusal(name, values[i])
-        else:
-            values = self._check(row)
+                value = values[i]
+                if value is not None and not low <= value <= high:
+                    raise self._refusal(name, value)
+            return values
+        values = self._check(row)
+        types = tuple(map(type, values))
+        if len(self._plain) < 64 and all(map(operator.contains, self._takes, types)):
+            self._plain.add(types)
+            self._last = types
+        return values
+
+    def size(self, values: tuple[Any, ...]) -> int:
+        """The estimated Arrow size of a row of `values`, or ArgumentError saying it is
+        larger than one message may be (or holds text Arrow cannot store)."""
         size = self.row_width
         for i, name, sizer in self._sizers:
             value = values[i]
@@ -371,9 +408,9 @@ class RowBuffer:
             raise ArgumentError(f"column {unknown!r} is not in the topic's schema")
         return tuple(get(name) for name in self.names)
 
-    def add(self, row: Mapping[str, Any], size: int) -> None:
-        """Hold a row `measure` accepted, with the size it answered."""
-        self.held.append(row)
+    def add(self, values: tuple[Any, ...], size: int) -> None:
+        """Hold the values of a row `values` accepted, with the size `size` answered."""
+        self.held.append(values)
         self.bytes += size
         self.pushed += 1
 
@@ -391,35 +428,48 @@ class RowBuffer:
             )
         return ArgumentError(f"column {name!r}: {value!r} is not a {t} value")
 
+    def _convert(self, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+        """Rows of values as one batch of the schema, in one pass of Arrow's converter; it
+        raises for any value that does not convert, and for a null in a column that takes
+        none."""
+        struct = pa.array(rows, type=self._struct)
+        batch = pa.RecordBatch.from_arrays(struct.flatten(), schema=self.schema)
+        for i in self._not_null:
+            if batch.column(i).null_count:
+                raise ArgumentError(f"column {self.names[i]!r} has null values")
+        return batch
+
     def take(self) -> tuple[pa.RecordBatch, Sequence[int], list[tuple[int, str]]]:
         """The held rows as one batch, the number of each of its rows (the nth row pushed),
         and a description of every row left out because it does not convert; the buffer is
         emptied.
 
-        Plain values were checked when each row was measured; values nested in struct and
-        list columns are checked here, in bulk. Every row that converts is in the batch.
+        The plain values of each row were checked when it was pushed; values nested in struct
+        and list columns are checked here, by converting all the rows in bulk; when that
+        fails, row by row, to name each row that does not convert. Every row that converts
+        is in the batch.
         """
         rows, first = self.held, self.pushed - len(self.held) + 1
         self.held = []
         self.bytes = 0
         try:
-            batch = pa.RecordBatch.from_pylist(rows, schema=self.schema)
+            batch = self._convert(rows)
         except Exception:  # any failure: find the rows that do not convert
             pass
         else:
             return batch, range(first, first + len(rows)), []
-        good: list[Mapping[str, Any]] = []
+        good: list[tuple[Any, ...]] = []
         numbers: list[int] = []
         lost: list[tuple[int, str]] = []
         for number, row in enumerate(rows, first):
             try:
-                pa.RecordBatch.from_pylist([row], schema=self.schema)
+                self._convert([row])
             except Exception as exc:  # whatever pyarrow raises, it does not convert
-                lost.append(lost_row(number, row.get("timestamp_ns"), exc))
+                lost.append(lost_row(number, row[self._timestamp], exc))
             else:
                 good.append(row)
                 numbers.append(number)
-        return pa.RecordBatch.from_pylist(good, schema=self.schema), numbers, lost
+        return self._convert(good), numbers, lost
 
     def timestamp(self, batch: pa.RecordBatch, index: int) -> Any:
         """The timestamp of a row of a batch `take` made (for naming it)."""

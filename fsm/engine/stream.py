@@ -118,6 +118,13 @@ class StreamWriter:
         self.schema = schema
         self.policy = policy
         self._rows = RowBuffer(schema, policy.max_message_bytes)
+        # Rows of a fixed size: how many the buffer holds before converting them (0: rows are
+        # measured one by one).
+        self._per_batch = (
+            min(policy.buffer_rows, max(1, policy.batch_bytes // self._rows.row_width))
+            if self._rows.fixed
+            else 0
+        )
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
@@ -217,16 +224,25 @@ class StreamWriter:
         if self._failure is not None or self.stream.failure is not None:
             return self._known_failure() or _OK
         rows = self._rows
-        size = rows.measure(row)
-        policy = self.policy
-        if rows.bytes + size > policy.batch_bytes or len(rows.held) >= policy.buffer_rows:
-            # The buffer is full with this row: convert what came before it, so a message
-            # stays within batch_bytes. This row is kept whatever that conversion finds.
-            lost = self._flush_rows()
-            rows.add(row, size)
-            return self._answer(lost, "this row was accepted")
-        rows.add(row, size)
-        return _OK
+        values = rows.values(row)
+        held = rows.held
+        if self._per_batch:
+            # Every row has the same size: the buffer holds a number of rows.
+            if len(held) < self._per_batch:
+                held.append(values)
+                rows.pushed += 1
+                return _OK
+            size = rows.row_width
+        else:
+            size = rows.size(values)
+            if rows.bytes + size <= self.policy.batch_bytes and len(held) < self.policy.buffer_rows:
+                rows.add(values, size)
+                return _OK
+        # The buffer is full with this row: convert what came before it, so a message stays
+        # within batch_bytes. This row is kept whatever that conversion finds.
+        lost = self._flush_rows()
+        rows.add(values, size)
+        return self._answer(lost, "this row was accepted")
 
     def _flush_rows(self) -> list[tuple[int, str]]:
         """Convert the held rows and place them behind what was pushed before. Rows that do
