@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from fsm.machines import ProtocolMachine, Walk, walk
+from fsm.machines import Executor, ProtocolMachine, Walk
 from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
 from fsm.spec.model import Deviation, MachineSpec, Spec, Step, Transition
 
@@ -128,6 +128,49 @@ class _Machines:
 
     session: ProtocolMachine
     topic_writer: ProtocolMachine
+    # The tables' answers, which every candidate run asks again and again: (table, state,
+    # trigger, context) -> the row (None when none applies), (table, state, context) -> the
+    # user triggers some row accepts there. The tables are immutable; so are these answers.
+    _rows: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], Transition | None] = attrs.field(
+        factory=dict, init=False
+    )
+    _allowed: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[str, ...]] = attrs.field(
+        factory=dict, init=False
+    )
+
+    def lookup(
+        self, table: MachineSpec, state: str, trigger: str, context: Mapping[str, str]
+    ) -> Transition | None:
+        """`table.lookup`, answered once per state, trigger and context."""
+        key = (table.name, state, trigger, tuple(sorted(context.items())))
+        try:
+            return self._rows[key]
+        except KeyError:
+            row = self._rows[key] = table.lookup(state, trigger, context)
+            return row
+
+    def allowed(
+        self, table: MachineSpec, state: str, context: Mapping[str, str]
+    ) -> tuple[str, ...]:
+        """`table.allowed` (user triggers), answered once per state and context."""
+        key = (table.name, state, tuple(sorted(context.items())))
+        found = self._allowed.get(key)
+        if found is None:
+            found = self._allowed[key] = tuple(table.allowed(state, context))
+        return found
+
+    def walk(
+        self,
+        table: MachineSpec,
+        state: str,
+        trigger: str,
+        context: Mapping[str, str],
+        matcher: Executor,
+    ) -> Walk:
+        """`walk` from the machine's plan of the row, resolved once per state, trigger and
+        context."""
+        machine = self.session if table is self.session.spec else self.topic_writer
+        return machine.plan(state, trigger, context).walk(table, context, matcher)
 
     @classmethod
     def of(cls, spec: Spec) -> _Machines:
@@ -485,13 +528,13 @@ def _walk_topic(
     last: _Mismatch | None = None
     for policy in policies:
         context = {"policy": policy, "session_policy": session_policy}
-        row = spec.lookup(topic.state, trigger, context)
+        run = matcher.run
+        row = run.machines.lookup(spec, topic.state, trigger, context)
         if row is None:
             continue
-        run = matcher.run
         saved = (set(run.consumed), run.last_op, len(run.findings))
         try:
-            result = walk(spec, topic.state, trigger, context, matcher)
+            result = run.machines.walk(spec, topic.state, trigger, context, matcher)
         except _Mismatch as mismatch:
             run.consumed, run.last_op = saved[0], saved[1]
             del run.findings[saved[2] :]
@@ -519,7 +562,7 @@ def _moves(run: _Run, spec: Spec) -> list[tuple[str, str | None, str | None]]:
     event = run.events[index]
     moves: list[tuple[str, str | None, str | None]] = []
     context = {"role": run.role, "policy": run.policy}
-    for trigger in session.allowed(run.session, context):
+    for trigger in run.machines.allowed(session, run.session, context):
         moves.append((trigger, None, None))
     topic = event.get("topic")
     if isinstance(topic, str) and topic in run.topics and event.get("op") in TOPIC_SCOPED:
@@ -561,7 +604,7 @@ def _apply(
             )
         new_topic = str(run.events[index].get("topic"))
     matcher = _Matcher(run, spec, deviations, new_topic)
-    result = walk(session, run.session, trigger, context, matcher)
+    result = run.machines.walk(session, run.session, trigger, context, matcher)
     before = run.session
     run.session = run.machines.session.follow(run.session, result.taken, context)
     if new_topic is not None and result.taken.id == "topic-create":
@@ -698,7 +741,7 @@ def _end_by_lost_request(
     if run.requests_lost_left <= 0:
         return None
     context = {"role": run.role, "policy": run.policy}
-    for trigger in spec.session.allowed(run.session, context):
+    for trigger in run.machines.allowed(spec.session, run.session, context):
         move: tuple[str, str | None, str | None] = (trigger, None, None)
         done, _, _ = _try(run, spec, deviations, move, depth)
         if done is not None and done.violation_free() and done.session in spec.session.terminals:

@@ -18,9 +18,9 @@ import attrs
 
 from fsm.errors import ArgumentError, ProtocolError
 from fsm.jsonlines import JsonLines
-from fsm.machines import Walk, walk
+from fsm.machines import Plan, Walk
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus, ProbeVerdict
-from fsm.spec.model import Spec, Step, Transition
+from fsm.spec.model import MachineSpec, Spec, Step, Transition
 
 __all__ = ["TraceReport", "TraceViolation", "Tracer", "check_trace", "read_trace"]
 
@@ -209,16 +209,64 @@ def check_trace(records: Iterable[Any], spec: Spec) -> TraceReport:
     enum has) is a violation too, never an exception."""
     accepted: list[str] = []
     states: dict[tuple[str, str], str] = {}
+    plans = _plans(spec)
     for index, record in enumerate(records):
         try:
-            accepted.append(_check_record(record, spec, states))
+            accepted.append(_check_record(record, spec, states, plans))
         except _Stop as stop:
             rule = stop.rule or "the tables"
             return TraceReport(tuple(accepted), TraceViolation(index, record, rule, str(stop)))
     return TraceReport(tuple(accepted), None)
 
 
-def _check_record(record: Any, spec: Spec, states: dict[tuple[str, str], str]) -> str:
+_PlanKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
+# The plan of the row that applies (None when no row does), and why the call is foreign to
+# the table (a trigger or context value it does not have), or None.
+_Planned = tuple[Plan | None, str | None]
+_PLANS: dict[int, tuple[Spec, dict[_PlanKey, _Planned]]] = {}
+
+
+def _plans(spec: Spec) -> dict[_PlanKey, _Planned]:
+    """What `spec`'s tables answer, filled as records ask: (table, state, trigger, context)
+    -> the plan of the row that applies and the table's objection to the call. One per spec
+    object (a few are kept); the tables are immutable, so are the answers."""
+    kept = _PLANS.get(id(spec))
+    if kept is not None and kept[0] is spec:
+        return kept[1]
+    if len(_PLANS) >= 8:
+        _PLANS.clear()
+    plans: dict[_PlanKey, _Planned] = {}
+    _PLANS[id(spec)] = (spec, plans)
+    return plans
+
+
+def _plan(
+    plans: dict[_PlanKey, _Planned],
+    machine: MachineSpec,
+    state: str,
+    trigger: str,
+    context: Mapping[str, str],
+) -> _Planned:
+    key = (machine.name, state, trigger, tuple(sorted(context.items())))
+    try:
+        return plans[key]
+    except KeyError:
+        row = machine.lookup(state, trigger, context)
+        foreign: str | None = None
+        try:
+            machine.check_call(state, trigger, context)
+        except ArgumentError as exc:
+            foreign = str(exc)
+        planned = plans[key] = (None if row is None else Plan.of(row), foreign)
+        return planned
+
+
+def _check_record(
+    record: Any,
+    spec: Spec,
+    states: dict[tuple[str, str], str],
+    plans: dict[_PlanKey, _Planned],
+) -> str:
     """What the record did, in words, once the tables accept it; `states` moves on."""
     if not _is_object(record):
         raise _Stop(f"{record!r} is not a trace record (a JSON object)", _FORMAT)
@@ -235,14 +283,15 @@ def _check_record(record: Any, spec: Spec, states: dict[tuple[str, str], str]) -
         )
     trigger = _text(record, "trigger")
     context = _context(record)
-    row = machine.lookup(state, trigger, context)
+    plan, foreign = _plan(plans, machine, state, trigger, context)
+    row = None if plan is None else plan.row
     if record.get("refused"):
         if row is not None:
             raise _Stop(
                 f"{trigger} in {state} was refused, but row {row.id} allows it", f"row {row.id}"
             )
         return f"{machine.name} {key[1]}: {trigger} refused in {state}"
-    if row is None:
+    if plan is None or row is None:
         allowed = machine.allowed(state, context) + machine.allowed(state, context, "session")
         raise _Stop(
             f"no row allows {trigger} in {state} with {context}; allowed: {allowed}",
@@ -253,8 +302,10 @@ def _check_record(record: Any, spec: Spec, states: dict[tuple[str, str], str]) -
             f"the trace took row {record.get('row')}, the table gives {row.id}", f"row {row.id}"
         )
     replay = _Replay(_steps(record))
+    if foreign is not None:  # as the table answers a walk of a call foreign to it
+        raise _Stop(foreign, f"row {row.id}")
     try:
-        result = walk(machine, state, trigger, context, replay)
+        result = plan.walk(machine, context, replay)
     except _Stop as stop:
         raise _Stop(str(stop), stop.rule or f"row {row.id}") from None
     except ProtocolError as exc:  # an outcome the table has no route for
