@@ -750,6 +750,39 @@ def test_push_row_after_a_known_stream_failure_raises_at_that_push() -> None:
     assert seen["status"] is not TopicWriterStatus.Active
 
 
+def test_each_open_stream_is_watched_while_others_stay_open(server: RunningServer) -> None:
+    """The threads that wait on DoPut calls are shared between streams: with three streams
+    open, a refusal on the last one is still seen at once, and after they end the next
+    streams reuse those threads."""
+    t = FlightTransport(server.location, timeout=TIMEOUT)
+    try:
+        topics = [open_topic(server, f"watched{i}") for i in range(3)]
+        streams = [ok(t.open_stream(_descriptor(loc, uuid), SCHEMA)) for loc, uuid in topics]
+        for stream in streams:
+            ok(stream.write(batch(0, 2)))
+        last_locator = topics[-1][0]
+        wait_until(lambda: topic_state(server, last_locator)[1] == 1, "the last batch stored")
+        ok(t.action(FlightAction.TOPIC_DELETE, {"locator": last_locator}))
+        ok(streams[-1].write(batch(2, 2)))
+        wait_until(lambda: streams[-1].failure is not None, "the last stream's refusal seen")
+        assert streams[0].failure is None and streams[1].failure is None
+        for stream in streams[:2]:
+            ok(stream.close())
+
+        def watchers() -> int:
+            return sum(th.name == "mosaico-fsm-doput-watch" for th in threading.enumerate())
+
+        before = watchers()
+        for i in range(3):
+            locator, topic_uuid = open_topic(server, f"again{i}")
+            stream = ok(t.open_stream(_descriptor(locator, topic_uuid), SCHEMA))
+            ok(stream.write(batch(0, 1)))
+            ok(stream.close())
+        assert watchers() == before
+    finally:
+        t.close()
+
+
 def test_a_stream_the_server_ended_reports_the_servers_refusal(server: RunningServer) -> None:
     """The server refuses a batch mid-stream (its topic was deleted meanwhile): once the call
     has ended, the stream's `failure` and its next write carry the refusal's kind and the
