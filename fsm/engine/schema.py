@@ -203,7 +203,18 @@ def _sizer(t: pa.DataType) -> Callable[[Any], int] | None:
         parts = [(f.name, s) for f in t if (s := _sizer(f.type)) is not None]
         if not parts:
             return None
-        return lambda v: sum(s(v.get(n)) for n, s in parts) if isinstance(v, Mapping) else 0
+
+        def struct_size(v: Any) -> int:
+            if not isinstance(v, Mapping):
+                return 0
+            size = 0
+            for name, sizer in parts:
+                value = v.get(name)
+                if value is not None:
+                    size += sizer(value)
+            return size
+
+        return struct_size
     return None
 
 
