@@ -451,6 +451,22 @@ def test_an_edited_record_is_a_violation_naming_it(
     assert message.startswith(f"record {i}: ") and expected in message, message
 
 
+def test_a_context_foreign_to_the_table_is_a_violation_every_time(
+    trace: list[dict[str, Any]],
+) -> None:
+    """A variable the table does not have leaves the row lookup unchanged (guards read only
+    their own variables); the table still objects to the call, on every check of it (the
+    checker keeps the tables' answers per state, trigger and context)."""
+    i = next(i for i, r in enumerate(trace) if r.get("steps"))
+    edited = {**trace[i], "context": {**trace[i]["context"], "colour": "red"}}
+    for _ in range(2):
+        message = _violation([*trace[:i], edited, *trace[i + 1 :]])
+        assert message.startswith(f"record {i}: ") and "'colour' is not a context" in message, (
+            message
+        )
+    assert check_trace(trace, SPEC).ok
+
+
 def test_a_probe_cut_from_a_record_is_a_violation(trace: list[dict[str, Any]]) -> None:
     for i, record in enumerate(trace):
         for j, step in enumerate(record.get("steps", [])):
