@@ -435,6 +435,63 @@ def test_large_rows_fill_messages_up_to_batch_bytes_and_never_past_it() -> None:
     assert all(nbytes <= policy.batch_bytes for _, nbytes in sizes)
 
 
+class _Recorder:
+    """A stream that keeps the row count and size of every batch written to it."""
+
+    failure = None
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def write(self, batch: pa.RecordBatch) -> Outcome:
+        self.sizes.append((batch.num_rows, batch.nbytes))
+        return Outcome.ok()
+
+    def close(self) -> Outcome:
+        return Outcome.ok()
+
+    def abort(self) -> Outcome:
+        return Outcome.ok()
+
+
+def test_fixed_width_rows_are_counted_into_messages_of_at_most_batch_bytes() -> None:
+    """Rows of a schema of fixed-width columns all have one size: the buffer converts every
+    batch_bytes // row size rows (fewer than buffer_rows here), never more."""
+    from fsm.engine.stream import StreamWriter
+
+    schema = pa.schema(
+        [pa.field("timestamp_ns", pa.int64(), nullable=False)]
+        + [pa.field(f"v{i}", pa.float64()) for i in range(7)]
+    )  # 64 bytes a row
+    stream = _Recorder()
+    policy = BatchPolicy(batch_bytes=6400, buffer_rows=8192, background=False)
+    writer = StreamWriter(stream, schema, policy)
+    for i in range(250):
+        assert writer.submit_row({"timestamp_ns": i, **{f"v{k}": 0.5 for k in range(7)}}).is_ok
+    assert writer.close().is_ok
+    assert [rows for rows, _ in stream.sizes] == [100, 100, 50]
+    assert all(nbytes <= policy.batch_bytes for _, nbytes in stream.sizes)
+
+
+def test_a_row_like_earlier_good_ones_is_still_checked_at_its_push() -> None:
+    """Rows of the same Python types as accepted ones skip the column-by-column check, but
+    not the checks of their values: an int out of the column's range, or one a float column
+    cannot hold exactly, is refused at its push, with nothing held."""
+    from fsm.engine.stream import StreamWriter
+
+    schema = pa.schema(
+        [pa.field("timestamp_ns", pa.int64(), nullable=False), pa.field("x", pa.float64())]
+    )
+    writer = StreamWriter(_Recorder(), schema, BatchPolicy(background=False))
+    assert writer.submit_row({"timestamp_ns": 1, "x": 3}).is_ok  # an int a float holds
+    assert writer.submit_row({"timestamp_ns": 2, "x": 0.5}).is_ok
+    with pytest.raises(ArgumentError, match=r"'timestamp_ns'.*out of the range"):
+        writer.submit_row({"timestamp_ns": 1 << 63, "x": 0.5})
+    with pytest.raises(ArgumentError, match=r"'x'.*not exactly"):
+        writer.submit_row({"timestamp_ns": 3, "x": (1 << 60) + 1})
+    assert writer.buffered_rows == 2
+
+
 # -----------------------------------------------------------------------------------------------
 # Bad arguments: a clear typed error before any I/O
 
