@@ -21,7 +21,7 @@ import pytest
 from hypothesis import settings
 
 from fsm.enums import FlightAction
-from fsm.faults import FaultPlan, FaultSchedule
+from fsm.faults import Fault, FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
 from fsm.transport import Descriptor, TopicStream, Transport
 from transport.flight.client import FlightTransport
@@ -195,3 +195,10 @@ class Forward(Transport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def inject_faults(h: Harness, *faults: Fault) -> None:
+    """Make the harness's transports, and its Flight server when there is one, run `faults`."""
+    h.schedule = FaultSchedule(FaultPlan(faults))
+    if h.server is not None:
+        h.server.server.faults = h.schedule

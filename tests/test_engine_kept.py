@@ -12,9 +12,9 @@ import pytest
 
 from fsm import ActionFailed, SessionStatus
 from fsm.engine import Client
-from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
+from fsm.faults import Fault, FaultEffect
 from fsm.outcome import ErrorKind
-from tests.harness import KIND_PARAMS, Harness, harness
+from tests.harness import KIND_PARAMS, Harness, harness, inject_faults
 
 SCHEMA = pa.schema(
     [pa.field("timestamp_ns", pa.int64(), nullable=False), pa.field("x", pa.float64())]
@@ -31,18 +31,12 @@ def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield hh
 
 
-def _faults(h: Harness, *faults: Fault) -> None:
-    h.schedule = FaultSchedule(FaultPlan(faults))
-    if h.server is not None:
-        h.server.server.faults = h.schedule
-
-
 def test_a_close_failure_routed_to_continue_is_attached_to_the_users_exception(
     h: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Report: the user's exception propagates; closing the topic failed on the way (a
     `continue` route), and that failure is a note of the user's exception and a log record."""
-    _faults(h, Fault("STREAM_CLOSE", 1, FaultEffect.FAIL, kind=ErrorKind.INTERNAL))
+    inject_faults(h, Fault("STREAM_CLOSE", 1, FaultEffect.FAIL, kind=ErrorKind.INTERNAL))
     client = Client(h.transport())
     caplog.set_level(logging.WARNING)
     with pytest.raises(Boom) as raised, client.sequence_create("run") as seq:
@@ -64,7 +58,7 @@ def test_the_raised_failure_carries_what_failed_after_it_as_notes(h: Harness) ->
     """Report: the user's `with` block ends cleanly, the stream's end fails (the session then
     reports it), and the report fails too (a `stop` route): the error raised is the close
     failure, and the failed report is a note of it."""
-    _faults(
+    inject_faults(
         h,
         Fault("STREAM_CLOSE", 1, FaultEffect.FAIL, kind=ErrorKind.INTERNAL),
         Fault("SEQUENCE_NOTIFICATION_CREATE", 1, FaultEffect.FAIL, kind=ErrorKind.INTERNAL),

@@ -12,10 +12,10 @@ import pytest
 from fsm import ActionFailed, FlightAction, MosaicoProtocolError, SessionStatus
 from fsm.engine import Client
 from fsm.engine.session import SessionWriter
-from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
+from fsm.faults import Fault, FaultEffect
 from fsm.outcome import Outcome
 from fsm.transport import Transport
-from tests.harness import KIND_PARAMS, Forward, Harness, harness
+from tests.harness import KIND_PARAMS, Forward, Harness, harness, inject_faults
 
 SCHEMA = pa.schema(
     [pa.field("timestamp_ns", pa.int64(), nullable=False), pa.field("x", pa.float64())]
@@ -33,12 +33,6 @@ def _batch(start: int, n: int) -> pa.RecordBatch:
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
     with harness(request.param) as hh:
         yield hh
-
-
-def _faults(h: Harness, *faults: Fault) -> None:
-    h.schedule = FaultSchedule(FaultPlan(faults))
-    if h.server is not None:
-        h.server.server.faults = h.schedule
 
 
 class _Meanwhile(Forward):
@@ -60,7 +54,7 @@ def test_concurrent_updaters_never_adopt_each_others_session(h: Harness) -> None
     in between: A's probe sees two fresh sessions and must not take B's."""
     with Client(h.transport()).sequence_create("run") as seq:
         seq.topic_create("a", schema=SCHEMA, ontology_tag="imu").push(_batch(0, 2))
-    _faults(h, Fault("SESSION_CREATE", 2, FaultEffect.LOSE_REPLY))
+    inject_faults(h, Fault("SESSION_CREATE", 2, FaultEffect.LOSE_REPLY))
     other: list[SessionWriter] = []
 
     def b_enters() -> None:
@@ -87,7 +81,7 @@ def test_an_updater_adopts_its_own_session_beside_an_idle_one_it_saw(h: Harness)
     with Client(h.transport()).sequence_create("run") as seq:
         seq.topic_create("a", schema=SCHEMA, ontology_tag="imu").push(_batch(0, 2))
     idle = Client(h.transport()).sequence_update("run").__enter__()
-    _faults(h, Fault("SESSION_CREATE", 1, FaultEffect.LOSE_REPLY))
+    inject_faults(h, Fault("SESSION_CREATE", 1, FaultEffect.LOSE_REPLY))
     with Client(h.transport()).sequence_update("run") as a:
         a.topic_create("b", schema=SCHEMA, ontology_tag="imu").push(_batch(10, 2))
     assert a.session_status is SessionStatus.Finalized
@@ -100,7 +94,7 @@ def test_an_updater_adopts_its_own_session_beside_an_idle_one_it_saw(h: Harness)
 def test_a_push_after_a_known_stream_failure_raises_it(h: Harness) -> None:
     """Once a push reported the stream's failure (its second write was dropped), every later
     push raises too, and nothing more reaches the server."""
-    _faults(h, Fault("STREAM_WRITE", 2, FaultEffect.DROP_STREAM))
+    inject_faults(h, Fault("STREAM_WRITE", 2, FaultEffect.DROP_STREAM))
     seq = Client(h.transport()).sequence_create("run").__enter__()
     imu = seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu")
     first: MosaicoProtocolError | None = None
