@@ -39,7 +39,7 @@ from fsm.engine.stream import StreamWriter
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.outcome import Outcome
 from fsm.transport import Descriptor, Transport
-from tests.harness import KIND_PARAMS, Forward, Harness, harness
+from tests.harness import KIND_PARAMS, Forward, Harness, harness, inject_faults
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 
@@ -557,6 +557,27 @@ def test_a_session_create_answered_without_uuid_is_adopted_from_the_server() -> 
         seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push(_batch(0, 1))
     assert seq.session_status is SessionStatus.Finalized
     assert seq.session_uuid == client.sequence_info("run").sessions[0].uuid
+
+
+def test_a_lost_topic_create_the_server_never_saw_is_settled_as_not_applied(h: Harness) -> None:
+    """The probe's "not found" settles a lost TOPIC_CREATE as not applied: the topic failed,
+    with nothing to remove; it is not taken for an orphan (a delete of a topic that was never
+    created) nor left unresolved."""
+    sent: list[str] = []
+
+    class Sent(Forward):
+        def action_raw(self, action_type: str, body: bytes) -> Outcome:
+            sent.append(action_type)
+            return self.inner.action_raw(action_type, body)
+
+    inject_faults(h, Fault("TOPIC_CREATE", 1, FaultEffect.LOSE_REQUEST))
+    client = Client(Sent(h.transport()))
+    with pytest.raises(ActionFailed) as info, client.sequence_create("run", on_error=REPORT) as seq:
+        seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu")
+    assert info.value.operation == "TOPIC_CREATE"
+    assert info.value.transition == "topic-failed", info.value
+    assert "topic_delete" not in sent, sent
+    assert "run/imu" not in h.model.snapshot()["topics"]
 
 
 # -----------------------------------------------------------------------------------------------
