@@ -410,3 +410,68 @@ def test_shape_fields_of_the_envelope() -> None:
         "uuid: uuid",
         "locator: session_locator",
     )
+
+
+STRUCTURE_DAMAGE = [
+    ("0.7", ("handshake", "version"), "seven", "handshake", "version", "semantic version"),
+    (
+        "0.7",
+        ("handshake", "config", "grpc_max_decode_message_size"),
+        0,
+        "handshake",
+        "config.grpc_max_decode_message_size",
+        "positive number of bytes",
+    ),
+    ("0.7", ("handshake", "config", "colour"), 1, "handshake", "config", "unknown key(s) colour"),
+    ("0.7", ("sdk_releases",), [], "sdk_releases", "-", "non-empty array"),
+    ("0.7", ("catalogue", "add", "INFO", "kind"), "call", "catalogue", "add.INFO.kind", "one of"),
+    (
+        "0.7",
+        ("enums", "change", "FlightAction", "add", 0, "first"),
+        "yes",
+        "enums",
+        "change.FlightAction.add[0].first",
+        "true or false",
+    ),
+    (
+        "0.4",
+        ("lifecycle", "session", "replace", 0, "colour"),
+        "blue",
+        "lifecycle",
+        "session.replace[0]",
+        "unknown key(s) colour",
+    ),
+    ("0.6", ("permissions", "levels"), ["read"], "permissions", "-", "lists its bits, and only"),
+    ("0.4", ("unknown", 0, "about"), "", "unknown", "[0].about", "non-empty string"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "path", "junk", "table", "entry", "words"),
+    STRUCTURE_DAMAGE,
+    ids=[".".join(map(str, d[1])) for d in STRUCTURE_DAMAGE],
+)
+def test_a_wrong_shape_is_refused_where_it_is(
+    tmp_path: Path, line: str, path: tuple[Any, ...], junk: Any, table: str, entry: str, words: str
+) -> None:
+    """The shape of a line file is declared once (`fsm.spec.schema.LineFile`): a key of the
+    wrong type or an unknown key is a SpecError naming its table and entry."""
+    doc = read_line(line)
+    target: Any = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = junk
+    error = refused(tmp_path, line, doc, words)
+    assert (error.file, error.table, error.entry) == (f"lines/{line}.toml", table, entry), error
+
+
+def test_a_wrong_shape_in_the_wire_file_is_refused(tmp_path: Path) -> None:
+    directory = specs_with(tmp_path)
+    wire = directory / "lines" / "wire.toml"
+    text = wire.read_text(encoding="utf-8")
+    wire.write_text(text.replace("[aspects.connect]\n", '[aspects.connect]\ncolour = "blue"\n'))
+    with pytest.raises(SpecError) as caught:
+        load_line("0.7", directory)
+    error = caught.value
+    assert (error.file, error.table, error.entry) == ("lines/wire.toml", "aspects", "connect")
+    assert "unknown key(s) colour" in error.problem

@@ -9,13 +9,16 @@ holds, and are what a line's tables are checked against.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from fsm import enums as seed_enums
 from fsm.errors import SpecError
+
+if TYPE_CHECKING:
+    from fsm.spec.schema import AddedMember, EnumChange, EnumChanges
 
 __all__ = ["EnumDef", "EnumSet", "seed_enum_set"]
 
@@ -61,10 +64,10 @@ class EnumSet:
             built[alias] = built[target]
         return built
 
-    def patched(self, where: SpecError, raw: Any) -> EnumSet:
-        """This set with the `[enums]` table of a line file applied; `where` names the file
-        and table in errors."""
-        return _patch(self, where, raw)
+    def patched(self, where: SpecError, changes: EnumChanges) -> EnumSet:
+        """This set with the `[enums]` table of a line file (checked by `fsm.spec.schema`)
+        applied; `where` names the file and table in errors."""
+        return _patch(self, where, changes)
 
 
 def seed_enum_set() -> EnumSet:
@@ -83,18 +86,6 @@ def seed_enum_set() -> EnumSet:
 
 def _fail(where: SpecError, entry: str, problem: str) -> SpecError:
     return SpecError(where.file, where.table, entry, problem)
-
-
-def _only(where: SpecError, entry: str, raw: Mapping[str, Any], keys: Iterable[str]) -> None:
-    extra = sorted(set(raw) - set(keys))
-    if extra:
-        raise _fail(where, entry, f"unknown key(s) {', '.join(extra)}")
-
-
-def _table(where: SpecError, entry: str, raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise _fail(where, entry, f"expected a table, got {raw!r}")
-    return raw
 
 
 def _value(where: SpecError, entry: str, kind: Kind, value: Any) -> Value:
@@ -123,88 +114,53 @@ def _checked(where: SpecError, entry: str, d: EnumDef) -> EnumDef:
     return d
 
 
-def _patch(base: EnumSet, where: SpecError, raw: Any) -> EnumSet:
-    raw = _table(where, "enums", raw)
-    _only(where, "enums", raw, ("remove", "add", "change"))
+def _patch(base: EnumSet, where: SpecError, changes: EnumChanges) -> EnumSet:
     classes = dict(base.classes)
     aliases = dict(base.aliases)
-    removed = raw.get("remove", [])
-    if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
-        raise _fail(where, "enums.remove", f"expected a list of enum names, got {removed!r}")
-    for name in removed:
-        if name not in classes:
-            raise _fail(where, "enums.remove", f"no enum {name!r} to remove")
-        del classes[name]
-        aliases = {a: t for a, t in aliases.items() if t != name}
-    for name, entry in _table(where, "enums.add", raw.get("add", {})).items():
+    for gone in changes.remove:
+        if gone not in classes:
+            raise _fail(where, "enums.remove", f"no enum {gone!r} to remove")
+        del classes[gone]
+        aliases = {a: t for a, t in aliases.items() if t != gone}
+    for name, entry in changes.add.items():
         e = f"enums.add.{name}"
         if name in classes or name in aliases:
             raise _fail(where, e, f"enum {name!r} exists already")
-        classes[name] = _new_enum(where, e, name, entry)
-    for name, entry in _table(where, "enums.change", raw.get("change", {})).items():
+        members = tuple((n, _value(where, e, entry.kind, v)) for n, v in entry.members)
+        classes[name] = _checked(where, e, EnumDef(name, entry.kind, members))
+    for name, change in changes.change.items():
         e = f"enums.change.{name}"
         if name not in classes:
             raise _fail(where, e, f"no enum {name!r} to change")
-        classes[name] = _changed_enum(where, e, classes[name], entry)
+        classes[name] = _changed_enum(where, e, classes[name], change)
     return EnumSet(classes, aliases)
 
 
-def _new_enum(where: SpecError, e: str, name: str, entry: Any) -> EnumDef:
-    body = _table(where, e, entry)
-    _only(where, e, body, ("kind", "members"))
-    kind = body.get("kind")
-    if kind not in ("str", "int"):
-        raise _fail(where, e, f"kind must be 'str' or 'int', got {kind!r}")
-    members = body.get("members")
-    if not isinstance(members, list) or not all(
-        isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) for m in members
-    ):
-        raise _fail(where, e, "members must be a list of [name, value] pairs")
-    return _checked(
-        where,
-        e,
-        EnumDef(name, kind, tuple((m[0], _value(where, e, kind, m[1])) for m in members)),
-    )
-
-
-def _changed_enum(where: SpecError, e: str, d: EnumDef, entry: Any) -> EnumDef:
+def _changed_enum(where: SpecError, e: str, d: EnumDef, change: EnumChange) -> EnumDef:
     name = d.name
-    body = _table(where, e, entry)
-    _only(where, e, body, ("remove", "add"))
     members = list(d.members)
-    removed_members = body.get("remove", [])
-    if not isinstance(removed_members, list):
-        raise _fail(where, e, f"'remove' must be a list of member names, got {removed_members!r}")
-    for member in removed_members:
-        if not isinstance(member, str) or member not in dict(members):
+    for member in change.remove:
+        if member not in dict(members):
             raise _fail(where, e, f"{name} has no member {member!r} to remove")
         members = [m for m in members if m[0] != member]
-    added = body.get("add", [])
-    if not isinstance(added, list):
-        raise _fail(where, e, f"'add' must be a list of members, got {added!r}")
-    for i, add in enumerate(added):
+    for i, add in enumerate(change.add):
         ae = f"{e}.add[{i}]"
-        spec = _table(where, ae, add)
-        _only(where, ae, spec, ("name", "value", "after", "first"))
-        member = spec.get("name")
-        if not isinstance(member, str) or member in dict(members):
-            raise _fail(where, ae, f"{member!r} is not a new member name of {name}")
-        value = _value(where, ae, d.kind, spec.get("value"))
-        members.insert(_position(where, ae, name, members, spec), (member, value))
+        if add.name in dict(members):
+            raise _fail(where, ae, f"{add.name!r} is not a new member name of {name}")
+        value = _value(where, ae, d.kind, add.value)
+        members.insert(_position(where, ae, name, members, add), (add.name, value))
     return _checked(where, e, attrs.evolve(d, members=tuple(members)))
 
 
-def _position(
-    where: SpecError, ae: str, name: str, members: list[Any], spec: Mapping[str, Any]
-) -> int:
+def _position(where: SpecError, ae: str, name: str, members: list[Any], add: AddedMember) -> int:
     """Where an added member goes: `first`, right `after` a member, or last."""
-    if "after" in spec and spec.get("first"):
+    if add.after is not None and add.first:
         raise _fail(where, ae, "give 'after' or 'first', not both")
-    if spec.get("first"):
+    if add.first:
         return 0
-    if "after" in spec:
+    if add.after is not None:
         names = [m[0] for m in members]
-        if spec["after"] not in names:
-            raise _fail(where, ae, f"{name} has no member {spec['after']!r}")
-        return names.index(spec["after"]) + 1
+        if add.after not in names:
+            raise _fail(where, ae, f"{name} has no member {add.after!r}")
+        return names.index(add.after) + 1
     return len(members)

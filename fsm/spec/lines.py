@@ -50,32 +50,7 @@ DEFAULT_LINE = "0.3"
 LINES_DIR = "lines"
 WIRE_FILE = "wire.toml"
 _LINE_NAME = re.compile(r"^\d+\.\d+$")
-_LINE_KEYS = (
-    "line",
-    "base",
-    "title",
-    "sdk_releases",
-    "enum_release",
-    "server_builds",
-    "changes",
-    "permissions",
-    "handshake",
-    "wire",
-    "catalogue",
-    "resources",
-    "lifecycle",
-    "enums",
-    "deviations",
-    "query",
-    "unknown",
-)
-_OPERATION_KEYS = tuple(f.name for f in attrs.fields(schema.OperationEntry))
-_PROBE_KEYS = tuple(f.name for f in attrs.fields(schema.ProbeEntry))
-_INFO_CONFIG = (
-    "grpc_max_decode_message_size",
-    "grpc_max_encode_message_size",
-    "grpc_target_encode_message_size",
-)
+_INFO_CONFIG = tuple(f.name for f in attrs.fields(schema.InfoConfig))
 _TOPICS = ("handshake", "permissions", "deviations", "enums", "catalogue", "query")
 """Subjects an `[[unknown]]` entry may name besides the line's own entries."""
 SERVER_PARTIES = ("mosaicod-0.3",)
@@ -205,33 +180,24 @@ def line_names(directory: Path | None = None) -> list[str]:
 
 def load_wire(directory: Path | None = None) -> dict[str, WireAspect]:
     """The wire aspects and their shapes (`specs/lines/wire.toml`)."""
-    raw = _read(directory, WIRE_FILE)
-    r = _Where(f"{LINES_DIR}/{WIRE_FILE}", "aspects")
-    _only(r, "-", raw, ("spec_version", "aspects"))
+    file = f"{LINES_DIR}/{WIRE_FILE}"
+    doc = schema.structure(file, _read(directory, WIRE_FILE), schema.WireFile)
     aspects = {}
-    for name, entry in _table(r, "-", raw.get("aspects")).items():
-        _only(r, name, _table(r, name, entry), ("doc", "shapes"))
-        shapes: dict[str, str] = {}
-        examples: dict[str, str] = {}
-        fields: dict[str, tuple[str, ...]] = {}
-        for shape, body in _table(r, f"{name}.shapes", entry.get("shapes")).items():
-            e = f"{name}.shapes.{shape}"
-            _only(r, e, _table(r, e, body), ("doc", "example", "fields"))
-            shapes[shape] = _text(r, e, body.get("doc"), "doc")
-            if "example" in body:
-                examples[shape] = _text(r, e, body["example"], "example")
-            if "fields" in body:
-                fields[shape] = _texts(r, e, body["fields"], "fields")
-        if not shapes:
-            raise r.fail(name, "an aspect needs at least one shape")
+    for name, entry in doc.aspects.items():
+        if not entry.shapes:
+            raise SpecError(file, "aspects", name, "an aspect needs at least one shape")
         aspects[name] = WireAspect(
-            name, _text(r, name, entry.get("doc"), "doc"), shapes, examples, fields
+            name,
+            entry.doc,
+            {shape: body.doc for shape, body in entry.shapes.items()},
+            {shape: b.example for shape, b in entry.shapes.items() if b.example is not None},
+            {shape: b.fields for shape, b in entry.shapes.items() if b.fields is not None},
         )
     return aspects
 
 
 # ---------------------------------------------------------------------------------------------
-# Small strict readers
+# Where an error is
 
 
 @attrs.frozen
@@ -241,32 +207,6 @@ class _Where:
 
     def fail(self, entry: str, problem: str) -> SpecError:
         return SpecError(self.file, self.table, entry, problem)
-
-
-def _table(r: _Where, entry: str, raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise r.fail(entry, f"expected a table, got {raw!r}")
-    return raw
-
-
-def _only(r: _Where, entry: str, raw: Mapping[str, Any], keys: Iterable[str]) -> None:
-    extra = sorted(set(raw) - set(keys))
-    if extra:
-        raise r.fail(entry, f"unknown key(s) {', '.join(extra)}")
-
-
-def _text(r: _Where, entry: str, value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise r.fail(entry, f"{what} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _texts(r: _Where, entry: str, value: Any, what: str, *, empty: bool = False) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise r.fail(entry, f"{what} must be a list of non-empty strings, got {value!r}")
-    if not value and not empty:
-        raise r.fail(entry, f"{what} must not be empty")
-    return tuple(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,60 +250,28 @@ def _build(
             file, "-", "file", f"no such line; lines: {', '.join(line_names(directory))}"
         )
     raw = _read(directory, f"{name}.toml")
+    doc = schema.structure(file, raw, schema.LineFile)
     r = _Where(file, "-")
-    _only(r, "-", raw, _LINE_KEYS)
-    if raw.get("line") != name:
-        raise r.fail("line", f"must be {name!r} (the file's name), got {raw.get('line')!r}")
-    base_name = raw.get("base")
-    if name == DEFAULT_LINE:
-        if base_name is not None:
-            raise r.fail("base", f"line {DEFAULT_LINE} is the root: it has no base")
-        base = None
-        documents: dict[str, dict[str, Any]] = load_documents(directory)
-        chain: tuple[str, ...] = (name,)
-        enums = seed_enum_set()
-        base_wire: Mapping[str, str] = {}
-        base_perms = None
-        base_unknown: frozenset[str] = frozenset()
-        inherited: tuple[Unknown, ...] = ()
-    else:
-        if not isinstance(base_name, str):
-            raise r.fail("base", f"a line other than {DEFAULT_LINE} names its base line")
-        if _version_key(base_name) >= _version_key(name) if _LINE_NAME.match(base_name) else True:
-            raise r.fail("base", f"the base of {name} must be an earlier line, got {base_name!r}")
-        base = _build(base_name, directory, wire, (*seen, name))
-        documents = copy.deepcopy(dict(base.documents))
-        chain = (*base.chain, name)
-        enums = base.enums
-        base_wire = base.wire
-        base_perms = base.permissions
-        base_unknown = base.unknown_deviations
-        inherited = base.unknown
-
-    title = _text(r, "title", raw.get("title"), "title")
-    releases = _texts(r, "sdk_releases", raw.get("sdk_releases"), "sdk_releases")
-    enum_release = _text(r, "enum_release", raw.get("enum_release"), "enum_release")
-    if enum_release not in releases:
+    if doc.line != name:
+        raise r.fail("line", f"must be {name!r} (the file's name), got {doc.line!r}")
+    base = _base(r, name, doc.base, directory, wire, seen)
+    documents = copy.deepcopy(dict(base.documents)) if base else load_documents(directory)
+    chain = (*base.chain, name) if base else (name,)
+    if doc.enum_release not in doc.sdk_releases:
         raise r.fail(
-            "enum_release", f"{enum_release!r} is not one of sdk_releases {list(releases)}"
+            "enum_release", f"{doc.enum_release!r} is not one of sdk_releases {doc.sdk_releases}"
         )
-    builds = _texts(r, "server_builds", raw.get("server_builds"), "server_builds")
-    changes = _texts(r, "changes", raw.get("changes"), "changes")
-
-    if "enums" in raw:
-        enums = enums.patched(SpecError(file, "enums", "-", ""), raw["enums"])
-    perms = _permissions(_Where(file, "permissions"), raw.get("permissions"), base_perms, enums)
-    handshake = _handshake(_Where(file, "handshake"), raw.get("handshake", {}))
-    line_wire = _wire(_Where(file, "wire"), raw.get("wire", {}), base_wire, wire)
-
-    _patch_catalogue(_Where(file, "catalogue"), raw.get("catalogue", {}), documents)
-    _patch_resources(_Where(file, "resources"), raw.get("resources", {}), documents)
-    _patch_query(_Where(file, "query"), raw.get("query", {}), documents)
-    _patch_lifecycle(_Where(file, "lifecycle"), raw.get("lifecycle", {}), documents)
-    fixed, unknown_devs = _patch_deviations(
-        _Where(file, "deviations"), raw.get("deviations", {}), documents, base_unknown
+    enums = base.enums if base is not None else seed_enum_set()
+    if doc.enums is not None:
+        enums = enums.patched(SpecError(file, "enums", "-", ""), doc.enums)
+    perms = _permissions(
+        _Where(file, "permissions"), doc.permissions, base.permissions if base else None, enums
     )
+    config = attrs.asdict(doc.handshake.config)
+    handshake = Handshake(doc.handshake.version, {k: v for k, v in config.items() if v})
+    line_wire = _wire(_Where(file, "wire"), doc.wire, base.wire if base else {}, wire)
 
+    fixed, unknown_devs = _apply_changes(file, doc, raw, documents, base)
     vocabulary = _vocabulary(chain, enums, perms)
     try:
         spec = parse_spec(documents, vocabulary=vocabulary)
@@ -376,7 +284,13 @@ def _build(
         ) from exc
     _check_wire_against_catalogue(_Where(file, "wire"), line_wire, wire, spec, handshake)
     unknown = _unknowns(
-        _Where(file, "unknown"), raw.get("unknown", []), spec, line_wire, fixed, name, inherited
+        _Where(file, "unknown"),
+        doc.unknown,
+        spec,
+        line_wire,
+        fixed,
+        name,
+        base.unknown if base else (),
     )
     if handshake.version is None and not any(u.about == "handshake" for u in unknown):
         raise r.fail(
@@ -386,11 +300,11 @@ def _build(
         name=name,
         base=base.name if base is not None else None,
         chain=chain,
-        title=title,
-        sdk_releases=releases,
-        enum_release=enum_release,
-        server_builds=builds,
-        changes=changes,
+        title=doc.title,
+        sdk_releases=doc.sdk_releases,
+        enum_release=doc.enum_release,
+        server_builds=doc.server_builds,
+        changes=doc.changes,
         permissions=perms,
         handshake=handshake,
         wire=line_wire,
@@ -403,24 +317,67 @@ def _build(
     )
 
 
+def _base(
+    r: _Where,
+    name: str,
+    base: str | None,
+    directory: Path | None,
+    wire: Mapping[str, WireAspect],
+    seen: tuple[str, ...],
+) -> Line | None:
+    """The loaded base line of `name` (None for the root line)."""
+    if name == DEFAULT_LINE:
+        if base is not None:
+            raise r.fail("base", f"line {DEFAULT_LINE} is the root: it has no base")
+        return None
+    if base is None:
+        raise r.fail("base", f"a line other than {DEFAULT_LINE} names its base line")
+    if not _LINE_NAME.match(base) or _version_key(base) >= _version_key(name):
+        raise r.fail("base", f"the base of {name} must be an earlier line, got {base!r}")
+    return _build(base, directory, wire, (*seen, name))
+
+
+def _apply_changes(
+    file: str,
+    doc: schema.LineFile,
+    raw: Mapping[str, Any],
+    documents: dict[str, dict[str, Any]],
+    base: Line | None,
+) -> tuple[dict[str, str], frozenset[str]]:
+    """Patch the base's `documents` with the line's changes; the fixed deviations (with why)
+    and the deviations left unknown."""
+    changes = raw.get("catalogue", {})
+    _patch_catalogue(_Where(file, "catalogue"), doc.catalogue, changes, documents)
+    _remove(_Where(file, "resources"), doc.resources.remove, documents, "resources.toml")
+    _patch_query(_Where(file, "query"), doc.query, documents)
+    _patch_lifecycle(_Where(file, "lifecycle"), doc.lifecycle, raw.get("lifecycle", {}), documents)
+    return _patch_deviations(
+        _Where(file, "deviations"),
+        doc.deviations,
+        raw.get("deviations", {}).get("add", []),
+        documents,
+        base.unknown_deviations if base else frozenset(),
+    )
+
+
 def _permissions(
-    r: _Where, raw: Any, base: PermissionModel | None, enums: EnumSet
+    r: _Where,
+    entry: schema.PermissionsEntry | None,
+    base: PermissionModel | None,
+    enums: EnumSet,
 ) -> PermissionModel:
-    if raw is None:
+    if entry is None:
         if base is None:
             raise r.fail("-", "the root line states its permission model")
         perms = base
     else:
-        _only(r, "-", _table(r, "-", raw), ("model", "levels", "bits"))
-        model = raw.get("model")
-        if model == "ranked":
-            _only(r, "-", raw, ("model", "levels"))
-            perms = PermissionModel("ranked", _texts(r, "levels", raw.get("levels"), "levels"))
-        elif model == "granular":
-            _only(r, "-", raw, ("model", "bits"))
-            perms = PermissionModel("granular", _texts(r, "bits", raw.get("bits"), "bits"))
-        else:
-            raise r.fail("model", f"must be 'ranked' or 'granular', got {model!r}")
+        values, other = (
+            (entry.levels, entry.bits) if entry.model == "ranked" else (entry.bits, entry.levels)
+        )
+        key = "levels" if entry.model == "ranked" else "bits"
+        if values is None or other is not None:
+            raise r.fail("-", f"a {entry.model} model lists its {key}, and only those")
+        perms = PermissionModel(entry.model, values)
         if len(set(perms.values)) != len(perms.values) or "none" in perms.values:
             raise r.fail("-", f"permission values must be distinct and not 'none': {perms.values}")
     enum = enums.resolve("APIKeyPermissionEnum")
@@ -435,28 +392,14 @@ def _permissions(
     return perms
 
 
-def _handshake(r: _Where, raw: Any) -> Handshake:
-    _only(r, "-", _table(r, "-", raw), ("version", "config"))
-    version = raw.get("version")
-    if version is not None and not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?", str(version)):
-        raise r.fail("version", f"must be a semantic version, got {version!r}")
-    config = _table(r, "config", raw.get("config", {}))
-    for key, value in config.items():
-        if key not in _INFO_CONFIG:
-            raise r.fail("config", f"unknown limit {key!r}; limits: {', '.join(_INFO_CONFIG)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise r.fail(f"config.{key}", f"must be a positive number of bytes, got {value!r}")
-    return Handshake(version, dict(config))
-
-
 def _wire(
-    r: _Where, raw: Any, base: Mapping[str, str], aspects: Mapping[str, WireAspect]
+    r: _Where, shapes: Mapping[str, str], base: Mapping[str, str], aspects: Mapping[str, WireAspect]
 ) -> dict[str, str]:
     result = dict(base)
-    for aspect, shape in _table(r, "-", raw).items():
+    for aspect, shape in shapes.items():
         if aspect not in aspects:
             raise r.fail(aspect, f"unknown wire aspect; aspects: {', '.join(aspects)}")
-        if not isinstance(shape, str) or shape not in aspects[aspect].shapes:
+        if shape not in aspects[aspect].shapes:
             raise r.fail(
                 aspect, f"unknown shape {shape!r}; shapes: {', '.join(aspects[aspect].shapes)}"
             )
@@ -469,93 +412,73 @@ def _wire(
     return result
 
 
-def _patch_catalogue(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
-    raw = _table(r, "-", raw)
-    _only(
-        r, "-", raw, ("remove", "add", "change", "field_types", "probes", "shapes", "common_errors")
-    )
+def _patch_catalogue(
+    r: _Where,
+    changes: schema.CatalogueChanges,
+    raw: Mapping[str, Any],
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    """`changes` is the checked `[catalogue]` table, `raw` the same table as parsed (what is
+    copied into actions.toml)."""
     actions = documents["actions.toml"]
+    _remove(r, changes.remove, documents, "actions.toml", "operations")
     ops = actions.setdefault("operations", {})
-    for name in _texts(r, "remove", raw.get("remove", []), "remove", empty=True):
-        if name not in ops:
-            raise r.fail("remove", f"no operation {name!r} to remove")
-        del ops[name]
-    for name, entry in _table(r, "add", raw.get("add", {})).items():
+    for name in changes.add:
         if name in ops:
             raise r.fail(f"add.{name}", "the operation exists already: change it instead")
-        _only(r, f"add.{name}", _table(r, f"add.{name}", entry), _OPERATION_KEYS)
-        ops[name] = copy.deepcopy(entry)
-    for name, entry in _table(r, "change", raw.get("change", {})).items():
+        ops[name] = copy.deepcopy(raw["add"][name])
+    for name in changes.change:
         if name not in ops:
             raise r.fail(f"change.{name}", "no such operation to change")
-        body = _table(r, f"change.{name}", entry)
-        _only(r, f"change.{name}", body, _OPERATION_KEYS)
+        body = raw["change"][name]
         if not body:
             raise r.fail(f"change.{name}", "changes nothing")
         for key, value in body.items():
             if ops[name].get(key) == value:
                 raise r.fail(f"change.{name}.{key}", "the base line has this value already")
             ops[name][key] = copy.deepcopy(value)
-    if "common_errors" in raw:
-        common = raw["common_errors"]
-        if not isinstance(common, list) or not common:
+    if changes.common_errors is not None:
+        if not changes.common_errors:
             raise r.fail("common_errors", "expected a non-empty array of {kind, when}")
-        if common == actions.get("common_errors"):
+        if raw["common_errors"] == actions.get("common_errors"):
             raise r.fail("common_errors", "the base line has these already")
-        actions["common_errors"] = copy.deepcopy(common)
-    types = actions.setdefault("field_types", {})
-    for key, value in _table(r, "field_types", raw.get("field_types", {})).items():
-        types[key] = _text(r, f"field_types.{key}", value, "a field type's description")
-    probes = actions.setdefault("probes", {})
-    for key, value in _table(r, "probes", raw.get("probes", {})).items():
-        _only(
-            r,
-            f"probes.{key}",
-            _table(r, f"probes.{key}", value),
-            _PROBE_KEYS,
-        )
-        probes[key] = copy.deepcopy(value)
-    shapes = actions.setdefault("shapes", {})
-    for key, value in _table(r, "shapes", raw.get("shapes", {})).items():
-        body = _table(r, f"shapes.{key}", value)
-        for field, text in body.items():
-            _text(r, f"shapes.{key}.{field}", text, "a shape field's description")
-        shapes[key] = dict(body)
+        actions["common_errors"] = copy.deepcopy(raw["common_errors"])
+    for table in ("field_types", "probes", "shapes"):
+        actions.setdefault(table, {}).update(copy.deepcopy(raw.get(table, {})))
 
 
-def _patch_resources(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
-    raw = _table(r, "-", raw)
-    _only(r, "-", raw, ("remove",))
-    table = documents["resources.toml"].setdefault("resources", {})
-    for name in _texts(r, "remove", raw.get("remove", []), "remove", empty=True):
-        if name not in table:
-            raise r.fail("remove", f"no resource {name!r} to remove")
-        del table[name]
+def _remove(
+    r: _Where,
+    names: Iterable[str],
+    documents: dict[str, dict[str, Any]],
+    file: str,
+    table: str = "resources",
+) -> None:
+    """Delete each of `names` from `table` of `file`; each must be there."""
+    entries = documents[file].setdefault(table, {})
+    for name in names:
+        if name not in entries:
+            what = "resource" if table == "resources" else "operation"
+            raise r.fail("remove", f"no {what} {name!r} to remove")
+        del entries[name]
 
 
-def _patch_query(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
-    """`remove`: key paths (arrays of keys) deleted from query.toml; `merge`: a table merged
-    into it (tables key by key, any other value replaced). The grammar loader checks the
-    result."""
-    raw = _table(r, "-", raw)
-    _only(r, "-", raw, ("remove", "merge"))
+def _patch_query(
+    r: _Where, changes: schema.QueryChanges, documents: dict[str, dict[str, Any]]
+) -> None:
+    """Delete each key path of `remove` from query.toml, then merge `merge` into it (tables
+    key by key, any other value replaced). The grammar loader checks the result."""
     doc = documents["query.toml"]
-    removals = raw.get("remove", [])
-    if not isinstance(removals, list):
-        raise r.fail("remove", "expected an array of key paths")
-    for i, path in enumerate(removals):
-        if not isinstance(path, list) or not path or not all(isinstance(k, str) for k in path):
-            raise r.fail(f"remove[{i}]", f"a key path is a non-empty array of keys, got {path!r}")
+    for i, path in enumerate(changes.remove):
         target: Any = doc
         for key in path[:-1]:
             target = target.get(key) if isinstance(target, dict) else None
         if not isinstance(target, dict) or path[-1] not in target:
             raise r.fail(f"remove[{i}]", f"query.toml has no {'.'.join(path)} to remove")
         del target[path[-1]]
-    merge = _table(r, "merge", raw.get("merge", {}))
-    if merge and _merged(doc, merge) == doc:
+    if changes.merge and _merged(doc, changes.merge) == doc:
         raise r.fail("merge", "the base line's grammar has all of this already")
-    doc.update(_merged(doc, merge))
+    doc.update(_merged(doc, changes.merge))
 
 
 def _merged(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -574,50 +497,44 @@ def _row_id(row: Any) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
-def _patch_lifecycle(r: _Where, raw: Any, documents: dict[str, dict[str, Any]]) -> None:
+def _patch_lifecycle(
+    r: _Where,
+    changes: Mapping[str, schema.MachineChanges],
+    raw: Mapping[str, Any],
+    documents: dict[str, dict[str, Any]],
+) -> None:
     """Per machine: `remove` rows by id, `replace` rows by id, `add_states` (a new state takes
     every row that leaves the state it is `like`), `triggers` (new ones), then `add` rows."""
-    for machine, patch in _table(r, "-", raw).items():
+    for machine, m in changes.items():
         file = f"{machine}.toml"
         if file not in documents or "machine" not in documents[file]:
             raise r.fail(machine, "not a machine of the spec")
-        m = _table(r, machine, patch)
-        _only(r, machine, m, ("remove", "replace", "add_states", "triggers", "add"))
         doc = documents[file]
         rows: list[Any] = doc.setdefault("transitions", [])
-        _remove_rows(r, machine, m, rows)
-        _replace_rows(r, machine, m, rows)
-        _add_states(r, machine, m, doc["machine"], rows)
+        for rid in m.remove:
+            if rid not in [_row_id(row) for row in rows]:
+                raise r.fail(f"{machine}.remove", f"no row {rid!r} to remove")
+            rows[:] = [row for row in rows if _row_id(row) != rid]
+        patch = raw[machine]
+        _replace_rows(r, machine, patch.get("replace", []), rows)
+        _add_states(r, machine, m.add_states, doc["machine"], rows)
         triggers = doc.setdefault("triggers", {})
-        for name, body in _table(r, f"{machine}.triggers", m.get("triggers", {})).items():
+        for name in m.triggers:
             if name in triggers:
                 raise r.fail(f"{machine}.triggers.{name}", "the trigger exists already")
-            triggers[name] = copy.deepcopy(body)
-        add = m.get("add", [])
-        if not isinstance(add, list):
-            raise r.fail(f"{machine}.add", "expected an array of rows")
+            triggers[name] = copy.deepcopy(patch["triggers"][name])
         ids = [_row_id(row) for row in rows]
-        for i, row in enumerate(add):
+        for i, row in enumerate(patch.get("add", [])):
             if _row_id(row) in ids:
                 raise r.fail(f"{machine}.add[{i}]", f"row {_row_id(row)!r} exists: replace it")
             rows.append(copy.deepcopy(row))
 
 
-def _remove_rows(r: _Where, machine: str, m: Mapping[str, Any], rows: list[Any]) -> None:
-    for rid in _texts(r, f"{machine}.remove", m.get("remove", []), "remove", empty=True):
-        if rid not in [_row_id(row) for row in rows]:
-            raise r.fail(f"{machine}.remove", f"no row {rid!r} to remove")
-        rows[:] = [row for row in rows if _row_id(row) != rid]
-
-
-def _replace_rows(r: _Where, machine: str, m: Mapping[str, Any], rows: list[Any]) -> None:
-    replace = m.get("replace", [])
-    if not isinstance(replace, list):
-        raise r.fail(f"{machine}.replace", "expected an array of rows")
+def _replace_rows(r: _Where, machine: str, replace: list[Any], rows: list[Any]) -> None:
     ids = [_row_id(row) for row in rows]
     for i, row in enumerate(replace):
         replaced = _row_id(row)
-        if replaced is None or replaced not in ids:
+        if replaced not in ids:
             raise r.fail(f"{machine}.replace[{i}]", f"no row {replaced!r} to replace")
         if rows[ids.index(replaced)] == row:
             raise r.fail(f"{machine}.replace[{i}]", f"row {replaced!r} is the base's already")
@@ -625,12 +542,15 @@ def _replace_rows(r: _Where, machine: str, m: Mapping[str, Any], rows: list[Any]
 
 
 def _add_states(
-    r: _Where, machine: str, m: Mapping[str, Any], head: dict[str, Any], rows: list[Any]
+    r: _Where,
+    machine: str,
+    states: Mapping[str, schema.StateLike],
+    head: dict[str, Any],
+    rows: list[Any],
 ) -> None:
-    for state, spec in _table(r, f"{machine}.add_states", m.get("add_states", {})).items():
+    for state, spec in states.items():
         e = f"{machine}.add_states.{state}"
-        _only(r, e, _table(r, e, spec), ("like",))
-        like = spec.get("like")
+        like = spec.like
         if state in head.get("states", []):
             raise r.fail(e, f"{state!r} is a state already")
         if like not in head.get("states", []):
@@ -646,46 +566,43 @@ def _add_states(
 
 
 def _patch_deviations(
-    r: _Where, raw: Any, documents: dict[str, dict[str, Any]], base_unknown: frozenset[str]
+    r: _Where,
+    changes: schema.DeviationChanges,
+    added: list[Any],
+    documents: dict[str, dict[str, Any]],
+    base_unknown: frozenset[str],
 ) -> tuple[dict[str, str], frozenset[str]]:
-    raw = _table(r, "-", raw)
-    _only(r, "-", raw, ("fixed", "unknown", "confirmed", "add"))
+    """`added` is the parsed `add` array of `changes` (what is copied into deviations.toml)."""
     doc = documents["deviations.toml"]
     devs: list[Any] = doc.setdefault("deviations", [])
     existing = {_row_id(d) for d in devs}
-    fixed = {}
-    for did, why in _table(r, "fixed", raw.get("fixed", {})).items():
+    for did in changes.fixed:
         if did not in existing:
             raise r.fail(f"fixed.{did}", "no such deviation in the base line")
-        fixed[did] = _text(r, f"fixed.{did}", why, "why it is fixed")
+    fixed: dict[str, str] = dict(changes.fixed)
     devs[:] = [d for d in devs if _row_id(d) not in fixed]
-    for profile in _table(r, "-", doc.get("profiles", {})).values():
+    for profile in doc.get("profiles", {}).values():
         if isinstance(profile, dict) and isinstance(profile.get("deviations"), list):
             profile["deviations"] = [d for d in profile["deviations"] if d not in fixed]
-    add = raw.get("add", [])
-    if not isinstance(add, list):
-        raise r.fail("add", "expected an array of deviations")
-    for i, entry in enumerate(add):
-        if not isinstance(_row_id(entry), str):
-            raise r.fail(f"add[{i}]", "a deviation is a table with a string 'id'")
+    for i, entry in enumerate(added):
         if _row_id(entry) in existing:
             raise r.fail(f"add[{i}]", f"deviation {_row_id(entry)!r} exists already")
         devs.append(copy.deepcopy(entry))
     present = {_row_id(d) for d in devs}
-    return fixed, _unknown_deviations(r, raw, present, set(base_unknown) - set(fixed))
+    return fixed, _unknown_deviations(r, changes, present, set(base_unknown) - set(fixed))
 
 
 def _unknown_deviations(
-    r: _Where, raw: Mapping[str, Any], present: set[str | None], unknown: set[str]
+    r: _Where, changes: schema.DeviationChanges, present: set[str | None], unknown: set[str]
 ) -> frozenset[str]:
     """The deviations left unknown: the base's, plus `unknown`, less `confirmed`."""
-    for did in _texts(r, "unknown", raw.get("unknown", []), "unknown", empty=True):
+    for did in changes.unknown:
         if did not in present:
             raise r.fail("unknown", f"no deviation {did!r} in this line")
         if did in unknown:
             raise r.fail("unknown", f"{did} is unknown in the base line already")
         unknown.add(did)
-    for did in _texts(r, "confirmed", raw.get("confirmed", []), "confirmed", empty=True):
+    for did in changes.confirmed:
         if did not in unknown:
             raise r.fail("confirmed", f"{did} is not unknown in the base line")
         unknown.discard(did)
@@ -753,15 +670,13 @@ def _shape_fields(
 
 def _unknowns(
     r: _Where,
-    raw: Any,
+    entries: tuple[schema.UnknownEntry, ...],
     spec: Spec,
     wire: Mapping[str, str],
     fixed: Mapping[str, str],
     line: str,
     inherited: tuple[Unknown, ...],
 ) -> tuple[Unknown, ...]:
-    if not isinstance(raw, list):
-        raise r.fail("-", "expected an array of {about, text}")
     subjects = {
         *_TOPICS,
         *spec.operations,
@@ -773,15 +688,12 @@ def _unknowns(
         *(row.id for m in spec.machines.values() for row in m.transitions),
     }
     out = [u for u in inherited if u.about in subjects and u.about not in fixed]
-    for i, entry in enumerate(raw):
-        body = _table(r, f"[{i}]", entry)
-        _only(r, f"[{i}]", body, ("about", "text"))
-        about = _text(r, f"[{i}]", body.get("about"), "about")
-        if about not in subjects:
+    for i, entry in enumerate(entries):
+        if entry.about not in subjects:
             raise r.fail(
                 f"[{i}]",
-                f"about {about!r} names nothing of this line (an operation, probe, resource, "
-                f"row id, deviation, wire aspect or one of {', '.join(_TOPICS)})",
+                f"about {entry.about!r} names nothing of this line (an operation, probe, "
+                f"resource, row id, deviation, wire aspect or one of {', '.join(_TOPICS)})",
             )
-        out.append(Unknown(about, _text(r, f"[{i}]", body.get("text"), "text"), line))
+        out.append(Unknown(entry.about, entry.text, line))
     return tuple(out)

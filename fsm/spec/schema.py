@@ -9,6 +9,7 @@ module cannot see, names that refer to other entries, is checked by `fsm.spec.lo
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, NewType, TypeVar
@@ -31,11 +32,14 @@ from fsm.spec.query import Operand, OptionType, ValueType
 __all__ = [
     "ActionsFile",
     "DeviationsFile",
+    "EnumChanges",
+    "LineFile",
     "MachineFile",
     "Names",
     "QueryFile",
     "ResourcesFile",
     "Text",
+    "WireFile",
     "structure",
 ]
 
@@ -321,6 +325,178 @@ class QueryFile:
 
 
 # ---------------------------------------------------------------------------------------------
+# lines/wire.toml, lines/<line>.toml
+
+TextList = NewType("TextList", tuple[str, ...])
+"""A non-empty array of non-empty strings."""
+SemVer = NewType("SemVer", str)
+"""A semantic version: major.minor.patch, with an optional -pre-release."""
+ByteCount = NewType("ByteCount", int)
+"""A positive number of bytes."""
+Member = NewType("Member", tuple[str, Any])
+"""An enum member: [name, value]."""
+
+
+@attrs.frozen
+class ShapeEntry:
+    doc: Text
+    example: Text | None = None
+    fields: TextList | None = None
+
+
+@attrs.frozen
+class AspectEntry:
+    doc: Text
+    shapes: dict[str, ShapeEntry]
+
+
+@attrs.frozen
+class WireFile:
+    spec_version: Text
+    aspects: dict[str, AspectEntry]
+
+
+@attrs.frozen
+class PermissionsEntry:
+    """`ranked` names its `levels`, `granular` its `bits` (the loader checks which)."""
+
+    model: Literal["ranked", "granular"]
+    levels: TextList | None = None
+    bits: TextList | None = None
+
+
+@attrs.frozen
+class InfoConfig:
+    """The gRPC size limits an info handshake reports."""
+
+    grpc_max_decode_message_size: ByteCount | None = None
+    grpc_max_encode_message_size: ByteCount | None = None
+    grpc_target_encode_message_size: ByteCount | None = None
+
+
+@attrs.frozen
+class HandshakeEntry:
+    version: SemVer | None = None
+    config: InfoConfig = InfoConfig()
+
+
+@attrs.frozen
+class OperationChange:
+    """The keys of an operation a line changes (each optional)."""
+
+    kind: Literal["action", "rpc", "stream"] | None = None
+    wire: Text | None = None
+    permission: Text | None = None
+    response: Any = None
+    outcomes: Names | None = None
+    doc: Text | None = None
+    request: tuple[Field, ...] | None = None
+    errors: tuple[ErrorCase, ...] | None = None
+
+
+@attrs.frozen
+class CatalogueChanges:
+    remove: tuple[Text, ...] = ()
+    add: dict[str, OperationEntry] = attrs.field(factory=dict)
+    change: dict[str, OperationChange] = attrs.field(factory=dict)
+    field_types: dict[str, Text] = attrs.field(factory=dict)
+    probes: dict[str, ProbeEntry] = attrs.field(factory=dict)
+    shapes: dict[str, dict[str, Text]] = attrs.field(factory=dict)
+    common_errors: tuple[ErrorCase, ...] | None = None
+
+
+@attrs.frozen
+class ResourceChanges:
+    remove: tuple[Text, ...] = ()
+
+
+@attrs.frozen
+class QueryChanges:
+    """`remove`: key paths deleted from query.toml; `merge`: a table merged into it."""
+
+    remove: tuple[TextList, ...] = ()
+    merge: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class StateLike:
+    like: Text
+
+
+@attrs.frozen
+class MachineChanges:
+    remove: tuple[Text, ...] = ()
+    replace: tuple[RowEntry, ...] = ()
+    add_states: dict[str, StateLike] = attrs.field(factory=dict)
+    triggers: dict[str, TriggerEntry] = attrs.field(factory=dict)
+    add: tuple[RowEntry, ...] = ()
+
+
+@attrs.frozen
+class NewEnum:
+    kind: Literal["str", "int"]
+    members: tuple[Member, ...]
+
+
+@attrs.frozen
+class AddedMember:
+    name: Text
+    value: Any
+    after: Text | None = None
+    first: bool = False
+
+
+@attrs.frozen
+class EnumChange:
+    remove: tuple[Text, ...] = ()
+    add: tuple[AddedMember, ...] = ()
+
+
+@attrs.frozen
+class EnumChanges:
+    remove: tuple[Text, ...] = ()
+    add: dict[str, NewEnum] = attrs.field(factory=dict)
+    change: dict[str, EnumChange] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class DeviationChanges:
+    fixed: dict[str, Text] = attrs.field(factory=dict)
+    unknown: tuple[Text, ...] = ()
+    confirmed: tuple[Text, ...] = ()
+    add: tuple[DeviationEntry, ...] = ()
+
+
+@attrs.frozen
+class UnknownEntry:
+    about: Text
+    text: Text
+
+
+@attrs.frozen
+class LineFile:
+    """A protocol line: its description, and what it changes against its `base` line."""
+
+    line: Text
+    title: Text
+    sdk_releases: TextList
+    enum_release: Text
+    server_builds: TextList
+    changes: TextList
+    base: Text | None = None
+    permissions: PermissionsEntry | None = None
+    handshake: HandshakeEntry = HandshakeEntry()
+    wire: dict[str, Text] = attrs.field(factory=dict)
+    catalogue: CatalogueChanges = CatalogueChanges()
+    resources: ResourceChanges = ResourceChanges()
+    query: QueryChanges = QueryChanges()
+    lifecycle: dict[str, MachineChanges] = attrs.field(factory=dict)
+    enums: EnumChanges | None = None
+    deviations: DeviationChanges = DeviationChanges()
+    unknown: tuple[UnknownEntry, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
 # The strict converter
 
 
@@ -357,6 +533,30 @@ def _names(value: Any, _: Any) -> tuple[str, ...]:
     if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
         raise _Wrong(f"must be a name or a non-empty array of names, got {value!r}")
     return tuple(items)
+
+
+def _text_list(value: Any, _: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise _Wrong(f"must be a non-empty array of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def _semver(value: Any, _: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?", value):
+        raise _Wrong(f"must be a semantic version, got {value!r}")
+    return value
+
+
+def _byte_count(value: Any, _: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise _Wrong(f"must be a positive number of bytes, got {value!r}")
+    return value
+
+
+def _member(value: Any, _: Any) -> tuple[str, Any]:
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+        raise _Wrong(f"an enum member is a [name, value] pair, got {value!r}")
+    return (value[0], value[1])
 
 
 def _literal(cl: Any) -> Callable[[Any, Any], Any]:
@@ -398,6 +598,10 @@ def _make_converter() -> cattrs.Converter:
     c.register_structure_hook(int, _integer)
     c.register_structure_hook(bool, _boolean)
     c.register_structure_hook(Names, _names)
+    c.register_structure_hook(TextList, _text_list)
+    c.register_structure_hook(SemVer, _semver)
+    c.register_structure_hook(ByteCount, _byte_count)
+    c.register_structure_hook(Member, _member)
     c.register_structure_hook(Any, lambda value, _: value)
     c.register_structure_hook_factory(lambda t: _origin(t) is Literal, _literal)
 
