@@ -475,3 +475,15 @@ def test_a_wrong_shape_in_the_wire_file_is_refused(tmp_path: Path) -> None:
     error = caught.value
     assert (error.file, error.table, error.entry) == ("lines/wire.toml", "aspects", "connect")
     assert "unknown key(s) colour" in error.problem
+
+
+def test_a_change_that_changes_nothing_is_refused(tmp_path: Path) -> None:
+    """A line says only what it changes: an added enum member that exists, or a query merge
+    of what the base grammar holds already, is a mistake in the line file."""
+    doc = read_line("0.7")
+    doc["enums"]["change"]["FlightAction"]["add"][0] = {"name": "QUERY", "value": "info"}
+    refused(tmp_path, "0.7", doc, "'QUERY' is not a new member name of FlightAction")
+    doc = read_line("0.7")
+    grammar = tomllib.loads((SPECS / "query.toml").read_text(encoding="utf-8"))
+    doc["query"] = {"merge": {"operators": {"$eq": grammar["operators"]["$eq"]}}}
+    refused(tmp_path, "0.7", doc, "the base line's grammar has all of this already")
