@@ -365,3 +365,50 @@ def test_a_lost_reply_excuses_nothing_else() -> None:
     assert check_client_trace(unremoved, SPEC, sequence="s", lost_replies=2).conforms, (
         "unless the probe's own answer went wrong too"
     )
+
+
+# -----------------------------------------------------------------------------------------------
+# The checkers' memos of the tables answer what the tables answer
+
+
+def test_the_client_checker_memo_answers_as_the_tables_in_any_order() -> None:
+    """Row lookups and allowed triggers are kept per state, trigger and context: asked for
+    every call, contexts interleaved (one table's rows differ only by policy or role), the
+    memo gives what the table gives."""
+    from fsm.conformance.clients import _Machines
+
+    machines = _Machines.of(SPEC)
+    calls = [
+        (table, state, trigger, context)
+        for table in (SPEC.session, SPEC.topic_writer)
+        for trigger in table.triggers
+        for state in table.states
+        for context in table.contexts()
+    ]
+    for table, state, trigger, context in (*calls, *reversed(calls)):
+        assert machines.lookup(table, state, trigger, context) == table.lookup(
+            state, trigger, context
+        ), (table.name, state, trigger, context)
+        assert machines.allowed(table, state, context) == tuple(table.allowed(state, context))
+
+
+def test_the_engine_trace_memo_answers_as_the_tables_in_any_order() -> None:
+    from fsm.engine.trace import _plan, _plans
+
+    plans = _plans(SPEC)
+    for table in (SPEC.session, SPEC.topic_writer):
+        calls = [
+            (state, trigger, context)
+            for trigger in table.triggers
+            for state in table.states
+            for context in table.contexts()
+        ]
+        for state, trigger, context in (*calls, *reversed(calls)):
+            plan, _ = _plan(plans, table, state, trigger, context)
+            row = table.lookup(state, trigger, context)
+            assert (plan is None) == (row is None) and (plan is None or plan.row == row), (
+                table.name,
+                state,
+                trigger,
+                context,
+            )
