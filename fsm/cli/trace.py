@@ -18,8 +18,8 @@ from fsm.cli.common import (
     readable_file,
 )
 from fsm.cli.progress import add_progress_option, bar, wants_progress
-from fsm.errors import ArgumentError
-from fsm.spec import load_spec
+from fsm.errors import ArgumentError, SpecError
+from fsm.spec.lines import DEFAULT_LINE, Line, client_deviation_ranges, load_line, load_lines
 
 __all__ = ["add_parser", "run"]
 
@@ -41,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         help="JSON lines (from fsm.engine.Tracer, or from `serve --trace`)",
     )
     p.add_argument("--sequence", action="append", help="check only this sequence (repeatable)")
+    p.add_argument(
+        "--protocol",
+        metavar="LINE",
+        help="the protocol line the client speaks (default: recognised from the handshake "
+        "requests in the trace, else 0.3)",
+    )
     add_progress_option(p)
 
 
@@ -62,15 +68,53 @@ def _records(path: Path) -> list[dict[str, Any]]:
         raise CliError(f"{path}: {exc}") from None
 
 
+# The request each connect shape of specs/lines/wire.toml shows in a server trace; the
+# ListFlights connects of the early lines look alike.
+_HANDSHAKE_OPS = {"info": "INFO", "version": "VERSION"}
+
+
+def recognise_line(records: list[dict[str, Any]]) -> tuple[Line, str]:
+    """The line whose handshake the trace shows, and how it was chosen (in words)."""
+    ops = {str(r.get("op")) for r in records}
+    lines = load_lines()
+    for shape, op in _HANDSHAKE_OPS.items():
+        if op not in ops:
+            continue
+        found = [line for line in lines.values() if line.wire["connect"] == shape]
+        if len(found) != 1:
+            names = ", ".join(line.name for line in found) or "none"
+            raise CliError(
+                f"the trace's {op} handshake is spoken by lines {names}",
+                "give the client's line with --protocol",
+            )
+        return found[0], f"recognised from its {op} handshake"
+    return (
+        lines[DEFAULT_LINE],
+        f"assumed: no INFO or VERSION handshake in the trace (ListFlights connects of lines "
+        f"{', '.join(n for n, line in lines.items() if line.wire['connect'] not in _HANDSHAKE_OPS)}"
+        " look alike; give --protocol)",
+    )
+
+
+def _line(args: argparse.Namespace, records: list[dict[str, Any]]) -> tuple[Line, str]:
+    if args.protocol is None:
+        return recognise_line(records)
+    try:
+        return load_line(args.protocol), "given"
+    except SpecError as exc:
+        raise CliError(f"--protocol {args.protocol}: {exc.problem}") from None
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    spec = load_spec()
     records = _records(args.file)
     if not records:
         out.write(f"no record in {args.file}: nothing was checked\n")
         return EXIT_FAILED
+    line, how = _line(args, records)
+    out.write(f"protocol line {line.name} ({how})\n")
     if any("machine" in r for r in records):  # an engine trace (check_trace judges every record)
-        return _engine_trace(args, records, spec, out)
-    return _server_trace(args, records, spec, out)
+        return _engine_trace(args, records, line.spec, out)
+    return _server_trace(args, records, line, out)
 
 
 def _engine_trace(
@@ -97,9 +141,11 @@ def _engine_trace(
 
 
 def _server_trace(
-    args: argparse.Namespace, records: list[dict[str, Any]], spec: Any, out: TextIO
+    args: argparse.Namespace, records: list[dict[str, Any]], line: Line, out: TextIO
 ) -> int:
     from fsm.conformance.clients import check_client_trace, group_by_sequence
+
+    known = client_deviation_ranges()
 
     groups = group_by_sequence(records)
     if args.sequence:
@@ -117,15 +163,19 @@ def _server_trace(
     with bar(wants_progress(args.progress), "sequences", total=len(groups)) as progress:
         try:
             for name, events in groups.items():
-                client_report = check_client_trace(events, spec, sequence=name)
+                client_report = check_client_trace(
+                    events, line.spec, sequence=name, client=line.client_parties
+                )
                 out.write(
                     f"== sequence {name}: sessions {client_report.role} "
                     f"(policy {client_report.policy})\n"
                 )
-                for line in client_report.accepted:
-                    out.write(f"  ok  {line}\n")
+                for accepted in client_report.accepted:
+                    out.write(f"  ok  {accepted}\n")
                 for finding in client_report.findings:
                     out.write(f"  {finding}\n")
+                    if finding.kind == "deviation" and finding.rule in known:
+                        out.write(f"    known in {known[finding.rule]}\n")
                 out.write("  conforms\n" if client_report.conforms else "  does not conform\n")
                 checked += 1
                 if not client_report.conforms:

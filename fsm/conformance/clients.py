@@ -55,6 +55,11 @@ NEUTRAL = frozenset(
         "API_KEY_REVOKE",
         "UNKNOWN_ACTION",
         "GET_FLIGHT_INFO",
+        # Later protocol lines (specs/lines/): their handshake, schema read and topic filters.
+        "INFO",
+        "GET_SCHEMA",
+        "TOPIC_FILTER_CLUSTERIZE",
+        "TOPIC_FILTER_INTERSECT",
     }
 )
 # A DoPut stream's own events: matched by topic, not by position.
@@ -961,14 +966,16 @@ def check_client_trace(
     spec: Spec,
     *,
     sequence: str = "",
-    client: str = "sdk-0.3.2",
+    client: str | Iterable[str] = "sdk-0.3.2",
     lost_replies: int = 0,
     lost_requests: int = 0,
 ) -> ClientReport:
     """Check one sequence's server-side trace (in the order the server saw it), making at
     most `lost_replies` assumptions of lost replies and `lost_requests` of requests lost
-    before the server saw them, where nothing else explains it."""
-    deviations = [d for d in spec.deviations.values() if d.who == client]
+    before the server saw them, where nothing else explains it. `client` names the party (or
+    parties, such as `Line.client_parties`) whose known deviations the report may name."""
+    parties = {client} if isinstance(client, str) else set(client)
+    deviations = [d for d in spec.deviations.values() if d.who in parties]
     events = list(events)
     first = next(
         (

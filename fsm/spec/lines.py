@@ -34,10 +34,12 @@ from fsm.spec.vocabulary import Vocabulary
 __all__ = [
     "DEFAULT_LINE",
     "Handshake",
+    "KnownIn",
     "Line",
     "PermissionModel",
     "Unknown",
     "WireAspect",
+    "client_deviation_ranges",
     "line_names",
     "load_line",
     "load_lines",
@@ -132,6 +134,31 @@ class Line:
 
     def vocabulary(self) -> Vocabulary:
         return _vocabulary(self.chain, self.enums, self.permissions)
+
+    @property
+    def client_parties(self) -> tuple[str, ...]:
+        """The SDKs whose deviations this line's tables may name: the releases of every line
+        of its chain (a deviation stays until a line fixes it)."""
+        return self.vocabulary().client_parties
+
+
+@attrs.frozen
+class KnownIn:
+    """The SDK releases a client deviation is known in: from the first line whose tables name
+    it to the last line before the one that fixes it."""
+
+    deviation: str
+    releases: tuple[str, ...]
+    fixed_in: str | None
+    """The line that fixes it (None: no line does yet)."""
+
+    def __str__(self) -> str:
+        first, last = self.releases[0], self.releases[-1]
+        span = first if first == last else f"{first} to {last}"
+        fixed = (
+            f"; fixed in line {self.fixed_in}" if self.fixed_in else "; not fixed in any line yet"
+        )
+        return f"SDK {span}{fixed}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,3 +724,16 @@ def _unknowns(
             )
         out.append(Unknown(entry.about, entry.text, line))
     return tuple(out)
+
+
+def client_deviation_ranges(directory: Path | None = None) -> dict[str, KnownIn]:
+    """Each client deviation of any line, with the SDK releases it is known in."""
+    releases: dict[str, list[str]] = {}
+    fixed_in: dict[str, str] = {}
+    for line in load_lines(directory).values():
+        for did in line.fixed_deviations:
+            fixed_in.setdefault(did, line.name)
+        for did, deviation in line.spec.deviations.items():
+            if deviation.who.startswith("sdk-") and did not in fixed_in:
+                releases.setdefault(did, []).extend(line.sdk_releases)
+    return {did: KnownIn(did, tuple(found), fixed_in.get(did)) for did, found in releases.items()}
