@@ -16,6 +16,7 @@ import attrs
 import pytest
 
 from fsm.cli import main
+from fsm.conformance.clients import check_client_trace
 from fsm.engine.session import _SessionSteps
 from fsm.engine.topic import TopicWriter
 from fsm.errors import MosaicoProtocolError
@@ -452,3 +453,99 @@ def test_a_hidden_fault_is_placed_at_its_request_in_the_servers_trace() -> None:
     assert _fault_index(events, (refused, lost), lost) == 4
     opened = Fault("STREAM_OPEN", 1, FaultEffect.DROP_STREAM)
     assert _fault_index(events, (opened,), opened) == 3
+
+
+# -----------------------------------------------------------------------------------------------
+# The server-trace check stops its search early without changing a report
+
+
+def _server_traces(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[Any], dict[str, Any]]]:
+    """Every server trace (with the assumptions allowed) the judge checks in the single-fault
+    runs of two scenarios."""
+    import fsm.simulate.judge as judge_module
+
+    seen: list[tuple[list[Any], dict[str, Any]]] = []
+    real = judge_module.check_client_trace
+
+    def record(events: Any, spec: Any, **kwargs: Any) -> Any:
+        seen.append((list(events), kwargs))
+        return real(events, spec, **kwargs)
+
+    monkeypatch.setattr(judge_module, "check_client_trace", record)
+    explore(select(["writer-report-1-topic", "updater-delete-2-topics"]), WORLD, faults=1)
+    monkeypatch.undo()
+    return seen
+
+
+def _mutated(events: list[Any]) -> Iterator[list[Any]]:
+    """The trace with one event dropped, doubled, or swapped with the next: most of them
+    are traces no client following the tables leaves."""
+    for i in range(len(events)):
+        yield events[:i] + events[i + 1 :]
+        yield events[: i + 1] + events[i:]
+        if i + 1 < len(events):
+            yield events[:i] + [events[i + 1], events[i]] + events[i + 2 :]
+
+
+def test_the_early_stop_gives_the_reports_of_the_whole_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fsm.conformance import clients
+
+    traces = _server_traces(monkeypatch)
+    cases = [(events, kwargs) for events, kwargs in traces]
+    cases += [(m, kwargs) for events, kwargs in traces[::6] for m in _mutated(events)]
+    # Traces that end a failed session judged as the SDK's, whose recorded deviations (a
+    # missing or repeated delete or report) the search may match.
+    ended = [
+        (events, kwargs)
+        for events, kwargs in traces
+        if any(e.get("op") == "SEQUENCE_DELETE" or e.get("outcome", "ok") != "ok" for e in events)
+    ]
+    cases += [
+        (m, {**kwargs, "client": "sdk-0.3.2"})
+        for events, kwargs in ended[::4]
+        for m in _mutated(events)
+    ]
+    stops = 0
+    real = clients._unbeatable
+
+    def counted(done: Any, start: Any) -> bool:
+        nonlocal stops
+        found = real(done, start)
+        stops += found
+        return found
+
+    monkeypatch.setattr(clients, "_unbeatable", counted)
+    stopped = [check_client_trace(e, SPEC, **kw) for e, kw in cases]
+    assert stops > len(cases)  # the search did stop early, again and again
+    monkeypatch.setattr(clients, "STOP_AT_UNBEATABLE", False)
+    whole = [check_client_trace(e, SPEC, **kw) for e, kw in cases]
+    assert stopped == whole
+    # The corpus holds conforming traces and violations of many kinds.
+    assert sum(1 for r in whole if r.conforms) > 50
+    assert sum(1 for r in whole if r.violation is not None) > 100
+    assert len({r.violation.rule for r in whole if r.violation is not None}) > 5
+    assert sum(1 for r in whole if r.deviations) >= 3
+    assert any(kw.get("lost_replies") for _, kw in cases)
+
+
+def test_an_explanation_is_unbeatable_only_without_more_findings_lost_replies_or_events() -> None:
+    from fsm.conformance.clients import Finding, _Machines, _Run, _unbeatable
+    from fsm.outcome import ProbeVerdict
+
+    events: list[dict[str, Any]] = [{"op": "SEQUENCE_CREATE"}, {"op": "DO_PUT_OPEN"}]
+    start = _Run(events, set(), "Null", "writer", "Report", {}, [], [], [])
+    start.machines = _Machines.of(SPEC)
+    done = start.fork()
+    done.consumed |= {0, 1}
+    assert _unbeatable(done, start)
+    partial_ = start.fork()
+    partial_.consumed.add(0)  # the stream's opening is left unexplained
+    assert not _unbeatable(partial_, start)
+    deviated = done.fork()
+    deviated.findings.append(Finding(0, "deviation", "SDK-X", "a deviation"))
+    assert not _unbeatable(deviated, start)
+    assumed = done.fork()
+    assumed.lost[0] = ProbeVerdict.APPLIED
+    assert not _unbeatable(assumed, start)

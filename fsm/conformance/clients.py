@@ -192,6 +192,10 @@ class _Machines:
 
 _MACHINES: dict[int, tuple[Spec, _Machines]] = {}
 
+STOP_AT_UNBEATABLE = True
+"""The search stops trying moves once one explains the rest of the trace so that no other
+can explain it better (see `_unbeatable`); False searches every move (the same report)."""
+
 
 @attrs.frozen
 class _Order:
@@ -199,6 +203,9 @@ class _Order:
 
     lifecycle: tuple[int, ...]
     lifecycle_set: frozenset[int]
+    consumable: frozenset[int]
+    """Every event a run may ever explain (`_Run.consumed` stays within it): the lifecycle
+    requests, a stream's opening and cancellation, the updater's look-up of its sequence."""
 
     @classmethod
     def of(cls, events: Sequence[Mapping[str, Any]]) -> _Order:
@@ -209,7 +216,13 @@ class _Order:
             and str(event.get("op")) not in NEUTRAL
             and str(event.get("op")) not in STREAM_EVENTS
         )
-        return cls(indices, frozenset(indices))
+        consumable = frozenset(indices).union(
+            i
+            for i, event in enumerate(events)
+            if event.get("op") in ("DO_PUT_OPEN", "DO_PUT_CANCEL")
+            or (event.get("op") == "GET_FLIGHT_INFO" and not event.get("topic"))
+        )
+        return cls(indices, frozenset(indices), consumable)
 
 
 @attrs.define
@@ -712,7 +725,25 @@ def _best_move(
                 deepest = mismatch
             if done is not None and (best is None or _better(done, best)):
                 best = done
+                if STOP_AT_UNBEATABLE and _unbeatable(best, run):
+                    return best, deepest
     return best, deepest
+
+
+def _violations(run: _Run) -> int:
+    return sum(f.kind == "violation" for f in run.findings)
+
+
+def _unbeatable(done: _Run, start: _Run) -> bool:
+    """True when no explanation searched from `start` can be `_better` than `done`, one of
+    them: it adds no finding and no lost reply to `start`'s, and explains every event a run
+    may explain. The search keeps the first of equals, so it may stop at `done`: the
+    outcome is the one the whole search would have found."""
+    return (
+        len(done.findings) == len(start.findings)
+        and len(done.lost) == len(start.lost)
+        and done.order.consumable <= done.consumed
+    )
 
 
 def _tries(
