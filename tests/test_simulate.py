@@ -484,7 +484,7 @@ def _mutated(events: list[Any]) -> Iterator[list[Any]]:
         yield events[:i] + events[i + 1 :]
         yield events[: i + 1] + events[i:]
         if i + 1 < len(events):
-            yield events[:i] + [events[i + 1], events[i]] + events[i + 2 :]
+            yield [*events[:i], events[i + 1], events[i], *events[i + 2 :]]
 
 
 def test_the_early_stop_gives_the_reports_of_the_whole_search(
