@@ -22,6 +22,7 @@ from fsm.simulate.run import RunResult, run_scenario
 from fsm.simulate.scenarios import SCENARIOS, Scenario
 from fsm.simulate.world import WorldFactory
 from fsm.spec import load_spec
+from fsm.spec.model import Spec
 from fsm.workers import worker_pool
 
 __all__ = ["Exploration", "explore", "replay"]
@@ -75,9 +76,22 @@ Progress = Callable[[int, int], None]
 """Hears (runs done, runs known so far) as an exploration moves on."""
 
 
+_TOOLS: list[tuple[Spec, Machines, Judge]] = []
+
+
 def _tools() -> tuple[Machines, Judge]:
+    """The machines and the judge of the packaged spec, built once per exploration: a worker
+    keeps them from one chunk of runs to the next, and with them the judge's memory of the
+    traces it accepted (`_fresh_tools` forgets them when an exploration starts)."""
     spec = load_spec()
-    return Machines.from_spec(spec), Judge(spec)
+    if not _TOOLS or _TOOLS[0][0] is not spec:
+        _TOOLS[:] = [(spec, Machines.from_spec(spec), Judge(spec))]
+    _, machines, judge = _TOOLS[0]
+    return machines, judge
+
+
+def _fresh_tools() -> None:
+    _TOOLS.clear()
 
 
 def _run_chunk(task: Task) -> list[RunResult]:
@@ -172,6 +186,7 @@ def explore(
         raise ArgumentError(f"faults must be 0 to {MAX_FAULTS}, got {faults}")
     if workers < 1:
         raise ArgumentError(f"workers must be at least 1, got {workers}")
+    _fresh_tools()
     runner = _Runner(make_world, seed, workers, progress)
     names = tuple(s.name for s in scenarios)
     try:
@@ -211,6 +226,7 @@ def replay(
     unknown = sorted({f.operation for f in plan} - set(load_spec().operations))
     if unknown:
         raise ArgumentError(f"no such operation in the catalogue: {', '.join(unknown)}")
+    _fresh_tools()
     runner = _Runner(make_world, seed, 1, None)
     names = tuple(s.name for s in scenarios)
     try:

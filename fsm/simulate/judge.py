@@ -90,6 +90,10 @@ def _kind_blind(spec: Spec) -> bool:
     )
 
 
+ACCEPTED_KEPT = 200_000
+"""How many accepted server traces a judge remembers (it forgets them all past that)."""
+
+
 class Judge:
     """Checks traces against the tables. Server traces that differ only in the error kinds
     of their failures are judged once when the tables cannot tell kinds apart (the fault
@@ -137,6 +141,8 @@ class Judge:
             lost_requests=dropped,
         )
         if not report.findings:
+            if len(self._accepted) >= ACCEPTED_KEPT:
+                self._accepted.clear()
             self._accepted.add(key)
             return Verdict(name, OK)
         hidden = _hidden_from_server(facts)
