@@ -78,6 +78,8 @@ class DataInfo:
     total_bytes: int
     start_ns: int | None
     end_ns: int | None
+    rows: int | None = None
+    """The row count, where the server tells it."""
 
 
 @attrs.frozen
@@ -99,6 +101,9 @@ class TopicInfo:
     ontology_tag: str | None = None
     user_metadata: Mapping[str, Any] | None = None
     schema: pa.Schema | None = None
+    window: DataInfo | None = None
+    """The rows in the time range the request named, where it named one and the server
+    tells them."""
 
 
 @attrs.frozen
@@ -108,6 +113,8 @@ class SessionInfo:
     completed_at_ns: int | None
     locked: bool
     topics: tuple[str, ...]
+    locator: str | None = None
+    """'<sequence>:<session>', on a protocol line whose sessions have locators."""
 
 
 @attrs.frozen

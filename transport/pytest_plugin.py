@@ -4,7 +4,8 @@ Installed with mosaico-fsm (entry point `pytest11`), it gives two fixtures:
 
 - `mosaico_server`: a reference server on 127.0.0.1 and a free port, started for the test and
   stopped after it. Options come from a `mosaico_server` marker:
-  `@pytest.mark.mosaico_server(profile="mosaicod-0.3", auth=True, tls=True, faults=plan)`.
+  `@pytest.mark.mosaico_server(profile="mosaicod-0.3", auth=True, tls=True, faults=plan)`;
+  `protocol="0.7"` makes it speak another protocol line of `specs/lines/` (default 0.3).
 - `mosaico_server_factory`: a function taking the same options, for several servers in one
   test; every server it starts is stopped after the test.
 
@@ -118,7 +119,7 @@ def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> TlsFile
 
 def _start(directory: Path, **options: Any) -> MosaicoServer:
     limit_names = {"max_message_bytes", "max_streams", "stream_idle_timeout"}
-    known = {"profile", "auth", "tls", "faults", "seed", *limit_names}
+    known = {"profile", "auth", "tls", "faults", "seed", "protocol", *limit_names}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ArgumentTypeError(
@@ -131,6 +132,7 @@ def _start(directory: Path, **options: Any) -> MosaicoServer:
         profile=options.get("profile", "spec"),
         auth=bool(options.get("auth", False)),
         seed=options.get("seed"),
+        protocol=options.get("protocol"),
     )
     trace = ServerTrace()
     model.trace = trace
@@ -142,7 +144,7 @@ def _start(directory: Path, **options: Any) -> MosaicoServer:
 
 @pytest.fixture
 def mosaico_server_factory(tmp_path: Path) -> Iterator[Callable[..., MosaicoServer]]:
-    """Start reference servers with options (profile, auth, tls, faults, seed)."""
+    """Start reference servers with options (profile, protocol, auth, tls, faults, seed)."""
     started: list[MosaicoServer] = []
 
     def factory(**options: Any) -> MosaicoServer:
@@ -170,7 +172,8 @@ def mosaico_server(
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "mosaico_server(profile='spec', auth=False, tls=False, faults=None, seed=None, "
+        "mosaico_server(profile='spec', protocol='0.3', auth=False, tls=False, faults=None, "
+        "seed=None, "
         "max_message_bytes=..., max_streams=..., stream_idle_timeout=...): "
         "options of the mosaico_server fixture",
     )

@@ -21,7 +21,7 @@ from fsm.cli.common import (
     readable_file,
     writable_path,
 )
-from fsm.errors import MosaicoError
+from fsm.errors import ArgumentError, MosaicoError
 from fsm.spec import load_spec
 
 __all__ = ["add_parser", "check_address", "check_tls_pair", "run"]
@@ -40,6 +40,17 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         default="spec",
         choices=sorted(load_spec().profiles),
         help="behaviour: the specification, or a real server's recorded deviations",
+    )
+    from fsm.spec.lines import DEFAULT_LINE, line_names
+
+    p.add_argument(
+        "--protocol",
+        default=DEFAULT_LINE,
+        choices=line_names(),
+        metavar="LINE",
+        help="protocol line to speak, as its SDK release expects it "
+        f"({', '.join(line_names())}); profiles other than 'spec' combine only with the "
+        "lines their server build speaks",
     )
     p.add_argument(
         "--api-key-auth",
@@ -209,7 +220,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     tls = TlsFiles(args.tls_cert, args.tls_key) if args.tls_cert is not None else None
-    model = ServerModel(profile=args.profile, auth=args.api_key_auth)
+    try:
+        model = ServerModel(profile=args.profile, auth=args.api_key_auth, protocol=args.protocol)
+    except ArgumentError as exc:
+        raise CliError(str(exc), "see mosaico-fsm serve --help") from None
     if args.trace:
         from transport.server.trace import ServerTrace
 
@@ -224,7 +238,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"the server did not start on {args.host}:{args.port}: {first}") from exc
         idle = limits.stream_idle_timeout
         out.write(
-            f"mosaico-fsm reference server on {running.location} (profile {args.profile}; "
+            f"mosaico-fsm reference server on {running.location} (protocol {args.protocol}, "
+            f"profile {args.profile}; "
             f"gRPC messages up to {limits.max_message_bytes} bytes, {limits.max_streams} DoPut "
             "streams at once, "
             + (f"idle streams cancelled after {idle:g} s" if idle else "no idle timeout")

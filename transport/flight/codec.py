@@ -7,18 +7,23 @@ endpoints with `mosaico:` locations) and how a pyarrow client's exception reads 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import pyarrow as pa
 from pyarrow import flight
 
 from fsm.errors import TransportError
 from fsm.outcome import ErrorKind, Outcome
+from fsm.spec.lines import Line
 from fsm.transport import DataInfo, SequenceInfo, SessionInfo, TopicInfo
+from transport.server.wire import pick
 
 __all__ = [
     "ABORT_MESSAGE",
     "EnvelopeError",
+    "FlightShapes",
     "decode_envelope",
     "encode_envelope",
     "flight_error_outcome",
@@ -64,7 +69,7 @@ def decode_envelope(action_type: str, body: bytes) -> Any:
 
 
 def topic_endpoint_metadata(topic: TopicInfo) -> bytes:
-    """The app_metadata of a topic's endpoint (and of a topic's FlightInfo)."""
+    """The app_metadata of a topic's endpoint (and of a topic's FlightInfo), shape `info`."""
     info: dict[str, Any] | None = None
     if topic.info is not None:
         timestamp = None
@@ -86,36 +91,170 @@ def topic_endpoint_metadata(topic: TopicInfo) -> bytes:
     ).encode()
 
 
-def flight_info_parts(
-    view: SequenceInfo | TopicInfo,
-) -> tuple[pa.Schema, bytes, tuple[TopicInfo, ...]]:
-    """What the FlightInfo of a sequence or a topic holds: its schema, its app_metadata and
-    the topics that get an endpoint (PROTOCOL.md §7.1)."""
-    if isinstance(view, SequenceInfo):
-        schema = pa.schema(
-            [],
-            metadata={
-                "mosaico:context": "sequence",
-                "mosaico:user_metadata": json.dumps(view.user_metadata),
+def _interval(start: int | None, end: int | None) -> dict[str, int] | None:
+    return None if start is None or end is None else {"start_ns": start, "end_ns": end}
+
+
+def topic_endpoint_data_info(topic: TopicInfo) -> bytes:
+    """The app_metadata of a topic's endpoint, shape `data_info` (counts are 0 before the
+    topic holds data; `time_window_info` only when the request named a time range)."""
+    info = topic.info
+    window = topic.window
+    return json.dumps(
+        {
+            "created_at_ns": topic.created_at_ns,
+            "completed_at_ns": topic.completed_at_ns,
+            "locked": topic.locked,
+            "resource_locator": topic.locator,
+            "ontology_tag": topic.ontology_tag,
+            "serialization_format": topic.serialization_format,
+            "user_metadata": dict(topic.user_metadata or {}),
+            "data_info": {
+                "interval": _interval(info.start_ns, info.end_ns) if info else None,
+                "total_row_count": (info.rows or 0) if info else 0,
+                "total_bytes": info.total_bytes if info else 0,
+                "total_chunks_count": info.chunks_number if info else 0,
             },
-        )
-        app_metadata = {
+            "time_window_info": None
+            if window is None
+            else {
+                "interval": _interval(window.start_ns, window.end_ns),
+                "row_count": window.rows or 0,
+            },
+        }
+    ).encode()
+
+
+TOPIC_ENDPOINT_APP_METADATA: Mapping[str, Callable[[TopicInfo], bytes]] = {
+    "info": topic_endpoint_metadata,
+    "data_info": topic_endpoint_data_info,
+}
+
+DETAILED_ENDPOINTS: Mapping[str, bool] = {"info": False, "data_info": True}
+"""Whether a topic endpoint shape carries the topic's properties (so a sequence's FlightInfo
+must describe its topics in full)."""
+
+
+def _session_uuid(session: SessionInfo) -> dict[str, Any]:
+    return {"uuid": session.uuid}
+
+
+def _session_locator(session: SessionInfo) -> dict[str, Any]:
+    return {"locator": session.locator}
+
+
+def _sequence_app_metadata(
+    name: Callable[[SessionInfo], dict[str, Any]], user_metadata: bool
+) -> Callable[[SequenceInfo], dict[str, Any]]:
+    def encode(view: SequenceInfo) -> dict[str, Any]:
+        app: dict[str, Any] = {
             "created_at_ns": view.created_at_ns,
             "resource_locator": view.locator,
-            "sessions": [
-                {
-                    "uuid": s.uuid,
-                    "created_at_ns": s.created_at_ns,
-                    "completed_at_ns": s.completed_at_ns,
-                    "topics": list(s.topics),
-                    "locked": s.locked,
-                }
-                for s in view.sessions
-            ],
         }
+        if user_metadata:
+            app["user_metadata"] = dict(view.user_metadata)
+        app["sessions"] = [
+            {
+                **name(s),
+                "created_at_ns": s.created_at_ns,
+                "completed_at_ns": s.completed_at_ns,
+                "topics": list(s.topics),
+                "locked": s.locked,
+            }
+            for s in view.sessions
+        ]
+        return app
+
+    return encode
+
+
+SEQUENCE_APP_METADATA: Mapping[str, Callable[[SequenceInfo], dict[str, Any]]] = {
+    "sessions_uuid": _sequence_app_metadata(_session_uuid, user_metadata=False),
+    "sessions_locator": _sequence_app_metadata(_session_locator, user_metadata=False),
+    "sessions_locator_user_metadata": _sequence_app_metadata(_session_locator, user_metadata=True),
+}
+
+
+def _sequence_schema_context(view: SequenceInfo) -> dict[str, str]:
+    return {
+        "mosaico:context": "sequence",
+        "mosaico:user_metadata": json.dumps(view.user_metadata),
+    }
+
+
+def _no_sequence_keys(view: SequenceInfo) -> dict[str, str]:
+    return {}
+
+
+SEQUENCE_SCHEMA_METADATA: Mapping[str, Callable[[SequenceInfo], dict[str, str]]] = {
+    "context_properties": _sequence_schema_context,
+    "context_properties_counts": _sequence_schema_context,
+    "none": _no_sequence_keys,
+}
+
+
+ENDPOINT_LOCATIONS: Mapping[str, Callable[[TopicInfo], list[str]]] = {
+    "mosaico_uri": lambda topic: [f"mosaico:/{topic.locator}"],
+    "none": lambda topic: [],
+}
+
+
+def _one_result(action_type: str, response: Any) -> list[bytes]:
+    return [encode_envelope(action_type, response)]
+
+
+def _result_per_item(action_type: str, response: Any) -> list[bytes]:
+    if not isinstance(response, list):
+        return _one_result(action_type, response)
+    return [encode_envelope(action_type, item) + b"\n" for item in response]
+
+
+FILTER_ANSWER: Mapping[str, Callable[[str, Any], list[bytes]]] = {
+    "none": _one_result,
+    "result_per_cluster": _result_per_item,
+}
+"""The Result bodies of a DoAction answer: one envelope, or (a streaming filter action) one
+envelope per item."""
+
+
+@attrs.frozen
+class FlightShapes:
+    """The Flight framing of one protocol line, chosen by its wire shape names."""
+
+    topic_endpoint: Callable[[TopicInfo], bytes] = topic_endpoint_metadata
+    detailed_endpoints: bool = False
+    sequence_app_metadata: Callable[[SequenceInfo], dict[str, Any]] = SEQUENCE_APP_METADATA[
+        "sessions_uuid"
+    ]
+    sequence_schema: Callable[[SequenceInfo], dict[str, str]] = _sequence_schema_context
+    locations: Callable[[TopicInfo], list[str]] = ENDPOINT_LOCATIONS["mosaico_uri"]
+    results: Callable[[str, Any], list[bytes]] = _one_result
+
+    @classmethod
+    def of(cls, line: Line) -> FlightShapes:
+        return cls(
+            topic_endpoint=pick(TOPIC_ENDPOINT_APP_METADATA, line, "topic_endpoint_app_metadata"),
+            detailed_endpoints=pick(DETAILED_ENDPOINTS, line, "topic_endpoint_app_metadata"),
+            sequence_app_metadata=pick(SEQUENCE_APP_METADATA, line, "sequence_app_metadata"),
+            sequence_schema=pick(SEQUENCE_SCHEMA_METADATA, line, "schema_metadata"),
+            locations=pick(ENDPOINT_LOCATIONS, line, "endpoint_location"),
+            results=pick(FILTER_ANSWER, line, "filter_answer"),
+        )
+
+
+def flight_info_parts(
+    view: SequenceInfo | TopicInfo, shapes: FlightShapes | None = None
+) -> tuple[pa.Schema, bytes, tuple[TopicInfo, ...]]:
+    """What the FlightInfo of a sequence or a topic holds: its schema, its app_metadata and
+    the topics that get an endpoint (PROTOCOL.md §7.1), in a line's `shapes` (default 0.3)."""
+    shapes = shapes or FlightShapes()
+    if isinstance(view, SequenceInfo):
+        keys = shapes.sequence_schema(view)
+        schema = pa.schema([], metadata=keys or None)
+        app_metadata = shapes.sequence_app_metadata(view)
         return schema, json.dumps(app_metadata).encode(), view.topics
     schema = view.schema if view.schema is not None else pa.schema([])
-    return schema, topic_endpoint_metadata(view), (view,)
+    return schema, shapes.topic_endpoint(view), (view,)
 
 
 def _json_meta(metadata: dict[bytes, bytes], key: str) -> Any:

@@ -39,12 +39,13 @@ import grpc
 import pyarrow as pa
 from google.protobuf.message import DecodeError
 
-from fsm.errors import TransportError
+from fsm.errors import ArgumentError, TransportError
 from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
 from fsm.transport import SequenceInfo, TopicInfo
 from transport.flight import frames
 from transport.flight.call_end import half_closed
+from transport.flight.codec import FlightShapes
 from transport.flight.limits import ServerLimits
 from transport.flight.protocol import flight_pb2 as pb
 from transport.server.auth import HEADER, Principal
@@ -222,6 +223,8 @@ class ReferenceServer:
     ) -> None:
         self.model = model
         self.limits = limits or ServerLimits()
+        self.shapes = FlightShapes.of(model.line)
+        _report_limits(model, self.limits)
         schedule = faults if isinstance(faults, FaultSchedule) else FaultSchedule(faults)
         self.gate = FaultGate(model, schedule)
         self._stopping = threading.Event()
@@ -253,6 +256,8 @@ class ReferenceServer:
             "DoPut": stream_stream(self._guard(self.do_put)),
             "DoAction": unary_stream(self._guard(self.do_action)),
         }
+        if "GET_SCHEMA" in self.model.spec.operations:  # the line's catalogue serves it
+            methods["GetSchema"] = unary_unary(self._guard(self.get_schema))
         for name, make in (
             ("Handshake", stream_stream),
             ("PollFlightInfo", unary_unary),
@@ -260,7 +265,7 @@ class ReferenceServer:
             ("DoExchange", stream_stream),
             ("ListActions", unary_stream),
         ):
-            methods[name] = make(self._guard(self._unimplemented(name)))
+            methods.setdefault(name, make(self._guard(self._unimplemented(name))))
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
     # -------------------------------------------------------------------------------------------
@@ -390,14 +395,12 @@ class ReferenceServer:
         log.debug("DoAction %s %r", action_type[:100], body[:200])
         op = self.model.spec.operation_for_wire(action_type)
 
-        def apply() -> bytes:
-            from transport.flight.codec import encode_envelope
-
+        def apply() -> list[bytes]:
             response = self.model.handle_action(self._principal(context), action_type, body)
-            return encode_envelope(action_type, response)
+            return self.shapes.results(action_type, response)
 
-        envelope = self._guarded(op.name if op else "UNKNOWN_ACTION", "DoAction", apply, body)
-        return iter([pb.Result(body=envelope).SerializeToString()])
+        bodies = self._guarded(op.name if op else "UNKNOWN_ACTION", "DoAction", apply, body)
+        return iter([pb.Result(body=b).SerializeToString() for b in bodies])
 
     def list_flights(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         criteria = bytes(_parse(pb.Criteria, raw, "the Criteria").expression)
@@ -424,13 +427,28 @@ class ReferenceServer:
         descriptor = _parse(pb.FlightDescriptor, raw, "the FlightDescriptor")
         kind, command = _descriptor_parts(descriptor)
         log.debug("GetFlightInfo %s %r", kind, command[:200])
+        detailed = self.shapes.detailed_endpoints
         view = self._guarded(
             "GET_FLIGHT_INFO",
             "GetFlightInfo",
-            lambda: self.model.flight_info(self._principal(context), kind, command),
+            lambda: self.model.flight_info(
+                self._principal(context), kind, command, detailed_topics=detailed
+            ),
             command,
         )
-        return render_flight_info(view, descriptor).SerializeToString()
+        return render_flight_info(view, descriptor, self.shapes).SerializeToString()
+
+    def get_schema(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        """GetSchema, where the line's catalogue has it: a topic's stored schema."""
+        descriptor = _parse(pb.FlightDescriptor, raw, "the FlightDescriptor")
+        kind, command = _descriptor_parts(descriptor)
+        schema = self._guarded(
+            "GET_SCHEMA",
+            "GetSchema",
+            lambda: self.model.stored_schema(self._principal(context), kind, command),
+            command,
+        )
+        return pb.SchemaResult(schema=frames.schema_bytes(schema)).SerializeToString()
 
     def do_get(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         ticket = bytes(_parse(pb.Ticket, raw, "the Ticket").ticket)
@@ -615,27 +633,45 @@ def _stream_schema(header: frames.FlightFrame) -> pa.Schema:
 # FlightInfo
 
 
-def _endpoint(topic: TopicInfo) -> pb.FlightEndpoint:
-    from transport.flight.codec import topic_endpoint_metadata
-
+def _endpoint(topic: TopicInfo, shapes: FlightShapes) -> pb.FlightEndpoint:
     return pb.FlightEndpoint(
         ticket=pb.Ticket(ticket=topic.ticket),
-        location=[pb.Location(uri=f"mosaico:/{topic.locator}")],
-        app_metadata=topic_endpoint_metadata(topic),
+        location=[pb.Location(uri=uri) for uri in shapes.locations(topic)],
+        app_metadata=shapes.topic_endpoint(topic),
     )
 
 
+def _report_limits(model: ServerModel, limits: ServerLimits) -> None:
+    """An info handshake reports the server's real gRPC limits: what it receives and sends
+    at most, and a target no larger."""
+    reported = model.grpc_limits
+    if not reported:
+        return
+    most = limits.max_message_bytes
+    for key in ("grpc_max_decode_message_size", "grpc_max_encode_message_size"):
+        if key in reported:
+            reported[key] = most
+    if "grpc_target_encode_message_size" in reported:
+        reported["grpc_target_encode_message_size"] = min(
+            reported["grpc_target_encode_message_size"], most
+        )
+
+
 def render_flight_info(
-    view: SequenceInfo | TopicInfo, descriptor: pb.FlightDescriptor
+    view: SequenceInfo | TopicInfo,
+    descriptor: pb.FlightDescriptor,
+    shapes: FlightShapes | None = None,
 ) -> pb.FlightInfo:
-    """The FlightInfo a Mosaico server answers for a sequence or a topic."""
+    """The FlightInfo a Mosaico server answers for a sequence or a topic, in a protocol
+    line's `shapes` (default: those of 0.3)."""
     from transport.flight.codec import flight_info_parts
 
-    schema, app_metadata, topics = flight_info_parts(view)
+    shapes = shapes or FlightShapes()
+    schema, app_metadata, topics = flight_info_parts(view, shapes)
     return pb.FlightInfo(
         schema=frames.schema_bytes(schema),
         flight_descriptor=descriptor,
-        endpoint=[_endpoint(t) for t in topics],
+        endpoint=[_endpoint(t, shapes) for t in topics],
         total_records=-1,
         total_bytes=-1,
         app_metadata=app_metadata,
@@ -724,13 +760,18 @@ def start_server(
     faults: FaultPlan | FaultSchedule | None = None,
     limits: ServerLimits | None = None,
     service: ReferenceServer | None = None,
+    protocol: str | None = None,
 ) -> RunningServer:
     """Start a reference server in this process (port 0: a free port); gRPC's threads serve it
-    until `stop()`. With `auth`, a manage key is issued into `api_keys['manage']`. `service`
+    until `stop()`. `protocol` names the protocol line a new model speaks (default 0.3). With
+    `auth`, a manage key is issued into `api_keys['manage']`. `service`
     serves an already built service instead (a subclass, say, that records each call); its
     model, faults and limits are then its own."""
+    if protocol is not None and (model is not None or service is not None):
+        raise ArgumentError("give a protocol line or a model (which has its own), not both")
     if service is None:
-        model = model if model is not None else ServerModel(profile=profile, auth=auth)
+        if model is None:
+            model = ServerModel(profile=profile, auth=auth, protocol=protocol)
         service = ReferenceServer(model, faults=faults, limits=limits)
     model = service.model
     limits = service.limits

@@ -7,7 +7,7 @@ finds a handler by the catalogue's operation name (`ACTION_HANDLERS`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fsm.outcome import ErrorKind
@@ -37,13 +37,25 @@ def sequence_delete(state: ServerState, op: Operation, req: dict[str, Any]) -> N
     state.commit(state.step("sequence", req["locator"], op.name, op.wire))
 
 
-def session_create(state: ServerState, op: Operation, req: dict[str, Any]) -> dict[str, str]:
+def session_create(
+    state: ServerState,
+    op: Operation,
+    req: dict[str, Any],
+    *,
+    answer: Callable[[SessionRecord], dict[str, Any]] | None = None,
+    locator: Callable[[ServerState, str], str] | None = None,
+) -> dict[str, Any]:
+    """Open a session; `answer` shapes the response from the new record (default: its UUID)
+    and `locator`, on a line whose sessions have one, names it."""
     sequence = state.step("sequence", req["locator"], op.name, op.wire)
     session_uuid = state.new_uuid()
     session = state.step("session", session_uuid, op.name, op.wire)
+    record = SessionRecord(session_uuid, sequence.key, state.now())
+    if locator is not None:
+        record.locator = locator(state, sequence.key)
     state.commit(sequence)
-    state.commit(session, SessionRecord(session_uuid, sequence.key, state.now()))
-    return {"uuid": session_uuid}
+    state.commit(session, record)
+    return answer(record) if answer is not None else {"uuid": session_uuid}
 
 
 def session_finalize(state: ServerState, op: Operation, req: dict[str, Any]) -> None:
@@ -53,8 +65,16 @@ def session_finalize(state: ServerState, op: Operation, req: dict[str, Any]) -> 
         step.record.completed_ns = state.now()
 
 
-def session_delete(state: ServerState, op: Operation, req: dict[str, Any]) -> None:
-    state.commit(state.step("session", req["session_uuid"], op.name, op.wire))
+def session_delete(
+    state: ServerState,
+    op: Operation,
+    req: dict[str, Any],
+    *,
+    key: Callable[[ServerState, Mapping[str, Any]], str] | None = None,
+) -> None:
+    """Delete the session the body names (`key`: how; default its session_uuid)."""
+    session = key(state, req) if key is not None else req["session_uuid"]
+    state.commit(state.step("session", session, op.name, op.wire))
 
 
 def _sequence(state: ServerState, op: Operation, req: dict[str, Any]) -> SequenceRecord:
@@ -144,12 +164,30 @@ def topic_notification_purge(state: ServerState, op: Operation, req: dict[str, A
     _topic(state, op, req).notifications.clear()
 
 
-def version(state: ServerState, op: Operation, req: dict[str, Any]) -> dict[str, Any]:
-    major, minor, patch = SERVER_VERSION
-    return {
-        "version": f"{major}.{minor}.{patch}",
-        "semver": {"major": major, "minor": minor, "patch": patch, "pre": None},
+def version(
+    state: ServerState,
+    op: Operation,
+    req: dict[str, Any],
+    *,
+    release: str | None = None,
+    config: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The server's version: `release` (a protocol line's handshake version; default this
+    project's own) and, for a handshake that reports them, the server's gRPC limits."""
+    pre: str | None = None
+    if release is None:
+        major, minor, patch = SERVER_VERSION
+    else:
+        core, _, suffix = release.partition("-")
+        major, minor, patch = (int(part) for part in core.split("."))
+        pre = suffix or None
+    answer: dict[str, Any] = {
+        "version": f"{major}.{minor}.{patch}" + (f"-{pre}" if pre else ""),
+        "semver": {"major": major, "minor": minor, "patch": patch, "pre": pre},
     }
+    if config:
+        answer["config"] = dict(config)
+    return answer
 
 
 ACTION_HANDLERS: Mapping[str, Handler] = {
@@ -167,4 +205,5 @@ ACTION_HANDLERS: Mapping[str, Handler] = {
     "TOPIC_NOTIFICATION_LIST": topic_notification_list,
     "TOPIC_NOTIFICATION_PURGE": topic_notification_purge,
     "VERSION": version,
+    "INFO": version,
 }

@@ -13,6 +13,7 @@ import attrs
 
 from fsm.enums import APIKeyPermissionEnum
 from fsm.outcome import ErrorKind
+from fsm.spec.lines import PermissionModel
 from transport.server.errors import ServerError
 from transport.server.records import ApiKey
 
@@ -37,6 +38,13 @@ class Principal:
 
     permission: APIKeyPermissionEnum
     fingerprint: str | None = None
+    bits: tuple[str, ...] | None = None
+    """On a line with granular permissions: the bits the key holds (None: its permission)."""
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """The permission names the principal holds."""
+        return self.bits if self.bits is not None else (self.permission.value,)
 
 
 def fingerprint_of(payload: str) -> str:
@@ -88,17 +96,29 @@ def authenticate(
         raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: API key does not match")
     if enforce_expiry and key.expires_at_ns is not None and key.expires_at_ns <= now:
         raise ServerError(ErrorKind.PERMISSION_DENIED, "unauthorized: API key expired")
-    return Principal(key.permission, fingerprint)
+    bits = tuple(sorted(key.bits)) if key.bits is not None else None
+    return Principal(key.permission, fingerprint, bits)
 
 
 def authorize(
-    permissions: Mapping[str, APIKeyPermissionEnum | None], principal: Principal, operation: str
+    permissions: Mapping[str, APIKeyPermissionEnum | None],
+    principal: Principal,
+    operation: str,
+    model: PermissionModel | None = None,
 ) -> None:
-    """Refuse with PERMISSION_DENIED when `principal` is below the operation's permission."""
+    """Refuse with PERMISSION_DENIED when `principal` is below the operation's permission,
+    in the permission `model` of the server's protocol line (default: ranked levels)."""
     needed = permissions[operation]
-    if needed is not None and not principal.permission.covers(needed):
+    if needed is None:
+        return
+    allowed = (
+        principal.permission.covers(needed)
+        if model is None
+        else model.covers(principal.held, needed.value)
+    )
+    if not allowed:
         raise ServerError(
             ErrorKind.PERMISSION_DENIED,
             f"unauthorized: {operation} needs the {needed.value} permission, "
-            f"the key has {principal.permission.value}",
+            f"the key has {'|'.join(principal.held)}",
         )

@@ -26,14 +26,28 @@ def issue_key(
     *,
     event: str = "API_KEY_CREATE",
     what: str = "api_key_create",
+    bits: tuple[str, ...] | None = None,
 ) -> str:
     """A fresh key's token; the key is stored under its fingerprint."""
     token, payload, fingerprint = new_token(state.token_rng)
     while fingerprint in state.keys:
         token, payload, fingerprint = new_token(state.token_rng)
-    step = state.step("api_key", fingerprint, event, what)
-    key = ApiKey(fingerprint, payload, permission, description, state.now(), expires_at_ns)
-    state.commit(step, key)
+    key = ApiKey(
+        fingerprint,
+        payload,
+        permission,
+        description,
+        state.now(),
+        expires_at_ns,
+        frozenset(bits) if bits is not None else None,
+    )
+    if "api_key" not in state.resources:
+        # A line whose keys are made on the server's command line, outside the protocol:
+        # no table decides it, the key is simply stored.
+        key.state = "active"
+        state.keys[fingerprint] = key
+        return token
+    state.commit(state.step("api_key", fingerprint, event, what), key)
     return token
 
 

@@ -28,15 +28,17 @@ import pyarrow as pa
 from fsm.enums import APIKeyPermissionEnum
 from fsm.errors import ArgumentError
 from fsm.outcome import ErrorKind
-from fsm.spec import Spec, load_spec
+from fsm.spec import Spec
+from fsm.spec.lines import DEFAULT_LINE, Line, line_names, load_line
 from fsm.spec.model import Limit
 from fsm.spec.soundness import apply_deviations, apply_query_deviations
 from fsm.transport import SequenceInfo, TopicData, TopicInfo
-from transport.server import auth, put, reads
+from transport.server import actions, auth, put, reads
 from transport.server import query as query_mod
 from transport.server.actions import ACTION_HANDLERS
 from transport.server.auth import Principal
 from transport.server.errors import ServerError
+from transport.server.filters import FILTER_HANDLERS
 from transport.server.keys import KEY_HANDLERS, issue_key
 from transport.server.put import PutHandle
 from transport.server.records import ApiKey, SequenceRecord, SessionRecord, TopicRecord
@@ -49,6 +51,7 @@ from transport.server.validate import (
     parse_json_object,
     validate_request,
 )
+from transport.server.wire import WireShapes, session_locator
 
 __all__ = ["HANDLERS", "PutHandle", "ServerModel", "ServerSettings"]
 
@@ -73,10 +76,14 @@ class ServerSettings:
 class ServerModel:
     """A Mosaico server's state and semantics.
 
-    `profile` is a profile of `specs/deviations.toml` (`spec` or `mosaicod-0.3`); `deviations`,
-    when given, names the server deviations to emulate instead of the profile's. With `auth`
-    on, requests need an API key; `bootstrap_key()` issues the first one. `clock` answers
-    nanoseconds and `seed` drives UUIDs and tokens, so runs can be reproduced.
+    `protocol` is a protocol line of `specs/lines/` (a name such as the default `0.3`, or a
+    loaded `Line`): its tables, permission model, handshake and wire shapes are the server's.
+    `profile` is a profile of `specs/deviations.toml` (`spec` or a mosaicod build); a build's
+    profile combines with a line only where that line knows every deviation of the build
+    (else `ArgumentError`). `deviations`, when given, names the server deviations to emulate
+    instead of the profile's. With `auth` on, requests need an API key; `bootstrap_key()`
+    issues the first one. `clock` answers nanoseconds and `seed` drives UUIDs and tokens, so
+    runs can be reproduced.
     """
 
     def __init__(
@@ -88,12 +95,21 @@ class ServerModel:
         auth: bool = False,
         clock: Callable[[], int] = time.time_ns,
         seed: int | None = None,
+        protocol: str | Line | None = None,
     ) -> None:
-        self.spec = spec or load_spec()
+        if spec is not None and protocol is not None:
+            raise ArgumentError("give a spec or a protocol line, not both")
+        self.line = _line(protocol)
+        self.spec = spec or self.line.spec
         if profile not in self.spec.profiles:
             raise ArgumentError(
                 f"unknown profile {profile!r}; choose from {sorted(self.spec.profiles)}"
             )
+        _check_profile(self.line, profile)
+        self.shapes = WireShapes.of(self.line)
+        self.string_checks = self.shapes.string_checks()
+        self.grpc_limits: dict[str, int] = dict(self.line.handshake.config)
+        """The gRPC limits an info handshake reports (the Flight service sets its own)."""
         self.profile = profile
         self.deviations = tuple(
             self.spec.profiles[profile].deviations if deviations is None else deviations
@@ -125,6 +141,18 @@ class ServerModel:
             token_rng=token_rng,
         )
         self.handlers: dict[str, Handler] = dict(HANDLERS)
+        self.handlers["SESSION_CREATE"] = functools.partial(
+            actions.session_create,
+            answer=self.shapes.session_create_answer,
+            locator=session_locator if self.shapes.session_locators else None,
+        )
+        self.handlers["SESSION_DELETE"] = functools.partial(
+            actions.session_delete, key=self.shapes.session_delete_key
+        )
+        for name in ("VERSION", "INFO"):
+            self.handlers[name] = functools.partial(
+                actions.version, release=self.line.handshake.version, config=self.grpc_limits
+            )
         self.query_grammar = apply_query_deviations(self.spec, self.deviations)
         self.handlers["QUERY"] = functools.partial(
             reads.query,
@@ -135,7 +163,11 @@ class ServerModel:
                 chunk_without_match=self.settings.query_chunk_without_match,
                 without_conditions=self.settings.query_without_conditions,
             ),
+            name_key=self.shapes.query_name_key,
+            answer=self.shapes.query_answer,
         )
+        for name, handler in FILTER_HANDLERS.items():
+            self.handlers[name] = functools.partial(handler, grammar=self.query_grammar)
         missing = sorted(
             op.name
             for op in self.spec.operations.values()
@@ -189,14 +221,22 @@ class ServerModel:
         permission: APIKeyPermissionEnum = APIKeyPermissionEnum.Manage,
         description: str = "bootstrap",
     ) -> str:
-        """Issue a key without a request (how the first manage key comes to exist)."""
+        """Issue a key without a request (how the first manage key comes to exist). On a
+        line with granular permissions, a Manage key holds every bit and any other key the
+        bit it names."""
+        perms = self.line.permissions
+        bits = None
+        if perms.model == "granular":
+            bits = (
+                perms.values if permission is APIKeyPermissionEnum.Manage else (permission.value,)
+            )
         with self._lock:
-            return issue_key(self.state, permission, description, None, what="bootstrap")
+            return issue_key(self.state, permission, description, None, what="bootstrap", bits=bits)
 
     def authenticate(self, token: str | None) -> Principal:
         """The principal of a request carrying `token` (the mosaico-api-key-token header)."""
         if not self.auth:
-            return Principal(APIKeyPermissionEnum.Manage)
+            return Principal(APIKeyPermissionEnum.Manage, bits=self.line.permissions.values)
         with self._lock:
             return auth.authenticate(
                 self.state.keys,
@@ -207,8 +247,9 @@ class ServerModel:
             )
 
     def authorize(self, principal: Principal, operation: str) -> None:
-        """Refuse with PERMISSION_DENIED when `principal` is below the operation's permission."""
-        auth.authorize(self.permissions, principal, operation)
+        """Refuse with PERMISSION_DENIED when `principal` is below the operation's permission
+        (in the line's permission model)."""
+        auth.authorize(self.permissions, principal, operation, self.line.permissions)
 
     # -----------------------------------------------------------------------------------------
     # What the server saw
@@ -256,7 +297,7 @@ class ServerModel:
             limits = self.spec.limits
             size_limit = "query_body_bytes" if op.name == "QUERY" else "action_body_bytes"
             raw = parse_json_object(body, f"{action_type} body", limits, size_limit)
-            request = validate_request(op, raw, limits)
+            request = validate_request(op, raw, limits, self.string_checks)
             self.authorize(principal, op.name)
             if op.name == "QUERY":  # every key of a query is a filter: unknown ones are refused
                 request = raw
@@ -282,7 +323,7 @@ class ServerModel:
         limits = self.spec.limits
         try:
             raw = parse_json_object(command, "DoPut descriptor", limits, "descriptor_bytes")
-            request = validate_request(op, raw, limits)
+            request = validate_request(op, raw, limits, self.string_checks)
             self.authorize(principal, "DO_PUT")
             put.check_schema(schema)
             with self._lock:
@@ -319,15 +360,22 @@ class ServerModel:
     # Reading
 
     def flight_info(
-        self, principal: Principal, descriptor_kind: str, command: bytes
+        self,
+        principal: Principal,
+        descriptor_kind: str,
+        command: bytes,
+        *,
+        detailed_topics: bool = False,
     ) -> SequenceInfo | TopicInfo:
+        """GetFlightInfo; `detailed_topics` describes a sequence's topics as fully as a
+        topic's own FlightInfo (a wire shape whose endpoints carry the topic's properties)."""
         if descriptor_kind != "cmd":
             raise ServerError(ErrorKind.INVALID_ARGUMENT, "GetFlightInfo needs a CMD descriptor")
         op = self.spec.operations["GET_FLIGHT_INFO"]
         limits = self.spec.limits
         try:
             raw = parse_json_object(command, "GetFlightInfo descriptor", limits, "descriptor_bytes")
-            request = validate_request(op, raw, limits)
+            request = validate_request(op, raw, limits, self.string_checks)
             self.authorize(principal, op.name)
             start, end = request.get("timestamp_ns_start"), request.get("timestamp_ns_end")
             with self._lock:
@@ -338,6 +386,8 @@ class ServerModel:
                     start,
                     end,
                     topics_listed=self.settings.session_topics_listed,
+                    metadata=self.shapes.schema_metadata,
+                    detailed_topics=detailed_topics,
                 )
         except ServerError as refusal:
             _name(refusal, op.name)
@@ -349,14 +399,39 @@ class ServerModel:
             self.authorize(principal, "DO_GET")
             locator, start, end = _decode_ticket(ticket, self.spec.limits)
             with self._lock:
-                chunks, schema = reads.read_chunks(self.state, locator)
+                chunks, schema, record = reads.read_chunks(
+                    self.state, locator, self.shapes.schema_metadata
+                )
         except ServerError as refusal:
             _name(refusal, "DO_GET")
             raise
         if start is not None or end is not None:
             chunks = [_time_slice(c, start, end) for c in chunks]
             chunks = [c for c in chunks if c.num_rows]
+        schema = reads.with_keys(schema, self.shapes.schema_metadata(record, chunks))
         return TopicData(schema, tuple(c.replace_schema_metadata(schema.metadata) for c in chunks))
+
+    def stored_schema(
+        self, principal: Principal, descriptor_kind: str, command: bytes
+    ) -> pa.Schema:
+        """GetSchema: a topic's stored Arrow schema, with the line's schema metadata."""
+        if descriptor_kind != "cmd":
+            raise ServerError(ErrorKind.INVALID_ARGUMENT, "GetSchema needs a CMD descriptor")
+        op = self.spec.operations["GET_SCHEMA"]
+        limits = self.spec.limits
+        try:
+            raw = parse_json_object(command, "GetSchema descriptor", limits, "descriptor_bytes")
+            request = validate_request(op, raw, limits, self.string_checks)
+            self.authorize(principal, op.name)
+            with self._lock:
+                step = self.state.step("topic", request["resource_locator"], "DO_GET", "GetSchema")
+                self.state.commit(step)
+                record = step.record
+                assert isinstance(record, TopicRecord)
+                return reads.read_schema(record, self.shapes.schema_metadata)
+        except ServerError as refusal:
+            _name(refusal, op.name)
+            raise
 
     def list_sequences(self, principal: Principal, criteria: bytes) -> list[str]:
         self.authorize(principal, "LIST_FLIGHTS")
@@ -378,6 +453,34 @@ class ServerModel:
     def resource_names(self) -> Iterable[str]:
         with self._lock:
             return [*self.state.sequences, *self.state.topics]
+
+
+def _line(protocol: str | Line | None) -> Line:
+    if isinstance(protocol, Line):
+        return protocol
+    name = DEFAULT_LINE if protocol is None else protocol
+    if name not in line_names():
+        raise ArgumentError(f"unknown protocol line {name!r}; choose from {line_names()}")
+    return load_line(name)
+
+
+def _check_profile(line: Line, profile: str) -> None:
+    """Refuse a mosaicod build's profile on a line that does not know every deviation of that
+    build: the line leaves it unknown, or fixed one of them."""
+    root = load_line(DEFAULT_LINE).spec.profiles
+    emulated = set(root[profile].deviations) if profile in root else set()
+    unknown = sorted(emulated & line.unknown_deviations)
+    lost = sorted(emulated - set(line.spec.profiles[profile].deviations))
+    if unknown or lost:
+        why = (
+            f"the line leaves {', '.join(unknown)} unknown"
+            if unknown
+            else f"the line fixed {', '.join(lost)}"
+        )
+        raise ArgumentError(
+            f"profile {profile!r} emulates a server build that does not speak protocol line "
+            f"{line.name} ({why}); use profile 'spec' with this line"
+        )
 
 
 def _permission(value: str) -> APIKeyPermissionEnum | None:

@@ -34,6 +34,7 @@ __all__ = [
     "SequenceCandidate",
     "TopicCandidate",
     "parse_query",
+    "row_expression",
     "run_query",
 ]
 
@@ -224,6 +225,10 @@ def _row_expression(cond: Condition, path: tuple[str, ...]) -> pc.Expression:
     assert name == "$nex", name
     return field.is_null()
 
+
+row_expression = _row_expression
+"""The Arrow expression of one data condition on the column at `path` (also used by the
+streaming filter actions)."""
 
 _CHUNK = CHUNK
 

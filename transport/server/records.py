@@ -63,6 +63,8 @@ class SessionRecord:
     created_ns: int
     completed_ns: int | None = None
     topics: list[str] = attrs.field(factory=list)
+    locator: str | None = None
+    """'<sequence>:<session>', on a line whose sessions have locators."""
     state: str = attrs.field(default=ABSENT, init=False)
 
 
@@ -96,6 +98,8 @@ class ApiKey:
     description: str
     created_at_ns: int
     expires_at_ns: int | None
+    bits: frozenset[str] | None = None
+    """On a line with granular permissions: the permission bits the key holds."""
     state: str = attrs.field(default=ABSENT, init=False)
 
 

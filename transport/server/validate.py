@@ -191,10 +191,15 @@ def _field_size(value: Any) -> int:
 
 
 def validate_request(
-    op: Operation, body: Mapping[str, Any], limits: Mapping[str, Limit]
+    op: Operation,
+    body: Mapping[str, Any],
+    limits: Mapping[str, Limit],
+    checks: Mapping[str, Callable[[str], str]] | None = None,
 ) -> dict[str, Any]:
     """The request's fields, checked against the catalogue and its limits, and normalised
-    (locators without a leading '/', UUIDs in canonical form). Unknown fields are ignored."""
+    (locators without a leading '/', UUIDs in canonical form). Unknown fields are ignored.
+    `checks` replaces or adds string checks by field type (a protocol line's own rules)."""
+    strings = {**_STRING_CHECKS, **checks} if checks else _STRING_CHECKS
     out: dict[str, Any] = {}
     for field in op.request:
         if field.name not in body or (body[field.name] is None and not field.required):
@@ -206,16 +211,20 @@ def validate_request(
         size_limit = field.limit or _LOCATOR_LIMITS.get(field.type)
         if size_limit is not None and isinstance(value, (str, dict, list)):
             check_size(_field_size(value), limits, size_limit, where)
-        if field.type in _STRING_CHECKS:
+        if field.type in strings:
             if not isinstance(value, str):
                 raise _bad(f"{where} must be a string, got {type(value).__name__}")
             try:
-                out[field.name] = _STRING_CHECKS[field.type](value)
+                out[field.name] = strings[field.type](value)
             except ServerError as exc:
                 raise _bad(f"{where}: {exc.message}") from None
-        elif field.type in ("object", "filter"):
+        elif field.type in ("object", "filter", "timestamp_range"):
             if not isinstance(value, dict):
                 raise _bad(f"{where} must be a JSON object, got {type(value).__name__}")
+            out[field.name] = value
+        elif field.type == "cluster_filters":
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise _bad(f"{where} must be a list of JSON objects")
             out[field.name] = value
         elif field.type == "integer":
             if not isinstance(value, int) or isinstance(value, bool):
