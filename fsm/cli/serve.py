@@ -238,8 +238,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"the server did not start on {args.host}:{args.port}: {first}") from exc
         idle = limits.stream_idle_timeout
         out.write(
-            f"mosaico-fsm reference server on {running.location} (protocol {args.protocol}, "
-            f"profile {args.profile}; "
+            f"mosaico-fsm reference server on {running.location} (profile {args.profile}; "
+            f"protocol {args.protocol}; "
             f"gRPC messages up to {limits.max_message_bytes} bytes, {limits.max_streams} DoPut "
             "streams at once, "
             + (f"idle streams cancelled after {idle:g} s" if idle else "no idle timeout")

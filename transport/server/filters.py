@@ -66,7 +66,7 @@ def _matching_stamps(
     gap = spec.get("clustering_dt_ns")
     if not isinstance(gap, int) or isinstance(gap, bool) or not 0 <= gap <= UNBOUNDED:
         raise _bad(f"{op.wire}: clustering_dt_ns must be a non-negative integer")
-    step = state.step("topic", locator, op.name, op.wire)
+    step = state.step("topic", locator, "GET_FLIGHT_INFO", op.wire)
     state.commit(step)
     topic = step.record
     assert isinstance(topic, TopicRecord)

@@ -123,38 +123,40 @@ class ServerModel:
         token_rng: random.Random = random.SystemRandom() if seed is None else rng
         self._lock = threading.RLock()
         self._stream_ids = itertools.count(1)
-        self.permissions: dict[str, APIKeyPermissionEnum | None] = {
-            name: _permission(op.permission) for name, op in self.spec.operations.items()
-        }
-        settings: dict[str, Any] = {}
-        for did in self.deviations:
-            for patch in self.spec.deviations[did].patch:
-                if patch.operation is not None and patch.permission is not None:
-                    self.permissions[patch.operation] = _permission(patch.permission)
-                if patch.setting is not None:
-                    settings[patch.setting] = patch.value
-        self.settings = ServerSettings(**settings)
+        self.permissions, self.settings = self._patched()
         self.state = ServerState(
             apply_deviations(self.spec, self.deviations),
             clock=clock,
             rng=rng,
             token_rng=token_rng,
         )
-        self.handlers: dict[str, Handler] = dict(HANDLERS)
-        self.handlers["SESSION_CREATE"] = functools.partial(
+        self.query_grammar = apply_query_deviations(self.spec, self.deviations)
+        self.handlers = self._handlers()
+        missing = sorted(
+            op.name
+            for op in self.spec.operations.values()
+            if op.kind == "action" and "*" not in op.wire and op.name not in self.handlers
+        )
+        if missing:
+            raise ServerError(ErrorKind.INTERNAL, f"no handler for the actions {missing}")
+        self._trace: ServerTrace | None = None
+
+    def _handlers(self) -> dict[str, Handler]:
+        """Every DoAction handler, bound to this server's line shapes, grammar and settings."""
+        handlers: dict[str, Handler] = dict(HANDLERS)
+        handlers["SESSION_CREATE"] = functools.partial(
             actions.session_create,
             answer=self.shapes.session_create_answer,
             locator=session_locator if self.shapes.session_locators else None,
         )
-        self.handlers["SESSION_DELETE"] = functools.partial(
+        handlers["SESSION_DELETE"] = functools.partial(
             actions.session_delete, key=self.shapes.session_delete_key
         )
         for name in ("VERSION", "INFO"):
-            self.handlers[name] = functools.partial(
+            handlers[name] = functools.partial(
                 actions.version, release=self.line.handshake.version, config=self.grpc_limits
             )
-        self.query_grammar = apply_query_deviations(self.spec, self.deviations)
-        self.handlers["QUERY"] = functools.partial(
+        handlers["QUERY"] = functools.partial(
             reads.query,
             grammar=self.query_grammar,
             settings=query_mod.QuerySettings(
@@ -167,15 +169,23 @@ class ServerModel:
             answer=self.shapes.query_answer,
         )
         for name, handler in FILTER_HANDLERS.items():
-            self.handlers[name] = functools.partial(handler, grammar=self.query_grammar)
-        missing = sorted(
-            op.name
-            for op in self.spec.operations.values()
-            if op.kind == "action" and "*" not in op.wire and op.name not in self.handlers
-        )
-        if missing:
-            raise ServerError(ErrorKind.INTERNAL, f"no handler for the actions {missing}")
-        self._trace: ServerTrace | None = None
+            handlers[name] = functools.partial(handler, grammar=self.query_grammar)
+        return handlers
+
+    def _patched(self) -> tuple[dict[str, APIKeyPermissionEnum | None], ServerSettings]:
+        """The permission of each operation and the behaviour switches, as the emulated
+        deviations patch them."""
+        permissions: dict[str, APIKeyPermissionEnum | None] = {
+            name: _permission(op.permission) for name, op in self.spec.operations.items()
+        }
+        settings: dict[str, Any] = {}
+        for did in self.deviations:
+            for patch in self.spec.deviations[did].patch:
+                if patch.operation is not None and patch.permission is not None:
+                    permissions[patch.operation] = _permission(patch.permission)
+                if patch.setting is not None:
+                    settings[patch.setting] = patch.value
+        return permissions, ServerSettings(**settings)
 
     # -----------------------------------------------------------------------------------------
     # What the model holds (views of `state`)

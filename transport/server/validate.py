@@ -211,27 +211,32 @@ def validate_request(
         size_limit = field.limit or _LOCATOR_LIMITS.get(field.type)
         if size_limit is not None and isinstance(value, (str, dict, list)):
             check_size(_field_size(value), limits, size_limit, where)
-        if field.type in strings:
-            if not isinstance(value, str):
-                raise _bad(f"{where} must be a string, got {type(value).__name__}")
-            try:
-                out[field.name] = strings[field.type](value)
-            except ServerError as exc:
-                raise _bad(f"{where}: {exc.message}") from None
-        elif field.type in ("object", "filter", "timestamp_range"):
-            if not isinstance(value, dict):
-                raise _bad(f"{where} must be a JSON object, got {type(value).__name__}")
-            out[field.name] = value
-        elif field.type == "cluster_filters":
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise _bad(f"{where} must be a list of JSON objects")
-            out[field.name] = value
-        elif field.type == "integer":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise _bad(f"{where} must be an integer, got {type(value).__name__}")
-            if not INT64[0] <= value <= INT64[1]:
-                raise _bad(f"{where} is outside the int64 range")
-            out[field.name] = value
-        else:  # pragma: no cover - the loader only admits declared field types
-            raise ServerError(ErrorKind.INTERNAL, f"{where}: no check for type {field.type}")
+        out[field.name] = _checked(field.type, value, where, strings)
     return out
+
+
+def _checked(kind: str, value: Any, where: str, strings: Mapping[str, Callable[[str], str]]) -> Any:
+    """`value`, checked (and normalised) as a field of type `kind`."""
+    if kind in strings:
+        if not isinstance(value, str):
+            raise _bad(f"{where} must be a string, got {type(value).__name__}")
+        try:
+            return strings[kind](value)
+        except ServerError as exc:
+            raise _bad(f"{where}: {exc.message}") from None
+    if kind in ("object", "filter", "timestamp_range"):
+        if not isinstance(value, dict):
+            raise _bad(f"{where} must be a JSON object, got {type(value).__name__}")
+        return value
+    if kind == "cluster_filters":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise _bad(f"{where} must be a list of JSON objects")
+        return value
+    if kind == "integer":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _bad(f"{where} must be an integer, got {type(value).__name__}")
+        if not INT64[0] <= value <= INT64[1]:
+            raise _bad(f"{where} is outside the int64 range")
+        return value
+    # pragma: no cover - the loader only admits declared field types
+    raise ServerError(ErrorKind.INTERNAL, f"{where}: no check for type {kind}")
