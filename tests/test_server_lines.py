@@ -442,3 +442,13 @@ def test_permission_model_of_the_line(line: str) -> None:
         ErrorKind.PERMISSION_DENIED
     )
     assert list(model.sequences) == ["run"]
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_a_missing_key_is_refused_as_the_lines_catalogue_says(line: str) -> None:
+    model = ServerModel(protocol=line, auth=True)
+    (case,) = [c for c in load_line(line).spec.common_errors if "header is missing" in c.when]
+    assert kind_of(lambda: model.authenticate(None)) is ErrorKind(case.kind)
+    assert kind_of(lambda: model.authenticate("msco_" + "a1" * 16 + "_abcdefgh")) is (
+        ErrorKind.PERMISSION_DENIED
+    )

@@ -124,6 +124,14 @@ class ServerModel:
         self._lock = threading.RLock()
         self._stream_ids = itertools.count(1)
         self.permissions, self.settings = self._patched()
+        kinds = {case.kind for case in self.spec.common_errors}
+        if ErrorKind.UNAUTHENTICATED.value not in kinds and "missing_key_refusal" not in (
+            self._patched_settings
+        ):
+            # The line's catalogue refuses a missing key like any other bad key.
+            self.settings = attrs.evolve(
+                self.settings, missing_key_refusal=ErrorKind.PERMISSION_DENIED.value
+            )
         self.state = ServerState(
             apply_deviations(self.spec, self.deviations),
             clock=clock,
@@ -185,6 +193,7 @@ class ServerModel:
                     permissions[patch.operation] = _permission(patch.permission)
                 if patch.setting is not None:
                     settings[patch.setting] = patch.value
+        self._patched_settings = frozenset(settings)
         return permissions, ServerSettings(**settings)
 
     # -----------------------------------------------------------------------------------------
