@@ -23,11 +23,13 @@ from typing import Any
 
 import pytest
 
+from fsm.conformance.clients import ClientReport, check_client_trace, group_by_sequence
 from fsm.enums import APIKeyPermissionEnum
-from fsm.spec.lines import load_lines
+from fsm.spec.lines import load_line, load_lines
 from tests.sdks.install import MARKER, sdk_dir
 from transport.flight.server import RunningServer, start_server
 from transport.server.model import ServerModel
+from transport.server.trace import ServerTrace
 
 pytestmark = pytest.mark.interop
 
@@ -59,6 +61,7 @@ class Run:
         self.line = LINES[release]
         path = release_dir(release)
         self.model = ServerModel(protocol=self.line, auth=True, seed=7)
+        self.model.trace = ServerTrace()
         self.server: RunningServer = start_server(self.model)
         keys = {
             "manage": self.server.api_keys["manage"],
@@ -83,6 +86,13 @@ class Run:
         assert result is not None, f"{self.release}: the driver ran no {name!r} check"
         assert result["ok"], f"{self.release} {name}: {result['error']}\n{result['trace']}"
         return result
+
+    def trace_report(self, sequence: str) -> ClientReport:
+        """The client's trace of `sequence`, checked against its line's tables."""
+        assert self.model.trace is not None
+        line = load_line(self.line)
+        events = group_by_sequence(self.model.trace.events)[sequence]
+        return check_client_trace(events, line.spec, sequence=sequence, client=line.client_parties)
 
     def rows(self, locator: str) -> int:
         return int(self.snapshot["topics"][locator]["rows"])
@@ -136,7 +146,7 @@ def test_read_back_equal(run: Run) -> None:
 
 def test_list(run: Run) -> None:
     listed = run.check("list")["sequences"]
-    assert listed == [name("run")]
+    assert listed == [name("run")]  # listed right after the first write
 
 
 def test_query(run: Run) -> None:
@@ -188,11 +198,15 @@ def test_add_session(run: Run) -> None:
     result = run.check("add_session")
     assert result["update_status"] == "finalized" and result["extra_equal"]
     seq = name("run")
-    states = run.session_states(seq)
-    # The writer's session, the handler's update, and sequence_update where the SDK has it.
-    expected = 3 if "sequence_update_status" in result else 2
-    assert states == ["finalized"] * expected
+    # The writer's session, then the handler's update.
+    assert run.session_states(seq) == ["finalized"] * 2
     assert run.rows(f"{seq}/extra") == 1
+    if "sequence_update_status" in result:  # client.sequence_update, where the SDK has it
+        assert result["sequence_update_status"] == "finalized" and result["direct_extra_equal"]
+        assert run.session_states(name("direct")) == ["finalized"] * 2
+        assert run.rows(f"{name('direct')}/extra2") == 1
+    else:
+        assert name("direct") not in run.snapshot["sequences"]
 
 
 def test_keys(run: Run) -> None:
@@ -205,3 +219,11 @@ def test_keys(run: Run) -> None:
         assert result["revoked"] is True
     else:
         assert "created_description" not in result
+
+
+@pytest.mark.parametrize("what", ["run", "report", "delete", "topicpol"])
+def test_trace_passes_check_trace(run: Run, what: str) -> None:
+    """What each release sent for a sequence conforms to its line's tables, or departs from
+    them only by a deviation the line records for its SDK."""
+    report = run.trace_report(name(what))
+    assert report.violation is None, [str(f) for f in report.findings]

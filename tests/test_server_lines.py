@@ -452,3 +452,52 @@ def test_a_missing_key_is_refused_as_the_lines_catalogue_says(line: str) -> None
     assert kind_of(lambda: model.authenticate("msco_" + "a1" * 16 + "_abcdefgh")) is (
         ErrorKind.PERMISSION_DENIED
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# serve --protocol and the pytest plugin
+
+
+def test_serve_speaks_the_line_it_is_given() -> None:
+    from tests.test_flight_server import Served
+
+    served = Served("--protocol", "0.7")
+    try:
+        first = served.line()
+        assert "(profile spec; protocol 0.7;" in first
+        location = first.removeprefix("mosaico-fsm reference server on ").split(" ")[0]
+        with flight.FlightClient(location) as client:
+            (result,) = client.do_action(flight.Action("info", b"{}"))
+            answer = json.loads(result.body.to_pybytes())["response"]
+            with pytest.raises(REFUSED, match="unknown action 'version'"):
+                list(client.do_action(flight.Action("version", b"{}")))
+        assert answer["version"] == "0.7.0" and set(answer["config"]) == set(
+            load_line("0.7").handshake.config
+        )
+    finally:
+        served.kill()
+
+
+def test_serve_refuses_a_profile_the_line_does_not_know() -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "fsm.cli", "serve", "--port", "0"]
+    done = subprocess.run(
+        [*command, "--protocol", "0.7", "--profile", "mosaicod-0.3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and done.stdout == ""
+    assert "profile 'mosaicod-0.3' emulates a server build that does not speak" in done.stderr
+
+
+@pytest.mark.mosaico_server(protocol="0.6")
+def test_the_plugin_marker_takes_a_protocol(mosaico_server: Any) -> None:
+    assert mosaico_server.model.line.name == "0.6"
+    (envelope,) = results(mosaico_server.running, "version", {})
+    assert envelope["response"]["version"] == load_line("0.6").handshake.version
+    with pytest.raises(REFUSED, match="unknown action"):
+        results(mosaico_server.running, "api_key_status", {})

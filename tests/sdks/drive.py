@@ -229,11 +229,20 @@ class Driver:
             topic.push(Message(timestamp_ns=stamp(0), data=imu(7)))
         facts: dict[str, Any] = {"update_status": _status(updater.session_status)}
         if hasattr(self.client, "sequence_update"):
-            with self.client.sequence_update(seq) as direct:
+            # On a sequence of its own: its trace is checked apart from the handler's.
+            direct_seq = self.name("direct")
+            with self.client.sequence_create(direct_seq, {}) as first:
+                base = first.topic_create("base", {}, GPS)
+                assert base is not None
+                base.push(Message(timestamp_ns=stamp(0), data=gps(0)))
+            with self.client.sequence_update(direct_seq) as direct:
                 more = direct.topic_create("extra2", {}, GPS)
                 assert more is not None
                 more.push(Message(timestamp_ns=stamp(0), data=gps(3)))
             facts["sequence_update_status"] = _status(direct.session_status)
+            facts["direct_extra_equal"] = [m.data for m in self._read(direct_seq, "extra2")] == [
+                gps(3)
+            ]
         facts["extra_equal"] = [m.data for m in self._read(seq, "extra")] == [imu(7)]
         return facts
 

@@ -72,6 +72,8 @@ def attribute(
         text = locator.strip().removeprefix("/")
         sequence, _, path = text.partition("/")
         topic = f"{sequence}/{path}" if path else None
+        # A session locator '<sequence>:<session>' (no sequence name holds a ':').
+        sequence = sequence.partition(":")[0]
     if session and not sequence:
         sequence = sequence_of(session)
     event: dict[str, Any] = {"op": operation, "outcome": outcome}
