@@ -27,6 +27,7 @@ from fsm.conformance.clients import ClientReport, check_client_trace, group_by_s
 from fsm.enums import APIKeyPermissionEnum
 from fsm.spec.lines import load_line, load_lines
 from tests.sdks.install import MARKER, sdk_dir
+from transport.flight.limits import ServerLimits
 from transport.flight.server import RunningServer, start_server
 from transport.server.model import ServerModel
 from transport.server.trace import ServerTrace
@@ -40,6 +41,9 @@ BASE_NS = 1_700_000_000_000_000_000
 STEP_NS = 10_000_000
 ROWS = 5
 PREFIX = "drv"
+LIMITS = ServerLimits(max_message_bytes=4 * 1024 * 1024)
+"""Small enough that a record of LARGE_RECORD bytes exceeds any message the server takes."""
+LARGE_RECORD = 5 * 1024 * 1024
 
 
 def release_dir(release: str) -> Path:
@@ -62,12 +66,17 @@ class Run:
         path = release_dir(release)
         self.model = ServerModel(protocol=self.line, auth=True, seed=7)
         self.model.trace = ServerTrace()
-        self.server: RunningServer = start_server(self.model)
+        self.server: RunningServer = start_server(self.model, limits=LIMITS)
         keys = {
             "manage": self.server.api_keys["manage"],
             "read": self.model.bootstrap_key(APIKeyPermissionEnum.Read, "read key"),
         }
-        config = {"host": self.server.host, "port": self.server.port, "prefix": PREFIX}
+        config = {
+            "host": self.server.host,
+            "port": self.server.port,
+            "prefix": PREFIX,
+            "large_record_bytes": LARGE_RECORD,
+        }
         env = {**os.environ, "PYTHONPATH": str(path)}
         done = subprocess.run(
             [sys.executable, str(DRIVER), json.dumps({**config, "keys": keys})],
@@ -227,3 +236,20 @@ def test_trace_passes_check_trace(run: Run, what: str) -> None:
     them only by a deviation the line records for its SDK."""
     report = run.trace_report(name(what))
     assert report.violation is None, [str(f) for f in report.findings]
+
+
+def test_a_record_too_large_for_the_servers_limits(run: Run) -> None:
+    """Where the line has RecordTooLarge, the release learns the server's message limit from
+    its handshake, drops the one record that exceeds it, reports it on the topic and goes on."""
+    statuses = load_line(run.line).enums.build()["TopicWriterStatus"]
+    if "RecordTooLarge" not in statuses.__members__:
+        assert "too_large" not in run.results
+        return
+    result = run.check("too_large")
+    assert result["statuses"] == ["active", "record_too_large", "active"]
+    assert (result["final"], result["dropped"]) == ("finalized", 1)
+    assert result["read_stamps"] == [BASE_NS, BASE_NS + 2 * STEP_NS]
+    topic = run.snapshot["topics"][f"{name('large')}/cam"]
+    assert topic["rows"] == 2
+    [(kind, message)] = topic["notifications"]
+    assert kind == "error" and "exceeds the transport's message-size limit" in message

@@ -5,7 +5,9 @@ Run in a subprocess whose PYTHONPATH starts with one release's directory (see `i
     python tests/sdks/drive.py '{"host": "127.0.0.1", "port": 6726, "prefix": "r043"}'
 
 Optional keys of the argument: "keys" (a permission name -> token map, for the key checks; a
-"manage" token for the key actions where the release has them). Every check runs, whatever the
+"manage" token for the key actions where the release has them) and "large_record_bytes" (the
+size of a record too large for the server's limits, pushed where the release reports such a
+record with TopicWriterStatus.RecordTooLarge). Every check runs, whatever the
 others did, and prints as one JSON object on stdout: {check: {"ok": bool, ...facts}}. A check
 that raised carries "error" (the exception's class and text). The test that runs this module
 asserts on the facts and compares them with the server's own state. It uses only what every
@@ -25,7 +27,9 @@ import mosaicolabs as sdk
 from mosaicolabs import (
     GPS,
     IMU,
+    CompressedImage,
     GPSStatus,
+    ImageFormat,
     Message,
     MosaicoClient,
     Point3d,
@@ -33,6 +37,7 @@ from mosaicolabs import (
     QueryTopic,
     SessionLevelErrorPolicy,
     TopicLevelErrorPolicy,
+    TopicWriterStatus,
     Vector3d,
 )
 
@@ -73,6 +78,7 @@ class Driver:
         self.port = int(config["port"])
         self.prefix = config["prefix"]
         self.keys: dict[str, str] = config.get("keys", {})
+        self.config_large = config.get("large_record_bytes", 0)
         self.results: dict[str, dict[str, Any]] = {}
         self.client: MosaicoClient | None = None
 
@@ -246,6 +252,28 @@ class Driver:
         facts["extra_equal"] = [m.data for m in self._read(seq, "extra")] == [imu(7)]
         return facts
 
+    def do_too_large(self) -> dict[str, Any]:
+        """A record larger than the batch limit the server's info allows, between two small
+        ones (where the release has RecordTooLarge)."""
+        assert self.client is not None
+        seq = self.name("large")
+        size = int(self.config_large)
+        statuses = []
+        with self.client.sequence_create(seq, {}) as writer:
+            topic = writer.topic_create("cam", {}, CompressedImage)
+            assert topic is not None
+            for i, length in enumerate((100, size, 100)):
+                image = CompressedImage(data=bytes([i + 1]) * length, format=ImageFormat.JPEG)
+                topic.push(Message(timestamp_ns=stamp(i), data=image))
+                statuses.append(_status(topic.status))
+        return {
+            "sequence": seq,
+            "statuses": statuses,
+            "final": _status(topic.status),
+            "dropped": topic.dropped_record_count,
+            "read_stamps": [m.timestamp_ns for m in self._read(seq, "cam")],
+        }
+
     def do_keys(self) -> dict[str, Any]:
         """With authentication on: a read key reads and is refused a write; the key actions
         where the release has them."""
@@ -292,6 +320,8 @@ class Driver:
             self.check(name, body)
         if with_keys:
             self.check("keys", self.do_keys)
+        if self.config_large and hasattr(TopicWriterStatus, "RecordTooLarge"):
+            self.check("too_large", self.do_too_large)
         self.client.close()
         return self.results
 
