@@ -19,6 +19,7 @@ from fsm.engine import BatchPolicy, Client, Machines, Tracer
 from fsm.engine.base import LOOP_BATCH
 from fsm.engine.session import SESSION_STEPS, _NewTopic, _SessionSteps
 from fsm.engine.topic import TOPIC_STEPS
+from fsm.engine.wire import Created
 from fsm.enums import SerializationFormat
 from fsm.errors import ProtocolError
 from fsm.machines import Move, ProtocolMachine
@@ -88,11 +89,11 @@ def test_handlers_hand_the_uuid_and_stream_they_produce_through_the_outcome() ->
     assert SESSION_STEPS.operations["SEQUENCE_CREATE"](steps).is_ok
     created = SESSION_STEPS.operations["SESSION_CREATE"](steps)
     assert created.is_ok
-    assert isinstance(created.value, str) and created.value
+    assert isinstance(created.value, Created) and created.value.uuid
     assert session.session_uuid is None  # the handler wrote nothing into the writer
     info = client.transport.flight_info(Descriptor.for_resource("produced")).value
     assert isinstance(info, SequenceInfo)
-    assert [s.uuid for s in info.sessions] == [created.value]
+    assert [s.uuid for s in info.sessions] == [created.value.uuid]
 
     steps.produced["SESSION_CREATE"] = created.value  # as the executor keeps it
     new = _NewTopic("imu", "produced/imu", {}, SCHEMA, SerializationFormat.Default, "imu")

@@ -68,6 +68,7 @@ EXPECTED: dict[str, type[MosaicoError] | None] = {
     "fsm.errors.ActionFailed": ProtocolError,
     "fsm.errors.OutcomeUnknown": ProtocolError,
     "fsm.errors.ArgumentError": ProtocolError,
+    "fsm.engine.schema.RowTooLarge": ProtocolError,
     "fsm.errors.ArgumentTypeError": ProtocolError,
     "fsm.spec.query.QueryBodyError": ProtocolError,
     "fsm.errors.SpecError": SpecError,

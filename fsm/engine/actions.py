@@ -187,6 +187,22 @@ def _notification(raw: object, operation: str) -> Notification:
     )
 
 
+def server_version(reply: object, operation: str) -> ServerVersion:
+    """The {version, semver} part of a version or info answer, or ActionFailed."""
+    reply = _reply(reply, operation)
+    semver = _reply(reply.get("semver"), operation)
+    pre = semver.get("pre")
+    if pre is not None and not isinstance(pre, str):
+        raise _malformed(operation, f"semver.pre is {pre!r}")
+    return ServerVersion(
+        version=_field(reply, "version", str, operation),
+        major=_field(semver, "major", int, operation),
+        minor=_field(semver, "minor", int, operation),
+        patch=_field(semver, "patch", int, operation),
+        pre=pre,
+    )
+
+
 def _reply(reply: object, operation: str) -> Mapping[str, Any]:
     if not isinstance(reply, Mapping):
         raise _malformed(operation, f"expected an object, got {reply!r}")
@@ -324,15 +340,4 @@ class ActionCalls:
     def version(self) -> ServerVersion:
         """The server's version."""
         operation = FlightAction.VERSION.name
-        reply = _reply(self._act(FlightAction.VERSION, {}), operation)
-        semver = _reply(reply.get("semver"), operation)
-        pre = semver.get("pre")
-        if pre is not None and not isinstance(pre, str):
-            raise _malformed(operation, f"semver.pre is {pre!r}")
-        return ServerVersion(
-            version=_field(reply, "version", str, operation),
-            major=_field(semver, "major", int, operation),
-            minor=_field(semver, "minor", int, operation),
-            patch=_field(semver, "patch", int, operation),
-            pre=pre,
-        )
+        return server_version(self._act(FlightAction.VERSION, {}), operation)

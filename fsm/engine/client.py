@@ -25,10 +25,14 @@ from fsm.engine.validation import (
     check_topic_name,
     topic_locator,
 )
+from fsm.engine.wire import ClientWire, ServerHello, handshake, learn_line
 from fsm.enums import FlightAction, OnErrorPolicy, SessionLevelErrorPolicy
+from fsm.errors import ArgumentError, SpecError
 from fsm.machines import ProtocolMachine
 from fsm.outcome import Outcome
 from fsm.spec import Spec, load_spec
+from fsm.spec.line_enums import python_enums
+from fsm.spec.lines import DEFAULT_LINE, Line, load_line
 from fsm.transport import Descriptor, SequenceInfo, TopicInfo, Transport
 
 __all__ = ["Client", "Machines"]
@@ -57,6 +61,40 @@ def _default_machines() -> Machines:
     return Machines.from_spec(load_spec())
 
 
+@functools.cache
+def _line_machines(name: str) -> Machines:
+    """The machines of a protocol line's tables, built once per process."""
+    return Machines.from_spec(load_line(name).spec)
+
+
+_LEARNED = {"auto": learn_line}
+"""The `protocol` values that learn the line from the server."""
+
+
+def _resolve(transport: Transport, protocol: str | Line | None) -> tuple[Line, ServerHello]:
+    """The line a client speaks and what its handshake learned ("auto": the server's line)."""
+    learned = _LEARNED.get(protocol) if isinstance(protocol, str) else None
+    if learned is not None:
+        return learned(transport)
+    if isinstance(protocol, Line):
+        line = protocol
+    elif protocol is None or isinstance(protocol, str):
+        try:
+            line = load_line(DEFAULT_LINE if protocol is None else protocol)
+        except SpecError as exc:
+            raise ArgumentError(f"protocol={protocol!r}: {exc.problem}") from None
+    else:
+        raise ArgumentError(f"protocol must be a line name, a Line or 'auto', got {protocol!r}")
+    return line, handshake(transport, line)
+
+
+def _bounded(policy: BatchPolicy, limit: int | None) -> BatchPolicy:
+    """`policy` within the record limit the server reported (unchanged without one)."""
+    if limit is None or policy.max_message_bytes <= limit:
+        return policy
+    return attrs.evolve(policy, max_message_bytes=limit, batch_bytes=min(policy.batch_bytes, limit))
+
+
 def _value(outcome: Outcome, operation: str) -> Any:
     if outcome.is_ok:
         return outcome.value
@@ -67,7 +105,10 @@ class Client(ActionCalls):
     """Writes and reads Mosaico sequences over `transport` (in memory, Flight, ...).
 
     `tracer` records every transition and step (off by default); `batch_policy` sets how
-    topics cut their records into messages.
+    topics cut their records into messages. `protocol` names the protocol line the client
+    speaks (`specs/lines/`; default 0.3), or is "auto" to learn it from the server's
+    handshake; a line that connects with a handshake (version, info) runs it here, and an
+    info handshake's limits bound the client's messages and records.
     """
 
     def __init__(
@@ -77,13 +118,27 @@ class Client(ActionCalls):
         tracer: Tracer | None = None,
         batch_policy: BatchPolicy | None = None,
         machines: Machines | None = None,
+        protocol: str | Line | None = None,
     ) -> None:
         self.transport = transport
         self.tracer = tracer
-        self.batch_policy = batch_policy or BatchPolicy()
-        self.machines = machines or _default_machines()
+        self.line, self.server = _resolve(transport, protocol)
+        self.wire = ClientWire.of(self.line)
+        self.enums = python_enums(self.line.enums)
+        self.batch_policy = _bounded(batch_policy or BatchPolicy(), self.server.record_limit)
+        if machines is not None:
+            self.machines = machines
+        elif self.line.name == DEFAULT_LINE and protocol is None:
+            self.machines = _default_machines()
+        else:
+            self.machines = _line_machines(self.line.name)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def sequence_name(self, name: object) -> str:
+        """`name` as the line's server stores it, or ArgumentError (before any I/O)."""
+        checked = check_sequence_name(name)
+        return self.wire.sequence_name(name) if isinstance(name, str) else checked
 
     def pool(self) -> ThreadPoolExecutor:
         """The client's worker threads, which end the streams of a session in parallel."""
@@ -125,7 +180,7 @@ class Client(ActionCalls):
         batch_policy: BatchPolicy | None = None,
     ) -> SessionWriter:
         """A writer of the new sequence `name` (used as a context manager)."""
-        sequence = check_sequence_name(name)
+        sequence = self.sequence_name(name)
         meta = check_metadata(metadata if metadata is not None else {}, "sequence")
         policy = OnErrorPolicy.normalize(on_error)
         return SessionWriter(
@@ -140,7 +195,7 @@ class Client(ActionCalls):
         batch_policy: BatchPolicy | None = None,
     ) -> SessionWriter:
         """A writer of a new session on the existing sequence `name`."""
-        sequence = check_sequence_name(name)
+        sequence = self.sequence_name(name)
         policy = OnErrorPolicy.normalize(on_error)
         return SessionWriter(
             self, sequence, {}, "updater", policy, batch_policy or self.batch_policy

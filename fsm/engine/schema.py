@@ -290,6 +290,18 @@ def _fixed_width(t: pa.DataType) -> int:
         return 8
 
 
+class RowTooLarge(ArgumentError):
+    """A row larger than one message may be: it was not written."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"a row of about {size} bytes is larger than one message may be ({limit} bytes); "
+            "it was not written"
+        )
+
+
 class RowBuffer:
     """Rows pushed one at a time, checked, held (as tuples of their values in the schema's
     order) until they become a batch, converted in one pass of Arrow's own converter.
@@ -397,10 +409,7 @@ class RowBuffer:
                         f"column {name!r}: the text is not valid Unicode ({exc.reason})"
                     ) from None
         if size > self.max_row_bytes:
-            raise ArgumentError(
-                f"a row of about {size} bytes is larger than one message may be "
-                f"({self.max_row_bytes} bytes); it was not written"
-            )
+            raise RowTooLarge(size, self.max_row_bytes)
         return size
 
     def _check(self, row: Any) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ from fsm.engine.schema import check_format_schema
 from fsm.engine.stream import BatchPolicy, StreamWriter
 from fsm.engine.topic import TopicWriter
 from fsm.engine.validation import check_metadata, check_topic_name, topic_locator
+from fsm.engine.wire import Created, created_session
 from fsm.enums import (
     FlightAction,
     SerializationFormat,
@@ -81,10 +82,15 @@ class _SessionSteps:
         return verdict
 
     @property
+    def created(self) -> Created | None:
+        """The session: created (or adopted) by this trigger, or known before it."""
+        created = self.produced.get("SESSION_CREATE")
+        return created if isinstance(created, Created) else self.session._created
+
+    @property
     def session_uuid(self) -> str | None:
-        """The session's uuid: created (or adopted) by this trigger, or known before it."""
-        uuid = self.produced.get("SESSION_CREATE")
-        return uuid if isinstance(uuid, str) else self.session.session_uuid
+        created = self.created
+        return None if created is None else created.uuid
 
     @property
     def marker(self) -> str:
@@ -110,7 +116,7 @@ class _SessionSteps:
             if x.uuid not in known and not x.locked and not x.topics and x.completed_at_ns is None
         ]
         if len(fresh) == 1:
-            self.produced["SESSION_CREATE"] = fresh[0].uuid
+            self.produced["SESSION_CREATE"] = Created(fresh[0].uuid, fresh[0].locator)
             return True
         return False if not fresh else None
 
@@ -154,7 +160,21 @@ def _session_create(run: _SessionSteps) -> Outcome:
     sent = run.session.transport.action(
         FlightAction.SESSION_CREATE, {"locator": run.session.sequence}
     )
-    return created_uuid(sent, "SESSION_CREATE")
+    return created_session(sent, run.session.client.wire.session_create_answer)
+
+
+def _session_delete(run: _SessionSteps) -> Outcome:
+    """SESSION_DELETE with the body the line's shape holds (the session's uuid, or its
+    locator); a session whose locator the writer never learned cannot be named."""
+    created = run.created
+    body = None if created is None else run.session.client.wire.session_delete_body(created)
+    if body is None:
+        return Outcome.failed(
+            ErrorKind.INVALID_ARGUMENT,
+            f"the session of {run.session.sequence!r} cannot be named: its "
+            f"{'uuid' if created is None else 'locator'} was never answered",
+        )
+    return run.session.transport.action(FlightAction.SESSION_DELETE, body)
 
 
 def _notify(run: _SessionSteps) -> Outcome:
@@ -232,7 +252,7 @@ class SessionWriter(Lifecycle):
         self.sequence = sequence
         self.metadata = metadata
         self.batch_policy = batch_policy
-        self._uuid: str | None = None
+        self._created: Created | None = None
         self._topics: dict[str, TopicWriter] = {}
         self._notices = Notices(self.transport, "sequence", sequence)
 
@@ -253,7 +273,12 @@ class SessionWriter(Lifecycle):
 
     @property
     def session_uuid(self) -> str | None:
-        return self._uuid
+        return None if self._created is None else self._created.uuid
+
+    @property
+    def session_locator(self) -> str | None:
+        """'<sequence>:<session>', on a protocol line whose sessions have locators."""
+        return None if self._created is None else self._created.locator
 
     @property
     def topics(self) -> Mapping[str, TopicWriter]:
@@ -269,7 +294,7 @@ class SessionWriter(Lifecycle):
     @property
     def _marker(self) -> str:
         """The text every notification of this session carries, and its probe looks for."""
-        return f"session {self._uuid}"
+        return f"session {self.session_uuid}"
 
     def _failure_message(self, failure: str) -> str:
         return f"{self._marker} of sequence {self.sequence!r} could not be finalized: {failure}"
@@ -280,9 +305,9 @@ class SessionWriter(Lifecycle):
         try:
             return self.fire_or_raise(trigger, steps) if raise_cause else self.fire(trigger, steps)
         finally:
-            uuid = steps.produced.get("SESSION_CREATE")
-            if isinstance(uuid, str):
-                self._uuid = uuid
+            created = steps.produced.get("SESSION_CREATE")
+            if isinstance(created, Created):
+                self._created = created
 
     # -------------------------------------------------------------------------------------------
 
@@ -398,9 +423,7 @@ SESSION_STEPS: Registry[_SessionSteps] = Registry(
         "SESSION_FINALIZE": _act(
             FlightAction.SESSION_FINALIZE, lambda run: {"session_uuid": run.session_uuid}
         ),
-        "SESSION_DELETE": _act(
-            FlightAction.SESSION_DELETE, lambda run: {"session_uuid": run.session_uuid}
-        ),
+        "SESSION_DELETE": _session_delete,
         "SEQUENCE_DELETE": _act(FlightAction.SEQUENCE_DELETE, _locator_body),
         "SEQUENCE_NOTIFICATION_CREATE": _notify,
         "TOPIC_CREATE": _topic_create,

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from fsm.engine.base import Lifecycle, Notices, ask_server
+from fsm.engine.base import Lifecycle, Notices, ask_server, log
 from fsm.engine.executors import Registry
+from fsm.engine.schema import RowTooLarge
 from fsm.engine.stream import StreamWriter
 from fsm.engine.trace import Tracer
 from fsm.enums import SerializationFormat, TopicLevelErrorPolicy, TopicWriterStatus
@@ -114,6 +115,11 @@ class TopicWriter(Lifecycle):
         self._writer = writer
         self._notices = Notices(session.transport, "topic", locator)
         self._last_error: str | None = None
+        self._statuses: Any = session.client.enums["TopicWriterStatus"]
+        # A line whose tables have push_too_large drops a record too large for any message,
+        # counts it and reports it on the topic, instead of refusing it.
+        self._drops_too_large = "push_too_large" in machine.spec.triggers
+        self.records_too_large = 0
         # The executor of push_row, one push at a time (the row is its data). It refers to
         # this writer weakly: a cycle would leave the writer to the garbage collector.
         self._pushing_rows = _TopicSteps(weakref.proxy(self), writer.submit_row)
@@ -124,7 +130,10 @@ class TopicWriter(Lifecycle):
 
     @property
     def status(self) -> TopicWriterStatus:
-        return TopicWriterStatus[self.state]
+        """The writer's status, a member of the line's TopicWriterStatus (the one of
+        `fsm.enums` unless the line adds states, as 0.7 adds RecordTooLarge)."""
+        status: TopicWriterStatus = self._statuses[self.state]
+        return status
 
     @property
     def last_error(self) -> str | None:
@@ -154,10 +163,24 @@ class TopicWriter(Lifecycle):
         steps.data = row  # the row buffer holds it anyway
         try:
             self.fire("push", steps, True)
+        except RowTooLarge as too_large:
+            if not self._drops_too_large:
+                raise
+            self._drop(too_large)
+            return
         except ActionFailed as error:
             self._last_error = str(error)
             raise
         self._last_error = None
+
+    def _drop(self, too_large: RowTooLarge) -> None:
+        """A record too large for any message, on a line that drops it: counted, logged,
+        reported on the topic (push_too_large), never lost without a word."""
+        self.records_too_large += 1
+        message = f"topic {self.locator}: record {self.records_too_large} dropped: {too_large}"
+        log.warning("%s", message)
+        self._last_error = message
+        self.fire("push_too_large", _TopicSteps(self, message=message), True)
 
     def flush(self) -> None:
         """Send every buffered record and wait until all of them are written to the stream;

@@ -20,7 +20,7 @@ from fsm.errors import SpecError
 if TYPE_CHECKING:
     from fsm.spec.schema import AddedMember, EnumChange, EnumChanges
 
-__all__ = ["EnumDef", "EnumSet", "seed_enum_set"]
+__all__ = ["EnumDef", "EnumSet", "python_enums", "seed_enum_set"]
 
 Value = str | int
 Kind = Literal["str", "int"]
@@ -82,6 +82,27 @@ def seed_enum_set() -> EnumSet:
         kind: Kind = "int" if issubclass(cls, enum.IntEnum) else "str"
         classes[name] = EnumDef(name, kind, tuple((m.name, m.value) for m in cls))
     return EnumSet(classes, aliases)
+
+
+_BUILT: dict[int, tuple[EnumSet, dict[str, type[enum.Enum]]]] = {}
+
+
+def python_enums(enums: EnumSet) -> dict[str, type[enum.Enum]]:
+    """The Python enum classes of a line, by public name: the class of `fsm.enums` itself
+    where the line's enum is the seed's, member for member (so 0.3 code compares as before),
+    a class built from the line's data where it differs. Built once per enum set."""
+    kept = _BUILT.get(id(enums))
+    if kept is not None and kept[0] is enums:
+        return kept[1]
+    seed = seed_enum_set()
+    built = enums.build()
+    for name, d in enums.classes.items():
+        if seed.classes.get(name) == d:
+            built[name] = getattr(seed_enums, name)
+    for alias, target in enums.aliases.items():
+        built[alias] = built[target]
+    _BUILT[id(enums)] = (enums, built)
+    return built
 
 
 def _fail(where: SpecError, entry: str, problem: str) -> SpecError:

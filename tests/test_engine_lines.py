@@ -1,0 +1,215 @@
+"""The engine speaks every protocol line: `Client(transport, protocol=X)` writes, reads,
+updates and purges with line X's tables and wire shapes against a server of that line, with
+the guarantees of 0.3 (one purge, no orphan, nothing dropped without a word), and can learn
+the line from the server's handshake."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from fsm import ArgumentError, SerializationFormat, SessionLevelErrorPolicy, SessionStatus
+from fsm.conformance.clients import check_client_trace, group_by_sequence
+from fsm.engine import Client, Tracer, check_trace
+from fsm.errors import ProtocolError
+from fsm.spec.lines import line_names, load_line
+from transport.memory import MemoryTransport
+from transport.server.model import ServerModel
+from transport.server.trace import ServerTrace
+
+LINES = line_names()
+SCHEMA = pa.schema(
+    [pa.field("timestamp_ns", pa.int64(), nullable=False), pa.field("x", pa.float64())]
+)
+BLOB = pa.schema([pa.field("timestamp_ns", pa.int64(), nullable=False), pa.field("b", pa.binary())])
+IMAGE = SerializationFormat.Image
+DELETE, REPORT = SessionLevelErrorPolicy.Delete, SessionLevelErrorPolicy.Report
+
+
+class Boom(Exception):
+    """The user's own failure."""
+
+
+@pytest.fixture(params=LINES)
+def line(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def model(line: str) -> Iterator[ServerModel]:
+    m = ServerModel(seed=0, protocol=line)
+    m.trace = ServerTrace()
+    yield m
+
+
+def _client(model: ServerModel, line: str, tracer: Tracer | None = None) -> Client:
+    return Client(MemoryTransport(model), protocol=line, tracer=tracer)
+
+
+def _rows(n: int, start: int = 0) -> list[dict[str, object]]:
+    return [{"timestamp_ns": start + i, "x": i / 2} for i in range(n)]
+
+
+def _conforms(model: ServerModel, line: str) -> None:
+    """Every sequence of the server's trace conforms to the line's tables."""
+    assert model.trace is not None
+    spec = load_line(line)
+    for name, events in group_by_sequence(model.trace.events).items():
+        report = check_client_trace(events, spec.spec, sequence=name, client=spec.client_parties)
+        assert report.conforms, (name, [str(f) for f in report.findings])
+
+
+def test_write_read_and_update(model: ServerModel, line: str) -> None:
+    tracer = Tracer()
+    client = _client(model, line, tracer)
+    assert client.line.name == line
+    with client.sequence_create("run") as seq:
+        for topic in ("imu", "gps"):
+            writer = seq.topic_create(topic, schema=SCHEMA, ontology_tag="imu")
+            for row in _rows(5):
+                writer.push_row(row)
+    assert seq.session_status is SessionStatus.Finalized
+    for topic in ("imu", "gps"):
+        assert client.read_topic("run", topic).to_pylist() == _rows(5)
+    with client.sequence_update("run") as upd:
+        upd.topic_create("odom", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+    assert sorted(model.snapshot()["topics"]) == ["run/gps", "run/imu", "run/odom"]
+    sessions = client.sequence_info("run").sessions
+    assert len(sessions) == 2 and all(s.locked for s in sessions)
+    assert check_trace(tracer.records, load_line(line).spec).ok
+    _conforms(model, line)
+
+
+def test_a_delete_purge_leaves_nothing(model: ServerModel, line: str) -> None:
+    client = _client(model, line)
+    with pytest.raises(Boom), client.sequence_create("gone", on_error=DELETE) as seq:
+        seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+        raise Boom
+    row = load_line(line).spec.session.lookup(
+        "Pending", "exit_error", {"role": "writer", "policy": "Delete"}
+    )
+    assert row is not None and seq.session_status.name == row.dest
+    snapshot = model.snapshot()
+    assert "gone" not in snapshot["sequences"] and not snapshot["topics"]
+    _conforms(model, line)
+
+
+def test_an_updater_purge_deletes_its_own_session_by_the_lines_body(
+    model: ServerModel, line: str
+) -> None:
+    """An updater under Delete removes only its session: with its uuid, or (from 0.5) with
+    the locator session_create answered."""
+    client = _client(model, line)
+    with client.sequence_create("kept") as seq:
+        seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+    with pytest.raises(Boom), client.sequence_update("kept", on_error=DELETE) as upd:
+        upd.topic_create("extra", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+        raise Boom
+    has_locators = load_line(line).wire["session_create_answer"] == "uuid_locator"
+    assert (upd.session_locator is not None) == has_locators
+    if has_locators:
+        assert upd.session_locator == f"kept:{upd.session_locator.partition(':')[2]}"
+    info = client.sequence_info("kept")
+    assert [s.uuid for s in info.sessions] == [seq.session_uuid], "only the updater's is gone"
+    assert sorted(model.snapshot()["topics"]) == ["kept/imu"]
+    _conforms(model, line)
+
+
+def test_a_report_keeps_the_sequence_and_says_why(model: ServerModel, line: str) -> None:
+    client = _client(model, line)
+    with pytest.raises(Boom), client.sequence_create("told", on_error=REPORT) as seq:
+        seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+        raise Boom
+    assert "told" in model.snapshot()["sequences"]
+    assert any("Boom" in n.msg for n in client.sequence_notifications("told"))
+    _conforms(model, line)
+
+
+def test_sequence_names_follow_the_lines_rule(line: str) -> None:
+    client = Client(MemoryTransport(ServerModel(seed=0, protocol=line)), protocol=line)
+    if load_line(line).wire["sequence_locator_rule"] == "strict":
+        with pytest.raises(ArgumentError, match="no leading '/'"):
+            client.sequence_create("/run")
+    else:
+        with client.sequence_create("/run") as seq:
+            seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+        assert client.sequence_info("run").locator == "run"
+
+
+@pytest.mark.parametrize("line", [n for n in LINES if load_line(n).wire["connect"] == "info"])
+def test_a_record_too_large_is_dropped_counted_and_reported(
+    line: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = ServerModel(seed=0, protocol=line)
+    model.grpc_limits["grpc_max_decode_message_size"] = 1 << 20
+    client = Client(MemoryTransport(model), protocol=line)
+    limit = int(0.9 * (1 << 20))
+    assert client.server.record_limit == limit
+    assert client.batch_policy.max_message_bytes == limit
+    statuses = client.enums["TopicWriterStatus"]
+    caplog.set_level(logging.WARNING, "mosaico_fsm.engine")
+    with client.sequence_create("big") as seq:
+        topic = seq.topic_create(
+            "cam", schema=BLOB, ontology_tag="image", serialization_format=IMAGE
+        )
+        topic.push_row({"timestamp_ns": 1, "b": b"x" * 10})
+        topic.push_row({"timestamp_ns": 2, "b": b"x" * (limit + 1)})
+        assert topic.status is statuses["RecordTooLarge"] and topic.records_too_large == 1
+        assert "record 1 dropped" in caplog.text
+        topic.push_row({"timestamp_ns": 3, "b": b"y"})
+        assert topic.status is statuses["Active"]
+    assert client.read_topic("big", "cam").column("timestamp_ns").to_pylist() == [1, 3]
+    notes = client.topic_notifications("big", "cam")
+    assert len(notes) == 1 and "dropped" in notes[0].msg
+
+
+def test_a_line_without_the_record_limit_refuses_a_record_too_large() -> None:
+    client = Client(MemoryTransport(ServerModel(seed=0, protocol="0.6")), protocol="0.6")
+    assert client.server.record_limit is None
+    with client.sequence_create("big") as seq:
+        topic = seq.topic_create(
+            "cam", schema=BLOB, ontology_tag="image", serialization_format=IMAGE
+        )
+        limit = client.batch_policy.max_message_bytes
+        with pytest.raises(ArgumentError, match="larger than one message"):
+            topic.push_row({"timestamp_ns": 2, "b": b"x" * (limit + 1)})
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        n
+        for n in LINES
+        if load_line(n).wire["connect"] != "list_flights_pool"
+        and load_line(n).wire["connect"] != "list_flights"
+    ],
+)
+def test_the_line_is_learned_from_the_handshake(line: str) -> None:
+    client = Client(MemoryTransport(ServerModel(seed=0, protocol=line)), protocol="auto")
+    assert client.line.name == line
+    assert client.server.version is not None
+    with client.sequence_create("run") as seq:
+        seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [n for n in LINES if load_line(n).wire["connect"] in ("list_flights_pool", "list_flights")],
+)
+def test_a_server_without_a_telling_handshake_asks_for_the_line(line: str) -> None:
+    with pytest.raises(ProtocolError, match="name the line with protocol="):
+        Client(MemoryTransport(ServerModel(seed=0, protocol=line)), protocol="auto")
+
+
+def test_a_handshake_the_server_refuses_fails_the_client() -> None:
+    """A 0.7 client cannot connect to a server of an earlier line (it answers no info)."""
+    with pytest.raises(ProtocolError, match="INFO failed"):
+        Client(MemoryTransport(ServerModel(seed=0, protocol="0.6")), protocol="0.7")
+
+
+def test_an_unknown_line_is_an_argument_error() -> None:
+    with pytest.raises(ArgumentError, match=r"protocol='9\.9'"):
+        Client(MemoryTransport(), protocol="9.9")
