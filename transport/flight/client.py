@@ -222,7 +222,13 @@ _CLOSED = Outcome.failed(ErrorKind.FAILED_PRECONDITION, "stream already closed")
 
 class _FlightReading:
     """A DoGet in progress: one message per `next`, nothing read ahead (beyond what gRPC
-    buffers), cancelled by `close` unless it has ended."""
+    buffers), cancelled by `close` unless it has ended.
+
+    Messages are taken with `read_chunk`, never `read_all`: on a reader whose call was
+    cancelled, pyarrow 26's `read_all` hands the FlightCancelledError to its signal handler,
+    which sends SIGINT to the main thread (a KeyboardInterrupt there, wherever it waits),
+    against pyarrow's own FlightServerBase as against this project's server; `read_chunk`
+    raises FlightCancelledError."""
 
     def __init__(
         self,
