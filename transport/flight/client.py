@@ -22,12 +22,12 @@ from pyarrow import flight
 
 from fsm.errors import ArgumentError
 from fsm.outcome import ErrorKind, Outcome
+from fsm.spec.lines import DEFAULT_LINE, Line, line_names, load_line
 from fsm.transport import Descriptor, TopicData, Transport
 from transport.flight.codec import (
     ABORT_MESSAGE,
-    decode_envelope,
+    FlightReader,
     flight_error_outcome,
-    parse_flight_info,
 )
 from transport.server.auth import HEADER
 
@@ -53,6 +53,15 @@ def _seconds(value: float | None, name: str) -> str:
     return f"the {name} of {value:g} s" if value is not None else f"the {name}"
 
 
+def _line(protocol: str | Line | None) -> Line:
+    if isinstance(protocol, Line):
+        return protocol
+    name = DEFAULT_LINE if protocol is None else protocol
+    if name not in line_names():
+        raise ArgumentError(f"unknown protocol line {name!r}; choose from {line_names()}")
+    return load_line(name)
+
+
 def _descriptor(d: Descriptor) -> flight.FlightDescriptor:
     if d.kind == "path":
         return flight.FlightDescriptor.for_path(*d.path)
@@ -72,6 +81,9 @@ class FlightTransport(Transport):
     or DoGet stream, `connect_timeout` for `wait_ready`. A server that does not answer in time gives
     an unknown outcome that says which deadline passed. None disables a deadline, and only
     when asked.
+
+    `protocol` is the protocol line the server speaks (a name of `specs/lines/`, or a `Line`;
+    default 0.3): FlightInfo and action answers are read in that line's wire shapes.
     """
 
     def __init__(
@@ -83,7 +95,10 @@ class FlightTransport(Transport):
         timeout: float | None = DEFAULT_TIMEOUT,
         stream_timeout: float | None = DEFAULT_STREAM_TIMEOUT,
         connect_timeout: float = 5.0,
+        protocol: str | Line | None = None,
     ) -> None:
+        self.line = _line(protocol)
+        self._reader = FlightReader.of(self.line)
         parsed = urlparse(location)
         if parsed.scheme not in ("grpc", "grpc+tcp", "grpc+tls") or not parsed.hostname:
             raise ArgumentError(
@@ -127,9 +142,9 @@ class FlightTransport(Transport):
             results = list(self._client.do_action(flight.Action(action_type, body), self._options))
         except _FLIGHT_ERRORS as exc:
             return _outcome(exc, self._deadline)
-        payload = b"".join(r.body.to_pybytes() for r in results)
+        bodies = [r.body.to_pybytes() for r in results]
         try:
-            return Outcome.ok(decode_envelope(action_type, payload))
+            return Outcome.ok(self._reader.answer(action_type, bodies))
         except ValueError as exc:
             return Outcome.failed(ErrorKind.INTERNAL, f"malformed reply to {action_type}: {exc}")
 
@@ -155,7 +170,7 @@ class FlightTransport(Transport):
         except _FLIGHT_ERRORS as exc:
             return _outcome(exc, self._deadline)
         try:
-            return Outcome.ok(parse_flight_info(info))
+            return Outcome.ok(self._reader.flight_info(info))
         except (ValueError, KeyError, TypeError) as exc:
             return Outcome.failed(ErrorKind.INTERNAL, f"malformed FlightInfo: {exc}")
 
