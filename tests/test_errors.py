@@ -76,6 +76,7 @@ EXPECTED: dict[str, type[MosaicoError] | None] = {
     "fsm.errors.TransportError": TransportError,
     "fsm.simulate.scenarios.UnknownScenario": ProtocolError,
     "transport.flight.codec.EnvelopeError": TransportError,
+    "transport.flight.codec.FlightInfoError": TransportError,
     "transport.flight.frames.FrameError": TransportError,
     "transport.flight.server.ListenError": TransportError,
     "transport.server.faults.InjectedFault": TransportError,

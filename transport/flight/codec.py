@@ -23,6 +23,7 @@ from transport.server.wire import pick
 __all__ = [
     "ABORT_MESSAGE",
     "EnvelopeError",
+    "FlightInfoError",
     "FlightReader",
     "FlightShapes",
     "decode_envelope",
@@ -42,6 +43,10 @@ ABORT_MESSAGE = b"mosaico-fsm:abort"
 
 class EnvelopeError(TransportError, ValueError):
     """A DoAction reply that is not the envelope of the action it answers."""
+
+
+class FlightInfoError(TransportError, ValueError):
+    """A FlightInfo that is not one in the shapes of the client's protocol line."""
 
 
 def encode_envelope(action_type: str, response: Any) -> bytes:
@@ -204,7 +209,7 @@ def _decode_data_info(meta: Mapping[str, Any], ticket: bytes, located: str | Non
 
 def _object(value: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ValueError(f"{what} is not an object")
+        raise FlightInfoError(f"{what} is not an object")
     return value
 
 
@@ -213,7 +218,7 @@ def _endpoint_locator(meta: Mapping[str, Any], located: str | None) -> str:
     if locator is None:
         locator = located
     if not isinstance(locator, str):
-        raise ValueError("a topic endpoint names no topic (no resource_locator, no location)")
+        raise FlightInfoError("a topic endpoint names no topic (no resource_locator, no location)")
     return locator
 
 
@@ -512,7 +517,7 @@ class FlightReader:
         return self.topic_endpoint(meta, endpoint.ticket.ticket, self.located(uris))
 
     def flight_info(self, fi: flight.FlightInfo) -> SequenceInfo | TopicInfo:
-        """The transport-neutral view of a Mosaico FlightInfo (ValueError, KeyError or
+        """The transport-neutral view of a Mosaico FlightInfo (FlightInfoError, KeyError or
         TypeError when it is not one in this line's shapes)."""
         metadata = fi.schema.metadata or {}
         keys = self.schema_keys(metadata)
@@ -536,7 +541,7 @@ class FlightReader:
 
     def _topic(self, fi: flight.FlightInfo, keys: SchemaKeys) -> TopicInfo:
         if len(fi.endpoints) != 1:
-            raise ValueError(f"a topic's FlightInfo has {len(fi.endpoints)} endpoints, not 1")
+            raise FlightInfoError(f"a topic's FlightInfo has {len(fi.endpoints)} endpoints, not 1")
         topic = self.endpoint(fi.endpoints[0])
         if keys.properties is not None:
             topic = attrs.evolve(
