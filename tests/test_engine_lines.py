@@ -6,7 +6,7 @@ the line from the server's handshake."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pytest
@@ -16,6 +16,8 @@ from fsm.conformance.clients import check_client_trace, group_by_sequence
 from fsm.engine import Client, Tracer, check_trace
 from fsm.errors import ProtocolError
 from fsm.spec.lines import line_names, load_line
+from transport.flight.client import FlightTransport
+from transport.flight.server import RunningServer, start_server
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 from transport.server.trace import ServerTrace
@@ -45,6 +47,24 @@ def model(line: str) -> Iterator[ServerModel]:
     yield m
 
 
+@pytest.fixture(params=["memory", "flight"])
+def connect(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client]]:
+    """Clients of a line over memory, or over Flight to a server of that line (stopped at the
+    end of the test)."""
+    servers: list[RunningServer] = []
+
+    def make(model: ServerModel, line: str, tracer: Tracer | None = None) -> Client:
+        if request.param == "memory":
+            return Client(MemoryTransport(model), protocol=line, tracer=tracer)
+        servers.append(server := start_server(model))
+        # The transport reads the line's shapes; the client takes the line from it.
+        return Client(FlightTransport(server.location, protocol=line), tracer=tracer)
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
 def _client(model: ServerModel, line: str, tracer: Tracer | None = None) -> Client:
     return Client(MemoryTransport(model), protocol=line, tracer=tracer)
 
@@ -62,9 +82,11 @@ def _conforms(model: ServerModel, line: str) -> None:
         assert report.conforms, (name, [str(f) for f in report.findings])
 
 
-def test_write_read_and_update(model: ServerModel, line: str) -> None:
+def test_write_read_and_update(
+    model: ServerModel, line: str, connect: Callable[..., Client]
+) -> None:
     tracer = Tracer()
-    client = _client(model, line, tracer)
+    client = connect(model, line, tracer)
     assert client.line.name == line
     with client.sequence_create("run") as seq:
         for topic in ("imu", "gps"):
@@ -83,8 +105,10 @@ def test_write_read_and_update(model: ServerModel, line: str) -> None:
     _conforms(model, line)
 
 
-def test_a_delete_purge_leaves_nothing(model: ServerModel, line: str) -> None:
-    client = _client(model, line)
+def test_a_delete_purge_leaves_nothing(
+    model: ServerModel, line: str, connect: Callable[..., Client]
+) -> None:
+    client = connect(model, line)
     with pytest.raises(Boom), client.sequence_create("gone", on_error=DELETE) as seq:
         seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
         raise Boom
@@ -98,11 +122,11 @@ def test_a_delete_purge_leaves_nothing(model: ServerModel, line: str) -> None:
 
 
 def test_an_updater_purge_deletes_its_own_session_by_the_lines_body(
-    model: ServerModel, line: str
+    model: ServerModel, line: str, connect: Callable[..., Client]
 ) -> None:
     """An updater under Delete removes only its session: with its uuid, or (from 0.5) with
     the locator session_create answered."""
-    client = _client(model, line)
+    client = connect(model, line)
     with client.sequence_create("kept") as seq:
         seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
     with pytest.raises(Boom), client.sequence_update("kept", on_error=DELETE) as upd:
@@ -112,8 +136,8 @@ def test_an_updater_purge_deletes_its_own_session_by_the_lines_body(
     assert (upd.session_locator is not None) == has_locators
     if has_locators:
         assert upd.session_locator == f"kept:{upd.session_locator.partition(':')[2]}"
-    info = client.sequence_info("kept")
-    assert [s.uuid for s in info.sessions] == [seq.session_uuid], "only the updater's is gone"
+    (left,) = model.snapshot()["sequences"]["kept"]["sessions"]
+    assert left == seq.session_uuid, "only the updater's session is gone"
     assert sorted(model.snapshot()["topics"]) == ["kept/imu"]
     _conforms(model, line)
 
@@ -213,3 +237,15 @@ def test_a_handshake_the_server_refuses_fails_the_client() -> None:
 def test_an_unknown_line_is_an_argument_error() -> None:
     with pytest.raises(ArgumentError, match=r"protocol='9\.9'"):
         Client(MemoryTransport(), protocol="9.9")
+
+
+def test_a_client_and_a_transport_of_two_lines_are_refused() -> None:
+    model = ServerModel(seed=0, protocol="0.5")
+    server = start_server(model)
+    try:
+        transport = FlightTransport(server.location, protocol="0.5")
+        assert Client(transport).line.name == "0.5"
+        with pytest.raises(ArgumentError, match=r"reads protocol line 0\.5"):
+            Client(transport, protocol="0.4")
+    finally:
+        server.stop()

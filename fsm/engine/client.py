@@ -72,7 +72,20 @@ _LEARNED = {"auto": learn_line}
 
 
 def _resolve(transport: Transport, protocol: str | Line | None) -> tuple[Line, ServerHello]:
-    """The line a client speaks and what its handshake learned ("auto": the server's line)."""
+    """The line a client speaks and what its handshake learned ("auto": the server's line).
+    Without `protocol`, a transport that reads one line (FlightTransport) names it; a client
+    and a transport of two different lines are refused."""
+    spoken = getattr(transport, "line", None)
+    line, hello = _chosen(transport, spoken if protocol is None else protocol)
+    if isinstance(spoken, Line) and spoken is not line:
+        raise ArgumentError(
+            f"the transport reads protocol line {spoken.name} and the client speaks "
+            f"{line.name}: give the transport the same protocol"
+        )
+    return line, hello
+
+
+def _chosen(transport: Transport, protocol: object) -> tuple[Line, ServerHello]:
     learned = _LEARNED.get(protocol) if isinstance(protocol, str) else None
     if learned is not None:
         return learned(transport)
