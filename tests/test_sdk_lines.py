@@ -238,6 +238,19 @@ def test_trace_passes_check_trace(run: Run, what: str) -> None:
     assert report.violation is None, [str(f) for f in report.findings]
 
 
+def test_a_session_opened_with_sequence_update_passes_check_trace(run: Run) -> None:
+    """client.sequence_update (0.6 and later) opens a session without reading the sequence
+    first; the line's enter-updater row marks that read optional, so the trace conforms."""
+    result = run.check("add_session")
+    if "sequence_update_status" not in result:  # a release without it wrote no such sequence
+        assert run.model.trace is not None
+        assert name("direct") not in group_by_sequence(run.model.trace.events)
+        return
+    report = run.trace_report(name("direct"))
+    assert report.violation is None, [str(f) for f in report.findings]
+    assert report.conforms and report.role == "writer, updater"
+
+
 def test_a_record_too_large_for_the_servers_limits(run: Run) -> None:
     """Where the line has RecordTooLarge, the release learns the server's message limit from
     its handshake, drops the one record that exceeds it, reports it on the topic and goes on."""

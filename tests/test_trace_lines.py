@@ -108,3 +108,44 @@ def test_deviation_ranges_follow_the_lines() -> None:
 def test_an_unknown_line_is_a_usage_error(tmp_path: Path) -> None:
     code, text = _check(tmp_path, SINGLE_PURGE, "--protocol", "9.9")
     assert code == 2, text
+
+
+WRITTEN = [
+    *OPENED[:5],
+    _ev("DO_PUT_END", topic="t"),
+    _ev("SESSION_FINALIZE"),
+]
+UPDATE = [
+    _ev("SESSION_CREATE"),
+    _ev("TOPIC_CREATE", topic="u"),
+    _ev("DO_PUT_OPEN", topic="u"),
+    _ev("DO_PUT_WRITE", topic="u", rows=1),
+    _ev("DO_PUT_END", topic="u"),
+    _ev("SESSION_FINALIZE"),
+]
+
+
+@pytest.mark.parametrize("line", ["0.3", "0.4", "0.5", "0.6", "0.7"])
+def test_an_updater_may_skip_its_read_where_the_line_marks_it_optional(line: str) -> None:
+    """From 0.6 an SDK opens a session with sequence_update, without reading the sequence
+    first: the enter-updater row marks that read optional there, and only there."""
+    spec = load_line(line)
+    row = spec.spec.session.lookup("Null", "enter", {"role": "updater", "policy": "Report"})
+    assert row is not None
+    optional = row.steps[0].do == "GET_FLIGHT_INFO" and row.steps[0].optional
+    read = [*WRITTEN, _ev("GET_FLIGHT_INFO"), *UPDATE]
+    direct = [*WRITTEN, *UPDATE]
+    for events, conforms in ((read, True), (direct, optional)):
+        report = check_client_trace(events, spec.spec, sequence="s", client=spec.client_parties)
+        assert report.conforms is conforms, (line, [str(f) for f in report.findings])
+    assert optional is (line in ("0.6", "0.7"))
+
+
+def test_only_a_read_can_be_optional(tmp_path: Path) -> None:
+    from fsm.errors import SpecError
+    from tests.test_lines import read_line, refused
+
+    doc = read_line("0.6")
+    doc["lifecycle"]["session"]["replace"][1]["steps"][1]["optional"] = True
+    error = refused(tmp_path, "0.6", doc, "only a read can be optional")
+    assert isinstance(error, SpecError)

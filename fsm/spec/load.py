@@ -371,7 +371,11 @@ def _step(
         unknown = _unknown_route(r, raw.unknown, op, triggers)
     elif raw.unknown is not None:
         raise r.fail(f"{do or topics} cannot end unknown, yet an 'unknown' route is given")
-    return Step(do=do, topics=topics, failed=failed, unknown=unknown)
+    if raw.optional and (
+        op is None or op.permission not in ("none", "read") or op.kind == "stream"
+    ):
+        raise r.fail(f"only a read can be optional; {do or topics} is not one")
+    return Step(do=do, topics=topics, failed=failed, unknown=unknown, optional=raw.optional)
 
 
 def _check_fan_out(r: _R, topics: str | None, topic: MachineSpec | None) -> None:

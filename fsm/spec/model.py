@@ -101,6 +101,9 @@ class Step:
     topics: str | None
     failed: FailedRoute
     unknown: str | ProbeRoute | None
+    optional: bool = False
+    """A read a client may leave out (the engine makes it): the server's state does not
+    depend on it, so a client check accepts the row with or without it."""
 
     @property
     def name(self) -> str:

@@ -146,6 +146,7 @@ class StepEntry:
     topics: Text | None = None
     failed: Route | dict[str, Route] | None = None
     unknown: Route | VerdictRoutes | None = None
+    optional: bool = False
 
 
 @attrs.frozen
