@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -25,9 +24,8 @@ def test_an_unreachable_target_exits_2_quickly_without_verdicts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = io.StringIO()
-    started = time.monotonic()
     code = main(["conformance", f"grpc://127.0.0.1:{_closed_port()}", "--budget", "0"], out)
-    assert code == 2 and time.monotonic() - started < 10
+    assert code == 2 and out.getvalue() == "", "no verdict is printed"
     err = capsys.readouterr().err
     assert "nothing listens" in err and "nothing was checked" in err
     assert "FAIL" not in out.getvalue() and " fail " not in err
