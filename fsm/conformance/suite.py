@@ -149,7 +149,7 @@ def run_suite(
     the run: the suite cleans up and returns what it checked, marked `interrupted`."""
     spec = spec or load_spec()
     started = time.monotonic()
-    _reach(connect, api_key, target)
+    _reach(connect, api_key, target, spec)
     prefix = f"mfsm{seed}x{secrets.token_hex(3)}"
     verdicts: list[Verdict] = []
     keys: list[str] = []
@@ -240,7 +240,16 @@ def _run_cases(
 _KEY_HINT = "pass --api-key with a manage key, such as the one `serve --api-key-auth` prints"
 
 
-def _reach(connect: TransportFactory, api_key: str | None, target: str) -> None:
+def _hello(spec: Spec) -> str:
+    """The action a server of `spec` answers with its version: version, or (where the
+    tables replace it) info."""
+    for name in ("VERSION", "INFO"):
+        if name in spec.operations:
+            return spec.operations[name].wire
+    raise ConformanceError("the tables have neither a version nor an info action")
+
+
+def _reach(connect: TransportFactory, api_key: str | None, target: str, spec: Spec) -> None:
     """Unreachable unless the target answers `version` as a Mosaico server does and lets the
     key manage keys (the suite creates keys of each permission): without that every case
     would fail for a reason that is not the target's conformance."""
@@ -248,9 +257,11 @@ def _reach(connect: TransportFactory, api_key: str | None, target: str) -> None:
         transport = connect(api_key)
     except Exception as error:
         raise Unreachable(f"cannot connect to {target}: {error}") from error
+    hello = _hello(spec)
+    manage = Outcome.ok()
     try:
-        version = transport.action(FlightAction.VERSION, {})
-        if version.is_ok:
+        version = transport.action_raw(hello, b"{}")
+        if version.is_ok and "API_KEY_STATUS" in spec.operations:
             manage = transport.action(
                 FlightAction.API_KEY_STATUS, {"api_key_fingerprint": "00000000"}
             )
@@ -261,13 +272,13 @@ def _reach(connect: TransportFactory, api_key: str | None, target: str) -> None:
     if not version.is_ok:
         _refused_key(version, api_key, target)
         raise Unreachable(
-            f"{target} is not a Mosaico server: it refused the version action with "
+            f"{target} is not a Mosaico server: it refused the {hello} action with "
             f"{outcome_text(version)}",
             "check the URL's host and port",
         )
     if not isinstance(version.value, Mapping) or "version" not in version.value:
         raise Unreachable(
-            f"{target} is not a Mosaico server: its answer to the version action has no "
+            f"{target} is not a Mosaico server: its answer to the {hello} action has no "
             f"version ({str(version.value)[:80]!r})",
             "check the URL's host and port",
         )
