@@ -5,7 +5,9 @@
    in the same run, to a bare pyarrow `FlightServerBase` that validates each batch in full and
    discards it; both servers in their own processes, interleaved rounds, medians. Target:
    the reference server at >= 0.5x of the bare one. A third server, the same bare one keeping
-   every batch in memory as the reference server does, shows what keeping costs here.
+   every batch in memory as the reference server does, shows what keeping costs here. For
+   each server, the page faults and the CPU time (user, system) its process spends per DoPut
+   (Linux /proc).
 2. Rejected requests: the server's RSS after a warm-up, then after N/2 and N more rejected
    requests of every kind (bad JSON, unknown action, not found, already exists, failed precondition, a bad
    key, no key, a bad ticket, a forged DoPut batch, 100,000 nested brackets, an oversized
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pyarrow as pa
@@ -71,6 +74,13 @@ class BareServer:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+
+
+def _usage(pid: int) -> tuple[int, float, float]:
+    """A process's minor page faults, user and system CPU seconds so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[7]), int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _batches(total_mb: int) -> list[pa.RecordBatch]:
@@ -128,14 +138,21 @@ def ingest(total_mb: int, rounds: int) -> None:
     size = sum(b.nbytes for b in batches)
     bare, keeping, reference = BareServer(), BareServer(keep=True), ServerProcess()
     times: dict[str, list[float]] = {"bare": [], "keeping": [], "reference": []}
+    usage: dict[str, list[tuple[int, float, float]]] = {name: [] for name in times}
+    pids = {"bare": bare.proc.pid, "keeping": keeping.proc.pid, "reference": reference.pid}
+
+    def timed(name: str, location: str, descriptor: flight.FlightDescriptor) -> None:
+        before = _usage(pids[name])
+        times[name].append(_put(location, descriptor, batches))
+        after = _usage(pids[name])
+        usage[name].append(tuple(a - b for a, b in zip(after, before, strict=True)))  # type: ignore[arg-type]
+
     try:
         for r in range(rounds):
             for name, server in (("bare", bare), ("keeping", keeping)):
-                times[name].append(
-                    _put(server.location, flight.FlightDescriptor.for_command(b"x"), batches)
-                )
+                timed(name, server.location, flight.FlightDescriptor.for_command(b"x"))
             descriptor = _reference_descriptor(reference.location, f"ingest{r}")
-            times["reference"].append(_put(reference.location, descriptor, batches))
+            timed("reference", reference.location, descriptor)
     finally:
         bare.stop()
         keeping.stop()
@@ -151,6 +168,16 @@ def ingest(total_mb: int, rounds: int) -> None:
         f"  reference / bare (discarding)                     {ref_rate / bare_rate:8.2f}x  (target >= 0.5x)"
     )
     print(f"  reference / bare (keeping)                        {ref_rate / keep_rate:8.2f}x")
+    print("  per DoPut, medians: page faults, user and system CPU seconds of the server process")
+    for name, label in (
+        ("bare", "bare (discard)"),
+        ("keeping", "bare (keep)"),
+        ("reference", "reference"),
+    ):
+        faults = median(u[0] for u in usage[name])
+        user = median(u[1] for u in usage[name])
+        system = median(u[2] for u in usage[name])
+        print(f"    {label:16} {faults:9.0f} faults  user {user:5.2f} s  system {system:5.2f} s")
     print()
 
 
