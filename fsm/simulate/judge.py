@@ -90,7 +90,7 @@ def _kind_blind(spec: Spec) -> bool:
     )
 
 
-ACCEPTED_KEPT = 200_000
+ACCEPTED_KEPT = 50_000
 """How many accepted server traces a judge remembers (it forgets them all past that)."""
 
 
