@@ -732,15 +732,12 @@ def _best_move(
     return best, deepest
 
 
-def _violations(run: _Run) -> int:
-    return sum(f.kind == "violation" for f in run.findings)
-
-
 def _unbeatable(done: _Run, start: _Run) -> bool:
-    """True when no explanation searched from `start` can be `_better` than `done`, one of
-    them: it adds no finding and no lost reply to `start`'s, and explains every event a run
-    may explain. The search keeps the first of equals, so it may stop at `done`: the
-    outcome is the one the whole search would have found."""
+    """True when `done`, an explanation searched from `start`, cannot be beaten by any other
+    searched from `start`: it adds no finding and no lost reply to `start`'s (the others can
+    only add some), and explains every event a run may explain (the others cannot explain
+    more). `_better` keeps the first of equals, so the search may stop at `done`: its
+    outcome is the one the search of every move would have found."""
     return (
         len(done.findings) == len(start.findings)
         and len(done.lost) == len(start.lost)
