@@ -549,3 +549,12 @@ def test_an_explanation_is_unbeatable_only_without_more_findings_lost_replies_or
     assumed = done.fork()
     assumed.lost[0] = ProbeVerdict.APPLIED
     assert not _unbeatable(assumed, start)
+
+
+def test_each_exploration_judges_its_traces_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge's memory of accepted traces lasts one exploration (its workers keep it from
+    one chunk of runs to the next): a second exploration checks every trace again."""
+    first = _server_traces(monkeypatch)
+    second = _server_traces(monkeypatch)
+    assert len(first) == len(second) > 50
+    assert [events for events, _ in first] == [events for events, _ in second]
