@@ -252,7 +252,10 @@ def _ses_create(ctx: Context) -> None:
     seq = ctx.sequence("ses")
     ses = ctx.session(seq)
     sessions = ctx.sequence_info(seq).sessions
-    ctx.check([s.uuid for s in sessions] == [ses], f"sessions listed: {[s.uuid for s in sessions]}")
+    ctx.check(
+        [s.uuid for s in sessions] == [ctx.listed(ses)],
+        f"sessions listed: {[s.uuid for s in sessions]}",
+    )
     ctx.check(
         not sessions[0].locked and sessions[0].completed_at_ns is None,
         "a new session is locked or completed",
@@ -282,7 +285,7 @@ def _ses_topics_listed(ctx: Context) -> None:
     seq = ctx.sequence("sestop")
     ses = ctx.session(seq)
     loc, _ = ctx.topic(ses, seq)
-    session = ctx.sequence_info(seq).session(ses)
+    session = ctx.sequence_info(seq).session(ctx.listed(ses))
     ctx.check(session is not None, "the session is not listed")
     assert session is not None
     ctx.check(
@@ -334,7 +337,7 @@ def _ses_unlocked(ctx: Context) -> None:
 )
 def _ses_finalize(ctx: Context) -> None:
     seq, ses, _ = finalized(ctx, "fin")
-    session = ctx.sequence_info(seq).session(ses)
+    session = ctx.sequence_info(seq).session(ctx.listed(ses))
     ctx.check(
         session is not None and session.locked and session.completed_at_ns is not None,
         f"the session is {session}",
@@ -392,7 +395,7 @@ def _ses_report(ctx: Context) -> None:
         "an error notification",
     )
     ctx.ok(ctx.act(A.SESSION_FINALIZE, {"session_uuid": ses}), "session_finalize after the report")
-    session = ctx.sequence_info(seq).session(ses)
+    session = ctx.sequence_info(seq).session(ctx.listed(ses))
     ctx.check(
         session is not None and session.completed_at_ns is not None, "the session is not completed"
     )
@@ -402,7 +405,8 @@ def _ses_report(ctx: Context) -> None:
         "left-unlocked",
     )
     ctx.ok(
-        ctx.act(A.SESSION_DELETE, {"session_uuid": ses}), "session_delete of the reported session"
+        ctx.act(A.SESSION_DELETE, ctx.session_delete_body(ses)),
+        "session_delete of the reported session",
     )
 
 
@@ -413,7 +417,7 @@ def _ses_report(ctx: Context) -> None:
 )
 def _ses_delete(ctx: Context) -> None:
     seq, ses, loc, _ = locked_topic(ctx, "sdel")
-    ctx.ok(ctx.act(A.SESSION_DELETE, {"session_uuid": ses}), "session_delete")
+    ctx.ok(ctx.act(A.SESSION_DELETE, ctx.session_delete_body(ses)), "session_delete")
     info = ctx.sequence_info(seq)
     ctx.check(info.sessions == () and info.topics == (), "the session or its topic is still listed")
     ctx.refused(
@@ -432,13 +436,14 @@ def _ses_delete(ctx: Context) -> None:
 def _ses_delete_locked(ctx: Context) -> None:
     seq, ses, _ = finalized(ctx, "slock")
     ctx.refused(
-        ctx.act(A.SESSION_DELETE, {"session_uuid": ses}),
+        ctx.act(A.SESSION_DELETE, ctx.session_delete_body(ses)),
         E.FAILED_PRECONDITION,
         "session_delete of a locked session",
         "delete-refused",
     )
     ctx.check(
-        ctx.sequence_info(seq).session(ses) is not None, "the refused delete removed the session"
+        ctx.sequence_info(seq).session(ctx.listed(ses)) is not None,
+        "the refused delete removed the session",
     )
 
 
@@ -1141,7 +1146,11 @@ def _engine_run(
     from fsm.enums import SessionLevelErrorPolicy
 
     chosen = SessionLevelErrorPolicy[policy]
-    client = Client(ctx.transport, batch_policy=BatchPolicy(background=False, batch_rows=4))
+    client = Client(
+        ctx.transport,
+        batch_policy=BatchPolicy(background=False, batch_rows=4),
+        protocol=ctx.line,
+    )
     name = update_of or ctx.name(f"pol{policy.lower()}")
     writer = (
         client.sequence_update(name, on_error=chosen)
@@ -1168,6 +1177,7 @@ def _engine_run(
     except Stop:
         pass
     ctx.log(f"engine: session {writer.session_uuid} ended {writer.session_status.name}")
+    ctx.learn_session(writer.session_uuid or "", writer.session_locator)
     return name, writer.session_uuid or ""
 
 
@@ -1179,7 +1189,7 @@ def _engine_run(
 def _pol_finalized(ctx: Context) -> None:
     seq, ses = _engine_run(ctx, "Report", fail=False)
     info = ctx.sequence_info(seq)
-    session = info.session(ses)
+    session = info.session(ctx.listed(ses))
     ctx.check(session is not None and session.locked, f"the session reads {session}")
     ctx.check(len(info.topics) == 1 and info.topics[0].locked, "the topic is not locked")
     rows = ctx.read(info.topics[0].ticket, info.topics[0].locator).table().num_rows
@@ -1195,7 +1205,7 @@ def _pol_finalized(ctx: Context) -> None:
 def _pol_report(ctx: Context) -> None:
     seq, ses = _engine_run(ctx, "Report", fail=True)
     info = ctx.sequence_info(seq)
-    session = info.session(ses)
+    session = info.session(ctx.listed(ses))
     ctx.check(
         session is not None and not session.locked,
         f"the reported session is locked: {session}",
@@ -1231,7 +1241,8 @@ def _pol_delete_updater(ctx: Context) -> None:
     seq, first = _engine_run(ctx, "Report", fail=False)
     _engine_run(ctx, "Delete", fail=True, update_of=seq)
     sessions = [s.uuid for s in ctx.sequence_info(seq).sessions]
-    ctx.check(sessions == [first], f"sessions left: {sessions} (expected only {first})")
+    kept = ctx.listed(first)
+    ctx.check(sessions == [kept], f"sessions left: {sessions} (expected only {kept})")
 
 
 # The QUERY cases on stored data live in a module of their own; importing it registers them.

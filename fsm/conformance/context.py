@@ -18,6 +18,7 @@ from fsm.conformance.requests import outcome_text, put_batches, short, topic_bod
 from fsm.enums import APIKeyPermissionEnum, FlightAction
 from fsm.errors import ConformanceError
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
+from fsm.spec.lines import DEFAULT_LINE, Line, load_line
 from fsm.transport import (
     Descriptor,
     SequenceInfo,
@@ -28,10 +29,15 @@ from fsm.transport import (
     encode_body,
 )
 
-__all__ = ["Context", "Fail", "TransportFactory", "Unknown"]
+__all__ = ["Context", "Fail", "KeySource", "NotApplicable", "TransportFactory", "Unknown"]
 
 TransportFactory = Callable[[str | None], Transport]
 """Opens a transport to the target with an API key (None: no key)."""
+
+KeySource = Callable[[tuple[str, ...], int | None], str | None]
+"""A token of a key holding exactly the given permission bits, expiring at the given time
+(None: never), or None when no such key can be had. How the suite gets keys of each
+permission on a line without API-key actions, whose server makes its keys itself."""
 
 _KEY_CREATE = FlightAction.API_KEY_CREATE.value
 
@@ -47,6 +53,11 @@ class Fail(ConformanceError):
 
 class Unknown(ConformanceError):
     """The outcome could not be observed (for example, no key able to make the request)."""
+
+
+class NotApplicable(ConformanceError):
+    """The requirement is not one of the target's protocol line: its tables lack an operation
+    the case needs. Reported apart, never as a pass."""
 
 
 _RANGE = ("timestamp_ns_start", "timestamp_ns_end")
@@ -184,13 +195,24 @@ class Context:
     """Helpers for one case. Every request goes through a transport this context handed
     out (`transport`, `connect`, `key_transport`, `anonymous`) and is logged in `steps`."""
 
-    def __init__(self, connect: TransportFactory, api_key: str | None, prefix: str) -> None:
+    def __init__(
+        self,
+        connect: TransportFactory,
+        api_key: str | None,
+        prefix: str,
+        line: Line | None = None,
+        keys: KeySource | None = None,
+    ) -> None:
         self._connect = connect
         self._log = _Log()
         self._opened: list[Transport] = []
         self._counter = 0
+        self._session_locators: dict[str, str] = {}
+        self._keys = keys
         self.api_key = api_key
         self.prefix = prefix
+        self.line = line or load_line(DEFAULT_LINE)
+        self.spec = self.line.spec
         self.transport = self.connect(api_key, "")
 
     @property
@@ -205,6 +227,54 @@ class Context:
     def close(self) -> None:
         for transport in self._opened:
             transport.close()
+
+    # -- the target's protocol line ---------------------------------------------------------------
+
+    def needs(self, *operations: str) -> None:
+        """NotApplicable unless the line's tables have every one of `operations`."""
+        missing = [op for op in operations if op not in self.spec.operations]
+        if missing:
+            raise NotApplicable(f"line {self.line.name} has no {', '.join(missing)}")
+
+    def wire(self, operation: str) -> str:
+        """The wire name of one of the line's operations (NotApplicable when it has none)."""
+        self.needs(operation)
+        return self.spec.operations[operation].wire
+
+    def permission(self, operation: str) -> str:
+        """The permission the line's tables give `operation`."""
+        self.needs(operation)
+        return self.spec.operations[operation].permission
+
+    @property
+    def name_field(self) -> str:
+        """The query field that names a sequence or a topic in the line's query table."""
+        fields = self.spec.query.sections["sequence"].fields
+        for name in ("locator", "name"):
+            if name in fields:
+                return name
+        raise NotApplicable(f"line {self.line.name}'s query names no sequence by name")
+
+    def listed(self, session_uuid: str) -> str:
+        """What a sequence's description names the session by: its UUID, or the locator its
+        session_create answered where the line's sequences list sessions by locator."""
+        if self.line.wire["sequence_app_metadata"].startswith("sessions_locator"):
+            return self._session_locators.get(session_uuid, session_uuid)
+        return session_uuid
+
+    def learn_session(self, session_uuid: str, locator: str | None) -> None:
+        """Note the locator of a session opened outside `session` (by the engine)."""
+        if locator:
+            self._session_locators[session_uuid] = locator
+
+    def session_delete_body(self, session_uuid: str) -> dict[str, Any]:
+        """The body of the line's session_delete of a session."""
+        shape = self.line.wire["session_delete_body"]
+        if shape == "locator":
+            return {"locator": self._session_locators.get(session_uuid, session_uuid)}
+        if shape == "session_uuid":
+            return {"session_uuid": session_uuid}
+        raise ConformanceError(f"no session_delete body of shape {shape!r}")
 
     # -- names, logging and transports -------------------------------------------------------
 
@@ -285,9 +355,15 @@ class Context:
         value = self.ok(
             self.act(FlightAction.SESSION_CREATE, {"locator": sequence}), "session_create"
         )
-        if not isinstance(value, dict) or not isinstance(value.get("uuid"), str):
-            raise Fail(f"session_create answered {value!r}, not {{'uuid': ...}}")
-        return str(value["uuid"])
+        answer = self.spec.operations["SESSION_CREATE"].response
+        keys = sorted(answer) if isinstance(answer, Mapping) else ["uuid"]
+        if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in keys):
+            raise Fail(
+                f"session_create answered {value!r}, not {{{', '.join(keys)}}}", "session-answer"
+            )
+        uuid = str(value["uuid"])
+        self.learn_session(uuid, value.get("locator") if "locator" in keys else None)
+        return uuid
 
     def topic(
         self,
@@ -353,8 +429,14 @@ class Context:
     def key_transport(
         self, permission: APIKeyPermissionEnum, *, expires_at_ns: int | None = None
     ) -> Transport:
-        """A transport with a new key of `permission` (needs a manage key on an authenticating
-        target; Unknown otherwise). The key is revoked when the suite ends."""
+        """A transport with a new key of `permission`: made with api_key_create where the line
+        has it (needs a manage key on an authenticating target; Unknown otherwise), or taken
+        from the key source the suite was given (the line's permission bits: a manage key
+        holds every bit). A created key is revoked when the suite ends."""
+        expired = " expired" if expires_at_ns is not None else ""
+        who = f"[{permission.value}{expired} key] "
+        if "API_KEY_CREATE" not in self.spec.operations:
+            return self.connect(self._sourced_key(permission, expires_at_ns), who)
         if self.api_key is None:
             raise Unknown("the target was given no API key to create keys with")
         body: dict[str, Any] = {
@@ -367,8 +449,27 @@ class Context:
         if outcome.kind is ErrorKind.PERMISSION_DENIED:
             raise Unknown("the given API key cannot create keys (it is not a manage key)")
         token = self.ok(outcome, "api_key_create").get("api_key_token")
-        expired = " expired" if expires_at_ns is not None else ""
-        return self.connect(str(token), f"[{permission.value}{expired} key] ")
+        return self.connect(str(token), who)
+
+    def bits(self, permission: APIKeyPermissionEnum) -> tuple[str, ...]:
+        """The line's permission values a key of `permission` holds."""
+        perms = self.line.permissions
+        if permission.value in perms.values:
+            return (permission.value,)
+        if permission is APIKeyPermissionEnum.Manage:
+            return perms.values
+        raise NotApplicable(f"line {self.line.name} has no {permission.value} permission")
+
+    def _sourced_key(self, permission: APIKeyPermissionEnum, expires_at_ns: int | None) -> str:
+        bits = self.bits(permission)
+        token = self._keys(bits, expires_at_ns) if self._keys is not None else None
+        if token is None:
+            expiring = " expired" if expires_at_ns is not None else ""
+            raise Unknown(
+                f"line {self.line.name} makes keys on the server only and no{expiring} key "
+                f"with {'+'.join(bits)} was given"
+            )
+        return token
 
     def authenticating(self, *, without: str = "") -> None:
         """Go on only when the target is seen to authenticate: a request without a key, or

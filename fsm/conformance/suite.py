@@ -22,13 +22,21 @@ from typing import Any
 import attrs
 
 from fsm.conformance.cases import CASES, Case
-from fsm.conformance.context import Context, Fail, TransportFactory, Unknown
+from fsm.conformance.context import (
+    Context,
+    Fail,
+    KeySource,
+    NotApplicable,
+    TransportFactory,
+    Unknown,
+)
 from fsm.conformance.explore import Exploration, explore
 from fsm.conformance.requests import outcome_text
 from fsm.enums import FlightAction
 from fsm.errors import ConformanceError, OutcomeUnknown
 from fsm.outcome import ErrorKind, Outcome, OutcomeStatus
-from fsm.spec import Spec, load_spec
+from fsm.spec import Spec
+from fsm.spec.lines import DEFAULT_LINE, Line, load_line, load_lines
 from fsm.transport import Transport
 
 __all__ = [
@@ -40,6 +48,10 @@ __all__ = [
     "run_suite",
     "summary_line",
 ]
+
+
+STATUSES = ("pass", "fail", "unknown", "n/a")
+"""A verdict's status: n/a is a requirement the target's protocol line does not have."""
 
 
 class Unreachable(ConformanceError):
@@ -54,7 +66,7 @@ class Unreachable(ConformanceError):
 @attrs.frozen
 class Verdict:
     case: Case
-    status: str  # pass, fail or unknown
+    status: str  # pass, fail, unknown, or n/a (not a requirement of the target's line)
     message: str
     steps: tuple[str, ...]
     deviations: tuple[str, ...]
@@ -115,8 +127,11 @@ class SuiteResult:
 
     @property
     def observed_nothing(self) -> bool:
-        """Every requirement ended unknown: the run showed neither conformance nor its lack."""
-        return bool(self.verdicts) and self.count("unknown") == len(self.verdicts)
+        """Every requirement of the target's line ended unknown: the run showed neither
+        conformance nor its lack."""
+        return bool(self.count("unknown")) and self.count("unknown") + self.count("n/a") == len(
+            self.verdicts
+        )
 
     def failing_ids(self) -> list[str]:
         ids = [v.case.id for v in self.verdicts if v.status == "fail"]
@@ -140,25 +155,33 @@ def run_suite(
     phase: Callable[[str], None] | None = None,
     throwaway: bool = False,
     stop: Callable[[], bool] | None = None,
+    line: Line | None = None,
+    keys: KeySource | None = None,
 ) -> SuiteResult:
     """Run every case against the target, then explore for at most `budget` seconds (when an
     oracle, a transport to a fresh reference model, is given; `deviation_oracles` name a
     disagreement that one of them reproduces). Unreachable when the target does not answer,
     is not a Mosaico server, or refuses the key. `phase` hears "cases", "exploring" and
     "cleaning up" as the run moves on. A KeyboardInterrupt, or `stop()` turning True, stops
-    the run: the suite cleans up and returns what it checked, marked `interrupted`."""
-    spec = spec or load_spec()
+    the run: the suite cleans up and returns what it checked, marked `interrupted`.
+
+    `line` is the protocol line the target speaks (default: the line whose tables are `spec`,
+    or 0.3): a case needing an operation the line lacks is `n/a`, and requests that differ
+    per line are built from its data. `keys` gives keys of each permission on a line whose
+    server makes its keys itself (no API-key actions)."""
+    line = _line_of(line, spec)
+    spec = line.spec
     started = time.monotonic()
     _reach(connect, api_key, target, spec)
     prefix = f"mfsm{seed}x{secrets.token_hex(3)}"
     verdicts: list[Verdict] = []
-    keys: list[str] = []
+    made: list[str] = []
     interrupted = False
     exploration = None
     try:
         if phase is not None:
             phase("cases")
-        _run_cases(connect, api_key, prefix, cases, spec, verdicts, keys, progress)
+        _run_cases(connect, api_key, prefix, cases, line, keys, verdicts, made, progress)
         if oracle is not None and budget > 0:
             if phase is not None:
                 phase("exploring")
@@ -182,7 +205,7 @@ def run_suite(
     if phase is not None:
         phase("cleaning up")
     try:
-        left = _clean_up(connect, api_key, prefix, keys)
+        left = _clean_up(connect, api_key, prefix, made)
     except KeyboardInterrupt:
         interrupted = True
         left = (LeftBehind("sequences", f"{prefix}*", "the clean-up was interrupted"),)
@@ -200,19 +223,35 @@ def run_suite(
     )
 
 
+def _line_of(line: Line | None, spec: Spec | None) -> Line:
+    """The line to check a target as: `line`, or the line whose tables are `spec`."""
+    if line is not None:
+        if spec is not None and spec is not line.spec:
+            raise ConformanceError(f"give a line or a spec, not both (line {line.name})")
+        return line
+    if spec is None:
+        return load_line(DEFAULT_LINE)
+    for known in load_lines().values():
+        if known.spec is spec:
+            return known
+    return attrs.evolve(load_line(DEFAULT_LINE), spec=spec)
+
+
 def _run_cases(
     connect: TransportFactory,
     api_key: str | None,
     prefix: str,
     cases: Sequence[Case],
-    spec: Spec,
+    line: Line,
+    keys: KeySource | None,
     verdicts: list[Verdict],
-    keys: list[str],
+    made: list[str],
     progress: Callable[[int, int, Verdict], None] | None,
 ) -> None:
     """Run the cases in order, appending each verdict (and the keys a case made) as it ends."""
+    spec = line.spec
     for number, case in enumerate(cases, 1):
-        ctx = Context(connect, api_key, f"{prefix}_{number}")
+        ctx = Context(connect, api_key, f"{prefix}_{number}", line, keys)
         t0 = time.monotonic()
         status, message = "pass", ""
         labels: tuple[str, ...] = ()
@@ -221,6 +260,8 @@ def _run_cases(
         except Fail as failure:
             status, message = "fail", str(failure)
             labels = tuple(d for d in case.labels(failure) if d in spec.deviations)
+        except NotApplicable as not_applicable:
+            status, message = "n/a", str(not_applicable)
         except (Unknown, OutcomeUnknown) as unknown:
             status, message = "unknown", str(unknown)
         except Exception as error:  # a crash while checking is a failure of the target's answers
@@ -229,7 +270,7 @@ def _run_cases(
                 f"the check could not complete: {type(error).__name__}: {error}",
             )
         finally:
-            keys.extend(ctx.keys)
+            made.extend(ctx.keys)
             ctx.close()
         verdict = Verdict(case, status, message, tuple(ctx.steps), labels, time.monotonic() - t0)
         verdicts.append(verdict)
@@ -388,7 +429,7 @@ def _as_json(result: SuiteResult) -> dict[str, Any]:
         "target": result.target,
         "seed": result.seed,
         "prefix": result.prefix,
-        "summary": {s: result.count(s) for s in ("pass", "fail", "unknown")},
+        "summary": {s: result.count(s) for s in STATUSES},
         "cases": [v.to_json() for v in result.verdicts],
         "left_behind": [item.to_json() for item in result.left_behind],
         "seconds": round(result.seconds, 3),
@@ -421,6 +462,8 @@ def summary_line(result: SuiteResult) -> str:
         f"{result.count('pass')} passed, {result.count('fail')} failed, "
         f"{result.count('unknown')} unknown of {checked} requirements"
     ]
+    if result.count("n/a"):
+        parts[0] += f" ({result.count('n/a')} n/a: not requirements of the target's line)"
     e = result.exploration
     if e is not None:
         parts.append(f"exploration {'failed' if e.failure else 'passed'} ({e.runs} runs)")
@@ -516,7 +559,7 @@ def _as_junit(result: SuiteResult) -> str:
         name="mosaico-fsm conformance",
         tests=str(len(result.verdicts) + (1 if result.exploration else 0)),
         failures=str(len(result.failing_ids())),
-        skipped=str(result.count("unknown")),
+        skipped=str(result.count("unknown") + result.count("n/a")),
         time=f"{result.seconds:.3f}",
     )
     properties = ET.SubElement(suite, "properties")
@@ -536,8 +579,8 @@ def _as_junit(result: SuiteResult) -> str:
             failure.text = f"{v.case.requirement}\nsource: {v.case.source}\n{labels}" + "\n".join(
                 v.steps
             )
-        elif v.status == "unknown":
-            ET.SubElement(case, "skipped", message=v.message)
+        elif v.status in ("unknown", "n/a"):
+            ET.SubElement(case, "skipped", message=f"{v.status}: {v.message}")
         ET.SubElement(case, "system-out").text = v.case.requirement
     if result.exploration is not None:
         e = result.exploration
