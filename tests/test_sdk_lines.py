@@ -170,6 +170,22 @@ def test_query(run: Run) -> None:
     assert result["none"] == []
 
 
+def test_data_query_and_filter_actions(run: Run) -> None:
+    """A query on stored data (imu/front's x is 0..2, imu/rear's 50..52), and where the line
+    has them the streaming filter actions on its answer, through the SDK's own calls."""
+    result = run.check("data_query")
+    assert result["high"] == ["imu/rear"]
+    assert result["some"] == ["imu/front", "imu/rear"]
+    if "TOPIC_FILTER_CLUSTERIZE" not in run.model.spec.operations:
+        assert "clusters_whole" not in result
+        return
+    rear = [BASE_NS + i * STEP_NS + 1 for i in range(ROWS)]
+    assert result["clusters_whole"] == [[rear[0], rear[-1]]]
+    assert result["clusters_split"] == [[t, t] for t in rear]
+    # imu/front has x > 1 at rows 3 and 4; imu/rear at every row: they meet on front's span.
+    assert result["intersect"] == [[BASE_NS + 3 * STEP_NS, BASE_NS + 4 * STEP_NS]]
+
+
 def test_report_policy(run: Run) -> None:
     result = run.check("report_policy")
     assert result["raised"] == "report me" and result["status"] == "error"
@@ -203,6 +219,27 @@ def test_topic_policy(run: Run) -> None:
     assert run.session_states(seq) == ["finalized"]
 
 
+def test_topic_policy_ignore(run: Run) -> None:
+    result = run.check("topic_ignore")
+    assert (result["after_error"], result["after_push"]) == ("ignored_last_error", "active")
+    assert (result["status"], result["final"]) == ("finalized", "finalized")
+    stamps = [BASE_NS + i * STEP_NS for i in range(3)]
+    assert result["read_stamps"] == stamps
+    seq = name("topicign")
+    assert run.rows(f"{seq}/imu") == 3
+    assert run.snapshot["topics"][f"{seq}/imu"]["notifications"] == [("error", "ignored record")]
+
+
+def test_topic_policy_raise(run: Run) -> None:
+    result = run.check("topic_raise")
+    assert result["raised"] == "raised record"
+    assert (result["status"], result["final"]) == ("error", "finalized_with_error")
+    seq = name("topicraise")
+    assert run.snapshot["topics"][f"{seq}/imu"]["notifications"] == [("error", "raised record")]
+    [(kind, message)] = run.snapshot["sequences"][seq]["notifications"]
+    assert kind == "error" and "raised record" in message
+
+
 def test_add_session(run: Run) -> None:
     result = run.check("add_session")
     assert result["update_status"] == "finalized" and result["extra_equal"]
@@ -230,10 +267,16 @@ def test_keys(run: Run) -> None:
         assert "created_description" not in result
 
 
-@pytest.mark.parametrize("what", ["run", "report", "delete", "topicpol"])
+@pytest.mark.parametrize(
+    "what", ["run", "report", "delete", "topicpol", "topicign", "topicraise", "large"]
+)
 def test_trace_passes_check_trace(run: Run, what: str) -> None:
     """What each release sent for a sequence conforms to its line's tables, or departs from
     them only by a deviation the line records for its SDK."""
+    assert run.model.trace is not None
+    if name(what) not in group_by_sequence(run.model.trace.events):  # a check not run here
+        assert what == "large" and "too_large" not in run.results
+        return
     report = run.trace_report(name(what))
     assert report.violation is None, [str(f) for f in report.findings]
 

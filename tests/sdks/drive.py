@@ -33,6 +33,7 @@ from mosaicolabs import (
     Message,
     MosaicoClient,
     Point3d,
+    QueryOntologyCatalog,
     QuerySequence,
     QueryTopic,
     SessionLevelErrorPolicy,
@@ -164,6 +165,36 @@ class Driver:
 
         return {"by_name": items(by_name), "by_topic": items(by_topic), "none": items(missing)}
 
+    def do_data_query(self) -> dict[str, Any]:
+        """A query on the stored data (the release spells the ontology tag its own way), and
+        the streaming filter actions on its answer where the release has them."""
+        assert self.client is not None
+        seq = self.name("run")
+        high = self.client.query(
+            QueryOntologyCatalog().with_expression(IMU.Q.acceleration.x.gt(10.0))
+        )
+        some = self.client.query(
+            QueryOntologyCatalog().with_expression(IMU.Q.acceleration.x.gt(1.0))
+        )
+        assert high is not None and some is not None
+        facts: dict[str, Any] = {
+            "high": sorted(t.name.lstrip("/") for item in high for t in item.topics),
+            "some": sorted(t.name.lstrip("/") for item in some for t in item.topics),
+            "sequences": sorted({item.sequence.name for item in some}),
+        }
+        topics = {t.name.lstrip("/"): t for item in some for t in item.topics}
+        rear, front = topics["imu/rear"], topics["imu/front"]
+        if hasattr(rear, "clusterize"):
+
+            def spans(clusters: Any) -> list[list[int]]:
+                return [[c.timerange.start, c.timerange.end] for c in clusters]
+
+            facts["clusters_whole"] = spans(rear.clusterize())
+            facts["clusters_split"] = spans(rear.clusterize(clustering_dt_ns=STEP_NS // 2))
+            facts["intersect"] = spans(front.intersect(rear))
+        assert seq in facts["sequences"]
+        return facts
+
     def do_report_policy(self) -> dict[str, Any]:
         """An exception under Report: the error propagates, the session is finalized with a
         notification on the sequence and on each topic."""
@@ -220,6 +251,51 @@ class Driver:
             "failing": _status(failing.status),
             "healthy": _status(healthy.status),
             "gps_rows": len(self._read(seq, "gps")),
+        }
+
+    def do_topic_ignore(self) -> dict[str, Any]:
+        """A topic under Ignore absorbs its exception and keeps writing."""
+        assert self.client is not None
+        seq = self.name("topicign")
+        with self.client.sequence_create(seq, {}) as writer:
+            topic = writer.topic_create("imu", {}, IMU, on_error=TopicLevelErrorPolicy.Ignore)
+            assert topic is not None
+            with topic:
+                topic.push(Message(timestamp_ns=stamp(0), data=imu(0)))
+                topic.push(Message(timestamp_ns=stamp(1), data=imu(1)))
+                raise ValueError("ignored record")
+            after_error = _status(topic.status)
+            topic.push(Message(timestamp_ns=stamp(2), data=imu(2)))
+            after_push = _status(topic.status)
+        return {
+            "sequence": seq,
+            "status": _status(writer.status),
+            "after_error": after_error,
+            "after_push": after_push,
+            "final": _status(topic.status),
+            "read_stamps": [m.timestamp_ns for m in self._read(seq, "imu")],
+        }
+
+    def do_topic_raise(self) -> dict[str, Any]:
+        """A topic under Raise lets its exception leave the block: the session reports."""
+        assert self.client is not None
+        seq = self.name("topicraise")
+        raised = None
+        writer = self.client.sequence_create(seq, {})
+        try:
+            with writer:
+                topic = writer.topic_create("imu", {}, IMU, on_error=TopicLevelErrorPolicy.Raise)
+                assert topic is not None
+                with topic:
+                    topic.push(Message(timestamp_ns=stamp(0), data=imu(0)))
+                    raise ValueError("raised record")
+        except ValueError as exc:
+            raised = str(exc)
+        return {
+            "sequence": seq,
+            "raised": raised,
+            "status": _status(writer.status),
+            "final": _status(topic.status),
         }
 
     def do_add_session(self) -> dict[str, Any]:
@@ -312,9 +388,12 @@ class Driver:
             ("read", self.do_read),
             ("list", self.do_list),
             ("query", self.do_query),
+            ("data_query", self.do_data_query),
             ("report_policy", self.do_report_policy),
             ("delete_policy", self.do_delete_policy),
             ("topic_policy", self.do_topic_policy),
+            ("topic_ignore", self.do_topic_ignore),
+            ("topic_raise", self.do_topic_raise),
             ("add_session", self.do_add_session),
         ):
             self.check(name, body)
