@@ -4,7 +4,9 @@ The service is written on grpcio (the Flight protobuf service, Arrow IPC through
 every answer is a plain gRPC status with the bare message, as mosaicod sends it: a pyarrow
 client raises the same exception class with the same text against either server. It answers
 ListFlights, DoAction (every action of the catalogue), DoPut, GetFlightInfo and DoGet in the
-shapes of PROTOCOL.md; Handshake, PollFlightInfo, GetSchema, ListActions and DoExchange answer
+shapes of PROTOCOL.md, or of the model's protocol line (its wire shapes, chosen by name in
+`transport.flight.codec.FlightShapes`); GetSchema where the line's catalogue has it;
+Handshake, PollFlightInfo, ListActions and DoExchange (and GetSchema elsewhere) answer
 UNIMPLEMENTED. A `FaultPlan` makes chosen calls fail, lose their reply (the client sees
 UNAVAILABLE after the server applied the call) or break a stream, exactly as in the in-memory
 transport (both apply it through `transport.server.faults`).
