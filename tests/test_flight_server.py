@@ -379,10 +379,14 @@ def test_get_schema_is_unimplemented(server: RunningServer) -> None:
 
 
 def test_do_exchange_is_unimplemented(server: RunningServer) -> None:
-    """DoExchange answers UNIMPLEMENTED (seen when the exchange is closed)."""
+    """DoExchange answers UNIMPLEMENTED: raised by the call itself when the answer has already
+    arrived, otherwise when the exchange is read, and again when it is closed."""
     raw = flight.FlightClient(server.location)
     try:
-        writer, reader = raw.do_exchange(flight.FlightDescriptor.for_path("anything"))
+        try:
+            writer, reader = raw.do_exchange(flight.FlightDescriptor.for_path("anything"))
+        except pa.ArrowNotImplementedError:
+            return
         with pytest.raises(pa.ArrowNotImplementedError):
             writer.done_writing()
             reader.read_all()
