@@ -12,14 +12,18 @@ from functools import partial
 
 import attrs
 
+from fsm.conformance.context import KeySource
 from fsm.conformance.suite import SuiteResult, run_suite
+from fsm.enums import APIKeyPermissionEnum
 from fsm.faults import FaultSchedule
 from fsm.simulate import World
 from fsm.spec import load_spec
+from fsm.spec.lines import DEFAULT_LINE, Line, load_line
 from fsm.transport import Transport
 from fsm.workers import worker_pool
 from transport.flight.client import FlightTransport
 from transport.flight.server import start_server
+from transport.line_variants import LINE_VARIANTS
 from transport.memory import MemoryTransport
 from transport.server.model import ServerModel
 from transport.server.trace import ServerTrace
@@ -36,9 +40,10 @@ __all__ = [
 ]
 
 
-def oracle() -> Transport:
-    """A transport to a fresh reference model of the specification (the exploration's oracle)."""
-    return MemoryTransport(ServerModel(profile="spec"))
+def oracle(protocol: str | None = None) -> Transport:
+    """A transport to a fresh reference model of the specification (the exploration's oracle),
+    speaking protocol line `protocol` (default 0.3)."""
+    return MemoryTransport(ServerModel(profile="spec", protocol=protocol))
 
 
 def deviation_oracles() -> dict[str, Callable[[], Transport]]:
@@ -75,17 +80,50 @@ class EmbeddedTarget:
     location: str
     api_key: str
     connect: Callable[[str | None], Transport]
+    line: Line
+    keys: KeySource
+    """Keys of any permission bits, made by the server itself (as a line without API-key
+    actions makes them on its command line)."""
+
+
+def model_keys(model: ServerModel) -> KeySource:
+    """A key source of `model`: each key issued by the server itself (its bootstrap), with
+    exactly the bits asked for (every bit: a manage key), expiring when asked."""
+
+    def make(bits: tuple[str, ...], expires_at_ns: int | None) -> str | None:
+        values = model.line.permissions.values
+        if len(bits) == 1 and bits[0] in values:
+            permission = APIKeyPermissionEnum(bits[0])
+        elif set(bits) == set(values):
+            permission = APIKeyPermissionEnum.Manage
+        else:
+            return None
+        token = model.bootstrap_key(permission, "conformance")
+        if expires_at_ns is not None:
+            fingerprint = token.rsplit("_", 1)[1]
+            model.keys[fingerprint] = attrs.evolve(
+                model.keys[fingerprint], expires_at_ns=expires_at_ns
+            )
+        return token
+
+    return make
 
 
 @contextmanager
 def embedded_target(model: ServerModel) -> Iterator[EmbeddedTarget]:
-    """A reference server on 127.0.0.1 with authentication on and a manage key."""
+    """A reference server on 127.0.0.1 with authentication on and a manage key, spoken to
+    in the model's protocol line."""
     model.auth = True
     running = start_server(model)
+    line = model.line
     try:
         location = running.location
         yield EmbeddedTarget(
-            location, running.api_keys["manage"], lambda key: FlightTransport(location, api_key=key)
+            location,
+            running.api_keys["manage"],
+            lambda key: FlightTransport(location, api_key=key, protocol=line),
+            line,
+            model_keys(model),
         )
     finally:
         running.stop()
@@ -114,53 +152,65 @@ def _run(model: ServerModel, seed: int, budget: float) -> SuiteResult:
             api_key=target.api_key,
             seed=seed,
             budget=budget,
-            oracle=oracle if budget > 0 else None,
+            oracle=partial(oracle, model.line.name) if budget > 0 else None,
             deviation_oracles=deviation_oracles(),
+            line=target.line,
+            keys=target.keys,
         )
 
 
-def _broken_servers() -> list[tuple[str, str]]:
-    """Every broken server the self-test measures, as (kind, name): each emulated deviation
-    of mosaicod 0.3, then each deliberately broken variant."""
-    spec = load_spec()
+def _broken_servers(protocol: str | None = None) -> list[tuple[str, str]]:
+    """Every broken server the self-test measures on a protocol line, as (kind, name): each
+    emulated deviation of mosaicod 0.3 that the line's tables still record (and do not leave
+    unknown), then each deliberately broken variant, then each broken server of a later line
+    whose data the line has."""
+    line = load_line(protocol or DEFAULT_LINE)
     deviations = [
-        ("deviation", did) for did, dev in spec.deviations.items() if dev.who == "mosaicod-0.3"
+        ("deviation", did)
+        for did, dev in line.spec.deviations.items()
+        if dev.who == "mosaicod-0.3" and did not in line.unknown_deviations
     ]
-    return deviations + [("variant", variant.name) for variant in VARIANTS]
+    return (
+        deviations
+        + [("variant", variant.name) for variant in VARIANTS]
+        + [("line variant", variant.name) for variant in LINE_VARIANTS if variant.applies(line)]
+    )
 
 
-def power_subjects() -> int:
+def power_subjects(protocol: str | None = None) -> int:
     """How many suite runs `power_runs` makes: the baseline and one per broken server."""
-    return 1 + len(_broken_servers())
+    return 1 + len(_broken_servers(protocol))
 
 
-def _power_row(task: tuple[str, str, int, float]) -> PowerRow | None:
+def _power_row(task: tuple[str, str, int, float, str | None]) -> PowerRow | None:
     """The suite against one broken server: its row, or None when Ctrl-C stopped the run."""
-    kind, name, seed, budget = task
+    kind, name, seed, budget, protocol = task
     if kind == "deviation":
-        result = _run(ServerModel(deviations=[name]), seed, budget)
+        model = ServerModel(deviations=[name], protocol=protocol)
+        result = _run(model, seed, budget)
         if result.interrupted:
             return None
         labels = _labels(result)
-        summary = load_spec().deviations[name].summary
+        summary = model.spec.deviations[name].summary
         labelled = name in labels and labels <= {name}
         return PowerRow(name, kind, summary, tuple(result.failing_ids()), labelled)
-    variant = next(v for v in VARIANTS if v.name == name)
-    result = _run(variant.make(profile="spec"), seed, budget)
+    chosen = VARIANTS if kind == "variant" else LINE_VARIANTS
+    variant = next(v for v in chosen if v.name == name)
+    result = _run(variant.make(profile="spec", protocol=protocol), seed, budget)
     if result.interrupted:
         return None
     return PowerRow(name, kind, variant.mistake, tuple(result.failing_ids()), not _labels(result))
 
 
 def power_runs(
-    seed: int = 0, budget: float = 0.0, workers: int = 1
+    seed: int = 0, budget: float = 0.0, workers: int = 1, protocol: str | None = None
 ) -> Iterator[SuiteResult | PowerRow]:
     """The suite against the spec profile (the baseline, yielded first as its result) and
     against each broken server (a row each, in `_broken_servers` order). With more than one
     worker, the broken servers are measured in worker processes while this process runs the
     baseline. A run stopped by Ctrl-C raises KeyboardInterrupt here, so no half-measured row
     is ever yielded."""
-    tasks = [(kind, name, seed, budget) for kind, name in _broken_servers()]
+    tasks = [(kind, name, seed, budget, protocol) for kind, name in _broken_servers(protocol)]
     # Each run serves and calls over gRPC: workers start afresh rather than forked.
     with worker_pool(workers if len(tasks) > 1 else 1, spawn=True) as pool:
         rows: Iterator[PowerRow | None] = (
@@ -168,7 +218,7 @@ def power_runs(
             if pool is not None
             else (_power_row(task) for task in tasks)
         )
-        baseline = _run(ServerModel(profile="spec"), seed, budget)
+        baseline = _run(ServerModel(profile="spec", protocol=protocol), seed, budget)
         if baseline.interrupted:
             raise KeyboardInterrupt
         yield baseline

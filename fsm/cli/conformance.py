@@ -11,6 +11,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -96,6 +97,16 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         "--profile",
         choices=sorted(load_spec().profiles),
         help="profile of the embedded server (default: spec; not with a URL)",
+    )
+    from fsm.spec.lines import line_names
+
+    p.add_argument(
+        "--protocol",
+        choices=line_names(),
+        metavar="LINE",
+        help="protocol line the target speaks, checked by that line's tables "
+        f"({', '.join(line_names())}; default: 0.3): a requirement the line does not have is "
+        "reported n/a; the embedded server and --self-test's servers speak it",
     )
     p.add_argument(
         "--self-test",
@@ -205,18 +216,26 @@ def _interrupt_flag() -> Iterator[_Interrupt]:
 def _run(args: argparse.Namespace, roots: bytes | None, show: bool) -> SuiteResult:
     from fsm.conformance.cases import CASES
     from fsm.conformance.suite import Unreachable, run_suite
+    from fsm.errors import ArgumentError
+    from fsm.spec.lines import DEFAULT_LINE, load_line
     from transport.conformance_runs import deviation_oracles, embedded_target, oracle
     from transport.flight.client import FlightTransport
     from transport.server.model import ServerModel
 
     profile = args.profile or "spec"
+    line = load_line(args.protocol or DEFAULT_LINE)
+    try:
+        model = None if args.url is not None else ServerModel(profile=profile, protocol=line.name)
+    except ArgumentError as error:
+        raise CliError(f"--profile {profile} --protocol {line.name}: {error}") from None
     with bar(show, "requirements", total=len(CASES)) as progress, _interrupt_flag() as interrupt:
         common: dict[str, Any] = {
             "stop": interrupt.pressed.is_set,
             "seed": args.seed,
             "budget": args.budget,
-            "oracle": oracle,
+            "oracle": partial(oracle, line.name),
             "deviation_oracles": deviation_oracles(),
+            "line": line,
             "progress": _on_verdict(progress),
             "phase": _on_phase(progress, args.budget, interrupt),
         }
@@ -224,16 +243,21 @@ def _run(args: argparse.Namespace, roots: bytes | None, show: bool) -> SuiteResu
             if args.url is not None:
 
                 def connect(key: str | None) -> Transport:
-                    return FlightTransport(args.url, api_key=key, tls_root_certs=roots)
+                    return FlightTransport(
+                        args.url, api_key=key, tls_root_certs=roots, protocol=line
+                    )
 
                 return run_suite(connect, target=args.url, api_key=args.api_key, **common)
-            with embedded_target(ServerModel(profile=profile)) as target:
-                progress.say(f"embedded reference server on {target.location} (profile {profile})")
+            assert model is not None
+            with embedded_target(model) as target:
+                said = f"profile {profile}, protocol {line.name}"
+                progress.say(f"embedded reference server on {target.location} ({said})")
                 return run_suite(
                     target.connect,
-                    target=f"{target.location} (embedded, profile {profile})",
+                    target=f"{target.location} (embedded, {said})",
                     api_key=target.api_key,
                     throwaway=True,
+                    keys=target.keys,
                     **common,
                 )
         except Unreachable as unreachable:
@@ -284,10 +308,10 @@ def _self_test(args: argparse.Namespace, out: TextIO, show: bool) -> int:
     baseline: SuiteResult | None = None
     rows: list[PowerRow] = []
     interrupted = False
-    with bar(show, "servers measured", total=power_subjects()) as progress:
+    with bar(show, "servers measured", total=power_subjects(args.protocol)) as progress:
         try:
             workers = args.workers if args.workers is not None else os.cpu_count() or 1
-            for item in power_runs(args.seed, args.budget, workers):
+            for item in power_runs(args.seed, args.budget, workers, args.protocol):
                 if isinstance(item, SuiteResult):
                     baseline = item
                     progress.advance(detail="the specification's own server")
@@ -313,7 +337,8 @@ def _self_test_report(
     if baseline is not None:
         out.write(
             f"\nthe specification's own server: {baseline.count('pass')} passed, "
-            f"{baseline.count('fail')} failed, {baseline.count('unknown')} unknown\n"
+            f"{baseline.count('fail')} failed, {baseline.count('unknown')} unknown, "
+            f"{baseline.count('n/a')} n/a\n"
         )
     summary = (
         f"self-test: {detected} of {len(rows)} broken servers caught, {named} named right "

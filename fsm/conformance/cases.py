@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import attrs
 import pyarrow as pa
 
-from fsm.conformance.context import Context, Fail, Unknown
+from fsm.conformance.context import Context, Fail, NotApplicable, Unknown
 from fsm.conformance.requests import topic_body
 from fsm.enums import APIKeyPermissionEnum, FlightAction
 from fsm.outcome import ErrorKind
@@ -913,15 +913,35 @@ def _act_malformed(ctx: Context) -> None:
     ctx.refused(ctx.raw("sequence_create", b"[1, 2]"), E.INVALID_ARGUMENT, "a JSON array body")
 
 
-@case("ACT-VERSION", "version answers {version, semver}.", "specs/actions.toml: operations.VERSION")
+@case(
+    "ACT-VERSION",
+    "The handshake action (version, or info where the line replaced it) answers its fields: "
+    "{version, semver}, and the server's gRPC limits where the line's answer has config.",
+    "specs/actions.toml: operations.VERSION; specs/lines: handshake",
+    {},
+)
 def _act_version(ctx: Context) -> None:
-    value = ctx.ok(ctx.act(A.VERSION, {}), "version")
+    operation = next((op for op in ("VERSION", "INFO") if op in ctx.spec.operations), None)
+    if operation is None:
+        raise NotApplicable(f"line {ctx.line.name} has neither version nor info")
+    wire = ctx.wire(operation)
+    value = ctx.ok(ctx.act(wire, {}), wire)
     ctx.check(
         isinstance(value, dict)
         and isinstance(value.get("version"), str)
         and isinstance(value.get("semver"), dict),
-        f"{value}",
+        f"{wire} answered {value}",
     )
+    response = ctx.spec.operations[operation].response
+    if isinstance(response, Mapping) and "config" in response:
+        config = value.get("config")
+        limits = tuple(ctx.line.handshake.config) or ("grpc_max_decode_message_size",)
+        missing = [
+            name
+            for name in limits
+            if not isinstance(config, dict) or not isinstance(config.get(name), int)
+        ]
+        ctx.check(not missing, f"{wire} answered no {', '.join(missing)} in config: {value}")
 
 
 @case(
@@ -931,7 +951,7 @@ def _act_version(ctx: Context) -> None:
 )
 def _qry_name(ctx: Context) -> None:
     seq, _, loc, _ = locked_topic(ctx, "qname")
-    items = ctx.ok(ctx.act(A.QUERY, {"sequence": {"locator": {"$eq": seq}}}), "query")["items"]
+    items = ctx.ok(ctx.act(A.QUERY, {"sequence": ctx.named(seq)}), "query")["items"]
     ctx.check([i.get("sequence") for i in items] == [seq], f"items: {items}")
     ctx.check(
         [t.get("locator") for t in items[0].get("topics", [])] == [loc],
@@ -979,6 +999,7 @@ def _qry_unsupported(ctx: Context) -> None:
     "specs/actions.toml: operations.API_KEY_CREATE, API_KEY_STATUS, API_KEY_REVOKE",
 )
 def _key_lifecycle(ctx: Context) -> None:
+    ctx.needs("API_KEY_CREATE", "API_KEY_STATUS", "API_KEY_REVOKE")
     ctx.authenticating()
     reader = ctx.key_transport(APIKeyPermissionEnum.Read)
     ctx.ok(reader.list_sequences(), "ListFlights with a read key")
@@ -1005,9 +1026,19 @@ def _key_lifecycle(ctx: Context) -> None:
     ctx.refused(revoked.list_sequences(), E.PERMISSION_DENIED, "ListFlights with a revoked key")
 
 
+def _missing_key_kind(ctx: Context) -> ErrorKind:
+    """How the line's tables refuse a request without a key: the common error that names a
+    missing key header (unauthenticated in 0.3's tables)."""
+    for error in ctx.spec.common_errors:
+        if "header is missing" in error.when:
+            return ErrorKind(error.kind)
+    return E.UNAUTHENTICATED
+
+
 @case(
     "AUTH-MISSING",
-    "With authentication on, a request without a key is refused (unauthenticated).",
+    "With authentication on, a request without a key is refused (unauthenticated, or the "
+    "error the line's tables give a missing key).",
     "specs/actions.toml: error_kinds.permission_denied and each operation's permission",
     {"MOSAICOD-MISSING-KEY-DENIED": "missing-key-unauthenticated"},
 )
@@ -1015,7 +1046,7 @@ def _auth_missing(ctx: Context) -> None:
     ctx.authenticating(without="no key")
     ctx.refused(
         ctx.anonymous().list_sequences(),
-        E.UNAUTHENTICATED,
+        _missing_key_kind(ctx),
         "ListFlights without a key",
         "missing-key-unauthenticated",
     )
@@ -1077,7 +1108,8 @@ def _perm_read(ctx: Context) -> None:
 
 @case(
     "PERM-REPORT-READ",
-    "Reporting an error (a notification) needs only the read permission.",
+    "Reporting an error (a notification) needs only the read permission (or, where the line's "
+    "tables ask more, a read key is refused).",
     "mosaicolabs SDK API reference, Enum Module: SessionLevelErrorPolicy.Report, 'Note'",
     {"MOSAICOD-NOTIFY-NEEDS-WRITE": "read-key-notifies"},
 )
@@ -1086,11 +1118,14 @@ def _perm_report(ctx: Context) -> None:
     seq = ctx.sequence("pnote")
     reader = ctx.key_transport(APIKeyPermissionEnum.Read)
     body = {"locator": seq, "notification_type": "error", "msg": "reported by a read key"}
-    ctx.ok(
-        ctx.act(A.SEQUENCE_NOTIFICATION_CREATE, body, via=reader),
-        "a notification with a read key",
-        "read-key-notifies",
-    )
+    outcome = ctx.act(A.SEQUENCE_NOTIFICATION_CREATE, body, via=reader)
+    needed = ctx.permission("SEQUENCE_NOTIFICATION_CREATE")
+    if ctx.line.permissions.covers(ctx.bits(APIKeyPermissionEnum.Read), needed):
+        ctx.ok(outcome, "a notification with a read key", "read-key-notifies")
+    else:  # the line's tables ask more than read of a notification
+        ctx.refused(
+            outcome, E.PERMISSION_DENIED, f"a notification with a read key ({needed} needed)"
+        )
 
 
 @case(
@@ -1116,7 +1151,8 @@ def _perm_write(ctx: Context) -> None:
 
 @case(
     "PERM-DELETE",
-    "A delete key deletes but cannot manage keys (permission_denied).",
+    "A delete key deletes but cannot manage keys (permission_denied); where permissions are "
+    "granular bits, the delete bit alone cannot create.",
     "mosaicolabs SDK API reference, Enum Module: APIKeyPermissionEnum.Delete",
 )
 def _perm_delete(ctx: Context) -> None:
@@ -1127,11 +1163,20 @@ def _perm_delete(ctx: Context) -> None:
         ctx.act(A.SEQUENCE_DELETE, {"locator": seq}, via=deleter),
         "sequence_delete with a delete key",
     )
-    ctx.refused(
-        ctx.act(A.API_KEY_CREATE, {"permissions": "read", "description": "x"}, via=deleter),
-        E.PERMISSION_DENIED,
-        "api_key_create with a delete key",
-    )
+    if "API_KEY_CREATE" in ctx.spec.operations:
+        ctx.refused(
+            ctx.act(A.API_KEY_CREATE, {"permissions": "read", "description": "x"}, via=deleter),
+            E.PERMISSION_DENIED,
+            "api_key_create with a delete key",
+        )
+    if not ctx.line.permissions.covers(ctx.bits(APIKeyPermissionEnum.Delete), "write"):
+        ctx.refused(
+            ctx.act(
+                A.SEQUENCE_CREATE, {"locator": ctx.name("d"), "user_metadata": {}}, via=deleter
+            ),
+            E.PERMISSION_DENIED,
+            "sequence_create with a key of the delete bit alone",
+        )
 
 
 # -----------------------------------------------------------------------------------------------

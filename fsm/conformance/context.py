@@ -246,14 +246,31 @@ class Context:
         self.needs(operation)
         return self.spec.operations[operation].permission
 
-    @property
-    def name_field(self) -> str:
-        """The query field that names a sequence or a topic in the line's query table."""
-        fields = self.spec.query.sections["sequence"].fields
+    def name_field(self, section: str = "sequence") -> str:
+        """The field that names a sequence (or a topic) in the line's query table."""
+        fields = self.spec.query.sections[section].fields
         for name in ("locator", "name"):
             if name in fields:
                 return name
-        raise NotApplicable(f"line {self.line.name}'s query names no sequence by name")
+        raise NotApplicable(f"line {self.line.name}'s query names no {section} by name")
+
+    def named(self, name: str, section: str = "sequence") -> dict[str, Any]:
+        """A query condition: the sequence (or topic) `name`, in the line's query keys."""
+        return {self.name_field(section): {"$eq": name}}
+
+    @property
+    def ranges(self) -> bool:
+        """Whether the line's query answers the time range of matching rows when asked."""
+        return "include_timestamp_range" in self.spec.query.sections["ontology"].options
+
+    def ranged(self, ontology: Mapping[str, Any]) -> dict[str, Any]:
+        """An ontology section asking for time ranges where the line's query has the option."""
+        return {**ontology, "include_timestamp_range": True} if self.ranges else dict(ontology)
+
+    def needs_ranges(self) -> None:
+        """NotApplicable unless the line's query answers time ranges."""
+        if not self.ranges:
+            raise NotApplicable(f"line {self.line.name}'s query has no include_timestamp_range")
 
     def listed(self, session_uuid: str) -> str:
         """What a sequence's description names the session by: its UUID, or the locator its

@@ -141,11 +141,12 @@ def _operator_case(operator: str) -> Callable[[Context], None]:
 
     def run(ctx: Context) -> None:
         seq, loc, tag = data_topic(ctx, "qop")
-        scope = {"sequence": {"locator": {"$eq": seq}}}
-        body: dict[str, Any] = {**scope, "ontology": {f"{tag}.{field}": {operator: found}}}
-        if span is not None:
-            body["ontology"]["include_timestamp_range"] = True
-        expect(ctx, body, {seq: {loc: span}}, f"{operator} some rows meet", "operator-answer")
+        scope = {"sequence": ctx.named(seq)}
+        condition = {f"{tag}.{field}": {operator: found}}
+        asked = span is not None and ctx.ranges
+        body = {**scope, "ontology": ctx.ranged(condition) if asked else condition}
+        expected = {seq: {loc: span if asked else None}}
+        expect(ctx, body, expected, f"{operator} some rows meet", "operator-answer")
         none_field, none_value = NONE_FIELD.get(operator, (field, none))
         body = {**scope, "ontology": {f"{tag}.{none_field}": {operator: none_value}}}
         expect(ctx, body, {}, f"{operator} no row meets", "operator-answer")
@@ -181,24 +182,16 @@ for _op in OPERATORS:
 )
 def _same_row(ctx: Context) -> None:
     seq, loc, tag = data_topic(ctx, "qrow")
-    scope = {"sequence": {"locator": {"$eq": seq}}}
-    apart = {
-        f"{tag}.x": {"$gt": 3.5},
-        f"{tag}.s": {"$eq": "alpha"},
-        "include_timestamp_range": True,
-    }
+    scope = {"sequence": ctx.named(seq)}
+    apart = ctx.ranged({f"{tag}.x": {"$gt": 3.5}, f"{tag}.s": {"$eq": "alpha"}})
     expect(
         ctx, {**scope, "ontology": apart}, {}, "conditions met on different rows", "different-rows"
     )
-    together = {
-        f"{tag}.x": {"$gt": 3.5},
-        f"{tag}.s": {"$eq": "delta"},
-        "include_timestamp_range": True,
-    }
+    together = ctx.ranged({f"{tag}.x": {"$gt": 3.5}, f"{tag}.s": {"$eq": "delta"}})
     expect(
         ctx,
         {**scope, "ontology": together},
-        {seq: {loc: [4, 4]}},
+        {seq: {loc: [4, 4] if ctx.ranges else None}},
         "conditions met on one row",
         "same-row-found",
     )
@@ -211,8 +204,9 @@ def _same_row(ctx: Context) -> None:
     {"MOSAICOD-QUERY-RANGE-ONE-CHUNK": "range-all-rows"},
 )
 def _range(ctx: Context) -> None:
+    ctx.needs_ranges()
     seq, loc, tag = data_topic(ctx, "qrange")
-    scope = {"sequence": {"locator": {"$eq": seq}}}
+    scope = {"sequence": ctx.named(seq)}
     body = {**scope, "ontology": {f"{tag}.x": {"$gt": 3.5}, "include_timestamp_range": True}}
     expect(ctx, body, {seq: {loc: [4, 14]}}, "rows in two chunks", "range-all-rows")
     body = {**scope, "ontology": {f"{tag}.x": {"$gt": 3.5}}}
@@ -228,11 +222,12 @@ def _range(ctx: Context) -> None:
 )
 def _gap(ctx: Context) -> None:
     seq, _, tag = data_topic(ctx, "qgap")
-    scope = {"sequence": {"locator": {"$eq": seq}}}
+    scope = {"sequence": ctx.named(seq)}
     gap = {f"{tag}.x": {"$between": [2.2, 2.8]}}
     expect(ctx, {**scope, "ontology": gap}, {}, "a $between with no row inside")
-    body = {**scope, "ontology": {**gap, "include_timestamp_range": True}}
-    expect(ctx, body, {}, "the same with include_timestamp_range", "chunk-without-row")
+    if ctx.ranges:
+        body = {**scope, "ontology": ctx.ranged(gap)}
+        expect(ctx, body, {}, "the same with include_timestamp_range", "chunk-without-row")
 
 
 @case(
@@ -245,7 +240,7 @@ def _tags(ctx: Context) -> None:
     seq, loc, tag = data_topic(ctx, "qtags")
     other_tag = ctx.name("tag")
     other = second_topic(ctx, seq, other_tag)
-    scope = {"sequence": {"locator": {"$eq": seq}}}
+    scope = {"sequence": ctx.named(seq)}
     body = {**scope, "ontology": {f"{tag}.x": {"$gt": 21.5}, f"{other_tag}.service": {"$geq": 7}}}
     expect(ctx, body, {seq: {loc: None, other: None}}, "both tags met")
     body = {**scope, "ontology": {f"{tag}.x": {"$gt": 21.5}, f"{other_tag}.service": {"$gt": 7}}}
@@ -262,14 +257,14 @@ def _sections(ctx: Context) -> None:
     other_tag = ctx.name("tag")
     second_topic(ctx, seq, other_tag)
     body: dict[str, Any] = {
-        "sequence": {"locator": {"$eq": seq}},
+        "sequence": ctx.named(seq),
         "topic": {"ontology_tag": {"$eq": other_tag}},
         "ontology": {f"{tag}.x": {"$gt": 0.5}},
     }
     expect(ctx, body, {}, "a topic condition naming another topic")
     body["topic"] = {"ontology_tag": {"$eq": tag}}
     expect(ctx, body, {seq: {loc: None}}, "sequence, topic and data conditions on one topic")
-    body["sequence"] = {"locator": {"$eq": ctx.name("ghost")}}
+    body["sequence"] = ctx.named(ctx.name("ghost"))
     expect(ctx, body, {}, "a sequence condition no sequence meets")
 
 
@@ -281,7 +276,7 @@ def _sections(ctx: Context) -> None:
 )
 def _empty_section(ctx: Context) -> None:
     seq, loc, _ = data_topic(ctx, "qempty")
-    body = {"sequence": {"locator": {"$eq": seq}}, "ontology": {"include_timestamp_range": True}}
+    body = {"sequence": ctx.named(seq), "ontology": ctx.ranged({})}
     expect(ctx, body, {seq: {loc: None}}, "an empty ontology section", "empty-section")
 
 
@@ -293,7 +288,7 @@ def _empty_section(ctx: Context) -> None:
 )
 def _nothing(ctx: Context) -> None:
     seq, _, tag = data_topic(ctx, "qnone")
-    scope = {"sequence": {"locator": {"$eq": seq}}}
+    scope = {"sequence": ctx.named(seq)}
     for field, condition in (
         (f"{tag}.w", {"$gt": 0.0}),
         (f"{tag}x.x", {"$gt": 0.0}),
@@ -310,10 +305,10 @@ def _nothing(ctx: Context) -> None:
 def _topic(ctx: Context) -> None:
     seq, loc, tag = data_topic(ctx, "qtop")
     other = second_topic(ctx, seq, ctx.name("tag"))
-    scope = {"locator": {"$eq": seq}}
+    scope = ctx.named(seq)
     body = {"sequence": scope, "topic": {"ontology_tag": {"$eq": tag}}}
     expect(ctx, body, {seq: {loc: None}}, "by ontology_tag")
-    body = {"sequence": scope, "topic": {"locator": {"$eq": "/second"}}}
+    body = {"sequence": scope, "topic": ctx.named("/second", "topic")}
     expect(ctx, body, {seq: {other: None}}, "by path")
 
 
@@ -328,11 +323,11 @@ def _catalogue_ops(ctx: Context) -> None:
     seq = ctx.sequence("qcat", {"tag": ctx.prefix, "n": 3})
     created = ctx.sequence_info(seq).created_at_ns
     for what, section in (
-        ("$between on sequence.locator", {"locator": {"$between": [seq, seq]}}),
         (
-            "$in on sequence.created_at_ns",
-            {"locator": {"$eq": seq}, "created_at_ns": {"$in": [created]}},
+            f"$between on sequence.{ctx.name_field()}",
+            {ctx.name_field(): {"$between": [seq, seq]}},
         ),
+        ("$in on sequence.created_at_ns", {**ctx.named(seq), "created_at_ns": {"$in": [created]}}),
         (
             "$in on user metadata",
             {"user_metadata": {"tag": {"$eq": ctx.prefix}, "n": {"$in": [3, 4]}}},
