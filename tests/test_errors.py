@@ -85,6 +85,7 @@ EXPECTED: dict[str, type[MosaicoError] | None] = {
     "fsm.conformance.suite.Unreachable": ConformanceError,
     "fsm.conformance.context.Fail": ConformanceError,
     "fsm.conformance.context.Unknown": ConformanceError,
+    "fsm.conformance.context.NotApplicable": ConformanceError,
     "fsm.cli.common.CliError": CliError,
 }
 
