@@ -62,11 +62,13 @@ NOT_COUNTED = {
 
 @cache
 def fault_operations() -> frozenset[str]:
-    """The operations a fault can target: those of the catalogue (`specs/actions.toml`) that
-    the transports count, one call at a time."""
-    from fsm.spec import load_spec  # the catalogue; imported late, as fsm.spec is heavier
+    """The operations a fault can target: those of the catalogue of any protocol line
+    (`specs/actions.toml` and what `specs/lines/` add) that the transports count, one call
+    at a time."""
+    from fsm.spec.lines import load_lines  # imported late, as fsm.spec is heavier
 
-    return frozenset(load_spec().operations) - frozenset(NOT_COUNTED)
+    every = {op for line in load_lines().values() for op in line.spec.operations}
+    return frozenset(every) - frozenset(NOT_COUNTED)
 
 
 def _check_operation(operation: object, what: str) -> None:

@@ -44,9 +44,13 @@ def _version_named(node: ast.AST) -> bool:
 
 
 def _presence_test(node: ast.Compare) -> bool:
-    """`x is None` / `x is not None`: whether a line was given, not which one."""
-    return all(isinstance(op, ast.Is | ast.IsNot) for op in node.ops) and any(
-        isinstance(o, ast.Constant) and o.value is None for o in [node.left, *node.comparators]
+    """`x is None` / `x is not None`: whether a line was given, not which one; and `a is b`
+    between two names: whether two line objects are one (identity says nothing of a number)."""
+    if not all(isinstance(op, ast.Is | ast.IsNot) for op in node.ops):
+        return False
+    operands = [node.left, *node.comparators]
+    return any(isinstance(o, ast.Constant) and o.value is None for o in operands) or all(
+        isinstance(o, ast.Name) for o in operands
     )
 
 

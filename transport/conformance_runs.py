@@ -62,12 +62,16 @@ def _deviant(did: str) -> Transport:
 
 
 def memory_world(
-    schedule: FaultSchedule, seed: int, model_class: type[ServerModel] = ServerModel
+    schedule: FaultSchedule,
+    seed: int,
+    model_class: type[ServerModel] = ServerModel,
+    protocol: str | None = None,
 ) -> World:
     """A fresh reference server model reached in memory, with a deterministic clock and its
-    trace recorded: the simulator's world. `model_class` swaps in a broken server."""
+    trace recorded: the simulator's world. `model_class` swaps in a broken server;
+    `protocol` names the protocol line the server speaks (default 0.3)."""
     ticks = itertools.count(1_700_000_000_000_000_000, 1_000_000)
-    model = model_class(seed=seed, clock=lambda: next(ticks))
+    model = model_class(seed=seed, clock=lambda: next(ticks), protocol=protocol)
     trace = ServerTrace()
     model.trace = trace
     return World(

@@ -62,12 +62,30 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         help="replay one run under exactly these faults (repeatable), e.g. "
         "SESSION_FINALIZE#1:failed_precondition, STREAM_WRITE#2:drop_stream",
     )
+    p.add_argument(
+        "--protocol",
+        metavar="LINE",
+        default=None,
+        help="the protocol line the engine and the server speak (default 0.3; specs/lines/)",
+    )
     add_progress_option(p)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    import functools
+
     from fsm import simulate
+    from fsm.errors import SpecError
+    from fsm.spec.lines import DEFAULT_LINE, line_names, load_line
     from transport.conformance_runs import memory_world
+
+    try:
+        protocol = load_line(DEFAULT_LINE if args.protocol is None else args.protocol).name
+    except SpecError:
+        raise CliError(
+            f"unknown protocol line {args.protocol!r}", f"choose one of {', '.join(line_names())}"
+        ) from None
+    world = functools.partial(memory_world, protocol=protocol)
 
     if args.fault and (args.faults is not None or args.workers is not None):
         raise CliError(
@@ -90,14 +108,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     show = wants_progress(args.progress)
     if plan:
         try:
-            result = simulate.replay(scenarios, plan, memory_world, seed=args.seed)
+            result = simulate.replay(scenarios, plan, world, seed=args.seed, protocol=protocol)
         except ValueError as exc:
             raise CliError(str(exc)) from None
     else:
         with bar(show, "runs") as progress:
             result = simulate.explore(
                 scenarios,
-                memory_world,
+                world,
+                protocol=protocol,
                 faults=1 if args.faults is None else args.faults,
                 seed=args.seed,
                 workers=1 if args.workers is None else args.workers,

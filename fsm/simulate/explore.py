@@ -21,7 +21,7 @@ from fsm.simulate.plans import Plan, canonical, faults_at
 from fsm.simulate.run import RunResult, run_scenario
 from fsm.simulate.scenarios import SCENARIOS, Scenario
 from fsm.simulate.world import WorldFactory
-from fsm.spec import load_spec
+from fsm.spec.lines import DEFAULT_LINE, Line, load_line
 from fsm.spec.model import Spec
 from fsm.workers import worker_pool
 
@@ -33,7 +33,8 @@ MAX_FAULTS = 3
 CHUNK = 200
 """Runs per task handed to a worker."""
 
-Task = tuple[WorldFactory, int, tuple[tuple[str, Plan], ...]]
+Task = tuple[WorldFactory, int, tuple[tuple[str, Plan], ...], str]
+"""A chunk of runs for a worker: the world factory, the seed, the jobs, the protocol line."""
 
 
 @attrs.frozen
@@ -47,6 +48,8 @@ class Exploration:
     replay: bool = False
     interrupted: bool = False
     """Stopped by Ctrl-C: `runs` holds the runs that ended before."""
+    protocol: str = DEFAULT_LINE
+    """The protocol line the client and the server spoke."""
 
     @property
     def violations(self) -> int:
@@ -79,11 +82,11 @@ Progress = Callable[[int, int], None]
 _TOOLS: list[tuple[Spec, Machines, Judge]] = []
 
 
-def _tools() -> tuple[Machines, Judge]:
-    """The machines and the judge of the packaged spec, built once per exploration: a worker
+def _tools(line: Line) -> tuple[Machines, Judge]:
+    """The machines and the judge of a line's tables, built once per exploration: a worker
     keeps them from one chunk of runs to the next, and with them the judge's memory of the
     traces it accepted (`_fresh_tools` forgets them when an exploration starts)."""
-    spec = load_spec()
+    spec = line.spec
     if not _TOOLS or _TOOLS[0][0] is not spec:
         _TOOLS[:] = [(spec, Machines.from_spec(spec), Judge(spec))]
     _, machines, judge = _TOOLS[0]
@@ -95,11 +98,12 @@ def _fresh_tools() -> None:
 
 
 def _run_chunk(task: Task) -> list[RunResult]:
-    make_world, seed, jobs = task
-    machines, judge = _tools()
+    make_world, seed, jobs, protocol = task
+    line = load_line(protocol)
+    machines, judge = _tools(line)
     with _quiet_engine():
         return [
-            run_scenario(SCENARIOS[name], plan, seed, make_world, machines, judge)
+            run_scenario(SCENARIOS[name], plan, seed, make_world, machines, judge, line)
             for name, plan in jobs
         ]
 
@@ -109,8 +113,14 @@ class _Runner:
     keeps every result that ended, even when Ctrl-C stops it (KeyboardInterrupt goes on)."""
 
     def __init__(
-        self, make_world: WorldFactory, seed: int, workers: int, progress: Progress | None
+        self,
+        make_world: WorldFactory,
+        seed: int,
+        workers: int,
+        progress: Progress | None,
+        line: Line,
     ) -> None:
+        self.line = line
         self.make_world = make_world
         self.seed = seed
         self.workers = workers
@@ -128,17 +138,18 @@ class _Runner:
         if self.progress is not None:
             self.progress(len(self.done), self.known)
         tasks: list[Task] = [
-            (self.make_world, self.seed, tuple(jobs[i : i + CHUNK]))
+            (self.make_world, self.seed, tuple(jobs[i : i + CHUNK]), self.line.name)
             for i in range(0, len(jobs), CHUNK)
         ]
         start = len(self.done)
         if self.workers <= 1 or len(tasks) <= 1:
-            machines, judge = _tools()
+            machines, judge = _tools(self.line)
+            world = self.make_world
             with _quiet_engine():
                 for name, plan in jobs:  # kept one by one: an interruption keeps what ended
                     scenario = SCENARIOS[name]
                     self._kept(
-                        [run_scenario(scenario, plan, self.seed, self.make_world, machines, judge)]
+                        [run_scenario(scenario, plan, self.seed, world, machines, judge, self.line)]
                     )
             return self.done[start:]
         with worker_pool(min(self.workers, len(tasks))) as pool:
@@ -176,28 +187,33 @@ def explore(
     seed: int = 0,
     workers: int = 1,
     progress: Progress | None = None,
+    protocol: str = DEFAULT_LINE,
 ) -> Exploration:
     """Run each scenario without faults, then under every single fault at every call it
     made, then (faults=2, 3) under every further fault at every call after the last one.
-    `progress` hears how many runs ended of how many are known so far. Ctrl-C
-    (KeyboardInterrupt) stops the exploration: it returns the runs that ended, marked
-    `interrupted`."""
+    `progress` hears how many runs ended of how many are known so far. `protocol` names
+    the line the engine speaks and its tables judge (`make_world` must build a server of that
+    line). Ctrl-C (KeyboardInterrupt) stops the exploration: it returns the runs that ended,
+    marked `interrupted`."""
     if faults not in range(MAX_FAULTS + 1):
         raise ArgumentError(f"faults must be 0 to {MAX_FAULTS}, got {faults}")
     if workers < 1:
         raise ArgumentError(f"workers must be at least 1, got {workers}")
+    line = load_line(protocol)
     _fresh_tools()
-    runner = _Runner(make_world, seed, workers, progress)
+    runner = _Runner(make_world, seed, workers, progress, line)
     names = tuple(s.name for s in scenarios)
     try:
         _explore(runner, names, faults)
     except KeyboardInterrupt:
-        return Exploration(seed, faults, names, tuple(runner.done), interrupted=True)
-    return Exploration(seed, faults, names, tuple(runner.done))
+        return Exploration(
+            seed, faults, names, tuple(runner.done), interrupted=True, protocol=line.name
+        )
+    return Exploration(seed, faults, names, tuple(runner.done), protocol=line.name)
 
 
 def _explore(runner: _Runner, names: Sequence[str], faults: int) -> None:
-    spec = load_spec()
+    spec = runner.line.spec
     runs = runner.run([(name, ()) for name in names])
     for _ in range(faults):
         # A run with one more fault at each call after the last fault of a run of this level
@@ -220,17 +236,20 @@ def replay(
     make_world: WorldFactory,
     *,
     seed: int = 0,
+    protocol: str = DEFAULT_LINE,
 ) -> Exploration:
     """Run each scenario once under exactly `plan` (ArgumentError for an operation that is
-    not in the catalogue)."""
-    unknown = sorted({f.operation for f in plan} - set(load_spec().operations))
+    not in the line's catalogue)."""
+    line = load_line(protocol)
+    unknown = sorted({f.operation for f in plan} - set(line.spec.operations))
     if unknown:
         raise ArgumentError(f"no such operation in the catalogue: {', '.join(unknown)}")
     _fresh_tools()
-    runner = _Runner(make_world, seed, 1, None)
+    runner = _Runner(make_world, seed, 1, None, line)
     names = tuple(s.name for s in scenarios)
+    done = Exploration(seed, len(plan), names, (), True, protocol=line.name)
     try:
         runner.run([(name, tuple(plan)) for name in names])
     except KeyboardInterrupt:
-        return Exploration(seed, len(plan), names, tuple(runner.done), True, interrupted=True)
-    return Exploration(seed, len(plan), names, tuple(runner.done), True)
+        return attrs.evolve(done, runs=tuple(runner.done), interrupted=True)
+    return attrs.evolve(done, runs=tuple(runner.done))

@@ -17,6 +17,7 @@ from fsm.simulate.facts import NA, OK, UNKNOWN, VIOLATED, Facts, Verdict, succee
 from fsm.simulate.judge import Judge
 from fsm.simulate.scenarios import SEQUENCE, Boom
 from fsm.simulate.view import ServerView, SimulationError
+from fsm.spec.model import MachineSpec
 
 __all__ = ["INVARIANTS", "check_run", "describe", "describe_server"]
 
@@ -43,8 +44,20 @@ _RELAXED = frozenset(
 _ACTIVE = frozenset({"Active", "IgnoredLastError", "RaisedException"})
 
 
-def _terminal(facts: Facts) -> Verdict:
-    if facts.status in ("Finalized", "Error"):
+def ended_states(session: MachineSpec) -> frozenset[str]:
+    """The states a session writer may end its block in, by its table: the terminals, and
+    the initial state where a row leads an opened session back to it (a line whose Delete
+    purge leaves the writer's status null)."""
+    back = {
+        row.dest
+        for row in session.transitions
+        if row.source != session.initial and row.dest == session.initial
+    }
+    return frozenset(session.terminals) | back
+
+
+def _terminal(facts: Facts, ended: frozenset[str]) -> Verdict:
+    if facts.status in ended:
         open_topics = [n for n, (_, st) in facts.topics.items() if st in _ACTIVE]
         if open_topics:
             return Verdict("terminal", VIOLATED, f"topic writers still open: {open_topics}")
@@ -213,7 +226,7 @@ def _read_and_check(name: str, facts: Facts, view: ServerView) -> Verdict:
 def check_run(facts: Facts, view: ServerView, judge: Judge) -> tuple[Verdict, ...]:
     """Every invariant's verdict for one run, in the order of `INVARIANTS`."""
     verdicts = [
-        _terminal(facts),
+        _terminal(facts, ended_states(judge.spec.session)),
         _errors_surface(facts),
         *(_read_and_check(name, facts, view) for name in _READING),
         judge.engine_trace(facts),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from fsm.engine import BatchPolicy, Client, Machines, Tracer
+from fsm.errors import MosaicoError
 from fsm.faults import Fault, FaultPlan
 from fsm.simulate.facts import UNKNOWN, Facts, Verdict
 from fsm.simulate.invariants import INVARIANTS, check_run, describe, describe_server
@@ -12,6 +13,7 @@ from fsm.simulate.judge import Judge
 from fsm.simulate.scenarios import SCHEMA, SEQUENCE, Actor, Scenario
 from fsm.simulate.view import ServerView, SimulationError
 from fsm.simulate.world import CallLog, World, WorldFactory
+from fsm.spec.lines import Line
 from fsm.transport import Descriptor, SequenceInfo, Transport
 
 __all__ = ["BATCHES", "RunResult", "run_scenario"]
@@ -47,9 +49,9 @@ class RunResult:
         return f"{self.client} | {self.server}"
 
 
-def _prepare_updater(transport: Transport, machines: Machines) -> frozenset[str]:
+def _prepare_updater(transport: Transport, machines: Machines, line: Line | None) -> frozenset[str]:
     """An existing sequence with one finalized session (and one topic) to update."""
-    client = Client(transport, batch_policy=BATCHES, machines=machines)
+    client = Client(transport, batch_policy=BATCHES, machines=machines, protocol=line)
     with client.sequence_create(SEQUENCE, {"prepared": True}) as seq:
         seq.topic_create("base", schema=SCHEMA, ontology_tag="imu").push_row(
             {"timestamp_ns": 0, "x": 0.0}
@@ -67,9 +69,11 @@ def run_scenario(
     make_world: WorldFactory,
     machines: Machines,
     judge: Judge,
+    line: Line | None = None,
 ) -> RunResult:
     """Run `scenario` with `faults` on a fresh world and check every invariant (a read of
-    the server that fails leaves the invariants that needed it unknown)."""
+    the server that fails leaves the invariants that needed it unknown). The client speaks
+    `line` (default 0.3), whose tables `machines` and `judge` hold."""
     schedule = CallLog(FaultPlan(faults, seed=seed))
     world = make_world(schedule, seed)
     client: Client | None = None
@@ -77,12 +81,25 @@ def run_scenario(
         setup: frozenset[str] = frozenset()
         if scenario.role == "updater":
             try:
-                setup = _prepare_updater(world.checker, machines)
+                setup = _prepare_updater(world.checker, machines, line)
             except SimulationError as error:
                 return _not_set_up(scenario, faults, str(error))
         tracer = Tracer()
-        client = Client(world.transport, tracer=tracer, batch_policy=BATCHES, machines=machines)
-        return _run(scenario, faults, seed, world, client, tracer, schedule, setup, judge)
+        skip = len(world.server_events())
+        try:
+            # A line that connects with a handshake makes its first call here.
+            client = Client(
+                world.transport,
+                tracer=tracer,
+                batch_policy=BATCHES,
+                machines=machines,
+                protocol=line,
+            )
+        except MosaicoError as refused:  # the client could not connect: nothing ran
+            return _judged(
+                scenario, faults, world, None, refused, tracer, schedule, setup, judge, skip
+            )
+        return _run(scenario, faults, seed, world, client, tracer, schedule, setup, judge, skip)
     finally:
         if client is not None:
             client.close()
@@ -109,24 +126,41 @@ def _run(
     schedule: CallLog,
     setup: frozenset[str],
     judge: Judge,
+    skip: int,
 ) -> RunResult:
     """The scenario's body on `client`, then the verdicts."""
-    skip = len(world.server_events())
     actor = Actor(client, scenario, seed)
     raised: BaseException | None = None
     try:
         scenario.body(actor)
     except Exception as exc:  # whatever the user would see
         raised = exc
+    return _judged(scenario, faults, world, actor, raised, tracer, schedule, setup, judge, skip)
+
+
+def _judged(
+    scenario: Scenario,
+    faults: tuple[Fault, ...],
+    world: World,
+    actor: Actor | None,
+    raised: BaseException | None,
+    tracer: Tracer,
+    schedule: CallLog,
+    setup: frozenset[str],
+    judge: Judge,
+    skip: int,
+) -> RunResult:
+    """The verdicts of a run: what the actor (None: the client never connected) did, what
+    it raised, and what the server saw after the first `skip` events."""
     events = list(world.server_events())[skip:]
-    session = actor.session
+    session = actor.session if actor is not None else None
     facts = Facts(
         scenario=scenario,
         status=session.state if session is not None else "Null",
         session_uuid=session.session_uuid if session is not None else None,
-        topics={n: (t.locator, t.state) for n, t in actor.topics.items()},
-        pushed={n: tuple(rows) for n, rows in actor.pushed.items()},
-        attempted=tuple(actor.attempted),
+        topics={n: (t.locator, t.state) for n, t in actor.topics.items()} if actor else {},
+        pushed={n: tuple(rows) for n, rows in actor.pushed.items()} if actor else {},
+        attempted=tuple(actor.attempted) if actor else (),
         raised=raised,
         trace=tracer.records,
         events=events,
