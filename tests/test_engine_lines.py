@@ -15,6 +15,7 @@ from fsm import ArgumentError, SerializationFormat, SessionLevelErrorPolicy, Ses
 from fsm.conformance.clients import check_client_trace, group_by_sequence
 from fsm.engine import Client, Tracer, check_trace
 from fsm.errors import ProtocolError
+from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.spec.lines import line_names, load_line
 from transport.flight.client import FlightTransport
 from transport.flight.server import RunningServer, start_server
@@ -249,3 +250,47 @@ def test_a_client_and_a_transport_of_two_lines_are_refused() -> None:
             Client(transport, protocol="0.4")
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["memory", "flight"])
+def test_lost_replies_are_settled_by_the_lines_session_names(line: str, kind: str) -> None:
+    """A lost finalize reply and a lost session_delete reply are settled by reading the
+    sequence: from 0.5 a FlightInfo names sessions by locator alone, and the probes find the
+    writer's session by it."""
+    model = ServerModel(seed=0, protocol=line)
+    schedule = FaultSchedule(
+        FaultPlan(
+            (
+                Fault("SESSION_FINALIZE", 1, FaultEffect.LOSE_REPLY),
+                Fault("SESSION_DELETE", 1, FaultEffect.LOSE_REPLY),
+            )
+        )
+    )
+    server = start_server(model) if kind == "flight" else None
+    tracer = Tracer()
+    try:
+        if server is None:
+            client = Client(MemoryTransport(model, faults=schedule), protocol=line, tracer=tracer)
+        else:
+            server.server.faults = schedule
+            client = Client(FlightTransport(server.location, protocol=line), tracer=tracer)
+        with client.sequence_create("lost") as seq:
+            seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+        assert seq.session_status is SessionStatus.Finalized, "the lost reply was settled"
+        with pytest.raises(Boom), client.sequence_update("lost", on_error=DELETE) as upd:
+            upd.topic_create("more", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+            raise Boom
+        assert [f.operation for f in schedule.fired] == ["SESSION_FINALIZE", "SESSION_DELETE"]
+        assert upd.session_status is not SessionStatus.Pending
+        (left,) = model.snapshot()["sequences"]["lost"]["sessions"]
+        assert left == seq.session_uuid, "only the updater's session is gone"
+        probes = [
+            (step["step"], step.get("probe"))
+            for record in tracer.records
+            for step in record.get("steps", ())
+            if step["step"] in ("SESSION_FINALIZE", "SESSION_DELETE")
+        ]
+        assert probes == [("SESSION_FINALIZE", "applied"), ("SESSION_DELETE", "applied")], probes
+    finally:
+        if server is not None:
+            server.stop()

@@ -29,7 +29,7 @@ from fsm.enums import (
 from fsm.errors import ActionFailed, ArgumentError, ProtocolError
 from fsm.outcome import ErrorKind, Outcome, ProbeVerdict
 from fsm.spec.model import Step, Transition
-from fsm.transport import Descriptor, SequenceInfo, TopicStream
+from fsm.transport import Descriptor, SequenceInfo, SessionInfo, TopicStream
 
 if TYPE_CHECKING:
     from fsm.engine.client import Client
@@ -105,7 +105,9 @@ class _SessionSteps:
     def adopt(self, info: object) -> bool | None:
         """session_adoptable: exactly one new, empty, open session on the sequence (one the
         sequence's info read by this trigger did not list), which this trigger then takes as
-        the one it created."""
+        the one it created. A session listed without its uuid (by locator alone, as FlightInfo
+        lists them from line 0.5) cannot be taken: the writer would not know what to
+        finalize, so the verdict is unresolved."""
         if not isinstance(info, SequenceInfo):
             return None
         before = self.produced.get("GET_FLIGHT_INFO")
@@ -115,14 +117,23 @@ class _SessionSteps:
             for x in info.sessions
             if x.uuid not in known and not x.locked and not x.topics and x.completed_at_ns is None
         ]
-        if len(fresh) == 1:
+        if len(fresh) == 1 and fresh[0].uuid != fresh[0].locator:
             self.produced["SESSION_CREATE"] = Created(fresh[0].uuid, fresh[0].locator)
             return True
         return False if not fresh else None
 
+    def _listed(self, info: SequenceInfo) -> SessionInfo | None:
+        """This trigger's session in the sequence's info: by its locator where it has one
+        (from line 0.5 a FlightInfo names sessions by locator alone), else by its uuid."""
+        created = self.created
+        if created is None:
+            return None
+        if created.locator is not None:
+            return next((s for s in info.sessions if s.locator == created.locator), None)
+        return info.session(created.uuid)
+
     def finalized(self, info: object) -> bool | None:
-        uuid = self.session_uuid or ""
-        current = info.session(uuid) if isinstance(info, SequenceInfo) else None
+        current = self._listed(info) if isinstance(info, SequenceInfo) else None
         return None if current is None else current.completed_at_ns is not None
 
     def absent(self, info: object) -> bool | None:
@@ -130,7 +141,7 @@ class _SessionSteps:
             return True
         if not isinstance(info, SequenceInfo):
             return None
-        return info.session(self.session_uuid or "") is None
+        return self._listed(info) is None
 
 
 def _act(
