@@ -294,3 +294,24 @@ def test_lost_replies_are_settled_by_the_lines_session_names(line: str, kind: st
     finally:
         if server is not None:
             server.stop()
+
+
+@pytest.mark.parametrize(
+    "line", [n for n in LINES if load_line(n).wire["session_create_answer"] == "uuid_locator"]
+)
+def test_a_session_listed_without_its_uuid_is_not_adopted(line: str) -> None:
+    """A lost session_create reply over Flight, from 0.5: the sequence lists the new session
+    by its locator alone, so the writer cannot learn the uuid it must finalize with; it does
+    not adopt the session but undoes its sequence, and raises."""
+    model = ServerModel(seed=0, protocol=line)
+    server = start_server(model)
+    try:
+        server.server.faults = FaultSchedule(
+            FaultPlan((Fault("SESSION_CREATE", 1, FaultEffect.LOSE_REPLY),))
+        )
+        client = Client(FlightTransport(server.location, protocol=line))
+        with pytest.raises(ProtocolError), client.sequence_create("orphan") as seq:
+            seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu")
+        assert "orphan" not in model.snapshot()["sequences"], "the sequence was left behind"
+    finally:
+        server.stop()
