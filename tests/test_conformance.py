@@ -117,9 +117,11 @@ def test_the_suite_touches_only_what_it_created() -> None:
 
 def test_exploration_finds_and_shrinks_a_disagreement() -> None:
     target = MemoryTransport(ServerModel(profile="mosaicod-0.3"))
-    found = explore(target, oracle, prefix="xq", seed=0, budget=30, deviations=deviation_oracles())
+    # The budget only bounds a slow machine: the search stops when it has found and shrunk
+    # the disagreement (not cut short), in a few seconds on an idle one.
+    found = explore(target, oracle, prefix="xq", seed=0, budget=300, deviations=deviation_oracles())
     assert found.failure is not None and "the target answered" in found.failure
-    assert found.seconds < 30 and not found.cut_short
+    assert not found.cut_short, "found and shrunk within the budget"
     # Whole requests with the target's answers, names relative to the run's prefix.
     assert found.minimal_steps and all(" -> " in step for step in found.minimal_steps)
     assert not any("xq" in step for step in found.minimal_steps)
