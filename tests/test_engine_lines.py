@@ -315,3 +315,20 @@ def test_a_session_listed_without_its_uuid_is_not_adopted(line: str) -> None:
         assert "orphan" not in model.snapshot()["sequences"], "the sequence was left behind"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("line", ["0.6", "0.7"])
+def test_auto_over_flight_tells_the_transport_the_line_learned(line: str) -> None:
+    model = ServerModel(seed=0, protocol=line)
+    server = start_server(model)
+    try:
+        transport = FlightTransport(server.location)  # reads 0.3 until told otherwise
+        client = Client(transport, protocol="auto")
+        assert client.line.name == line and transport.line is client.line
+        with client.sequence_create("auto") as seq:
+            seq.topic_create("imu", schema=SCHEMA, ontology_tag="imu").push_row(_rows(1)[0])
+        (session,) = client.sequence_info("auto").sessions
+        assert session.locator is not None and session.locator.startswith("auto:")
+        assert client.read_topic("auto", "imu").to_pylist() == _rows(1)
+    finally:
+        server.stop()

@@ -73,10 +73,16 @@ _LEARNED = {"auto": learn_line}
 
 def _resolve(transport: Transport, protocol: str | Line | None) -> tuple[Line, ServerHello]:
     """The line a client speaks and what its handshake learned ("auto": the server's line).
-    Without `protocol`, a transport that reads one line (FlightTransport) names it; a client
-    and a transport of two different lines are refused."""
+    Without `protocol`, a transport that reads one line (FlightTransport) names it; with
+    "auto", such a transport is told the line learned; a client and a transport of two
+    different lines are refused."""
     spoken = getattr(transport, "line", None)
     line, hello = _chosen(transport, spoken if protocol is None else protocol)
+    speak = getattr(transport, "speak", None)
+    learned = _LEARNED.get(protocol) if isinstance(protocol, str) else None
+    if learned is not None and callable(speak):
+        speak(line)  # the line learned from the server is the transport's too
+        spoken = line
     if isinstance(spoken, Line) and spoken is not line:
         raise ArgumentError(
             f"the transport reads protocol line {spoken.name} and the client speaks "

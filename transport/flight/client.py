@@ -97,8 +97,7 @@ class FlightTransport(Transport):
         connect_timeout: float = 5.0,
         protocol: str | Line | None = None,
     ) -> None:
-        self.line = _line(protocol)
-        self._reader = FlightReader.of(self.line)
+        self.speak(protocol)
         parsed = urlparse(location)
         if parsed.scheme not in ("grpc", "grpc+tcp", "grpc+tls") or not parsed.hostname:
             raise ArgumentError(
@@ -129,6 +128,12 @@ class FlightTransport(Transport):
         self._streams_lock = threading.Lock()
         self._streams: set[_FlightStream] = set()
         self._readings: set[_FlightReading] = set()  # set.add/discard are atomic
+
+    def speak(self, protocol: str | Line | None) -> None:
+        """Read the server's answers in `protocol`'s wire shapes from now on (a client that
+        learned its server's line from the handshake tells its transport)."""
+        self.line = _line(protocol)
+        self._reader = FlightReader.of(self.line)
 
     def wait_ready(self) -> Outcome:
         """Check that the server answers (a ListFlights, as clients do on connect) within
