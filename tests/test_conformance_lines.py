@@ -93,3 +93,12 @@ def test_an_unknown_line_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["conformance", "--protocol", "9.9", "--budget", "0"], out) == 2
     assert out.getvalue() == ""
     assert "argument --protocol: invalid choice: '9.9'" in capsys.readouterr().err
+
+
+def test_a_deviation_whose_requirements_a_line_lacks_is_n_a_on_it_not_missed() -> None:
+    # Only QRY-DATA-RANGE names it, and line 0.7's query answers no time ranges.
+    did = "MOSAICOD-QUERY-RANGE-ONE-CHUNK"
+    on_07 = _power_row(("deviation", did, 0, 0.0, "0.7"))
+    assert on_07 is not None and not on_07.applicable and not on_07.detected
+    on_03 = _power_row(("deviation", did, 0, 0.0, "0.3"))
+    assert on_03 is not None and on_03.applicable and on_03.caught_by == ("QRY-DATA-RANGE",)

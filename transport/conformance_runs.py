@@ -142,6 +142,9 @@ class PowerRow:
     mistake: str
     caught_by: tuple[str, ...]
     labelled: bool  # named right: a deviation by its own id alone, a variant by no deviation
+    applicable: bool = True
+    """False for an uncaught deviation every requirement it contradicts (each case naming it)
+    is n/a on the run's line: the line has nothing it could break."""
 
     @property
     def detected(self) -> bool:
@@ -197,7 +200,10 @@ def _power_row(task: tuple[str, str, int, float, str | None]) -> PowerRow | None
         labels = _labels(result)
         summary = model.spec.deviations[name].summary
         labelled = name in labels and labels <= {name}
-        return PowerRow(name, kind, summary, tuple(result.failing_ids()), labelled)
+        caught = tuple(result.failing_ids())
+        naming = [v.status for v in result.verdicts if name in v.case.deviations]
+        applicable = bool(caught) or not naming or any(status != "n/a" for status in naming)
+        return PowerRow(name, kind, summary, caught, labelled, applicable)
     chosen = VARIANTS if kind == "variant" else LINE_VARIANTS
     variant = next(v for v in chosen if v.name == name)
     result = _run(variant.make(profile="spec", protocol=protocol), seed, budget)

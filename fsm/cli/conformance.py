@@ -331,7 +331,11 @@ def _self_test_report(
     for row in rows:
         caught = ", ".join(row.caught_by) or "NOT CAUGHT"
         named = "yes" if row.labelled else "no"
+        if not row.applicable:
+            caught, named = "n/a: every requirement it contradicts is n/a on the line", "-"
         out.write(f"{row.subject:34} {row.kind:10} {caught:40} {named}\n")
+    not_applicable = sum(not row.applicable for row in rows)
+    rows = [row for row in rows if row.applicable]
     detected = sum(row.detected for row in rows)
     named = sum(row.detected and row.labelled for row in rows)
     if baseline is not None:
@@ -344,6 +348,8 @@ def _self_test_report(
         f"self-test: {detected} of {len(rows)} broken servers caught, {named} named right "
         "(a deviation by its own id alone, a variant by no deviation)"
     )
+    if not_applicable:
+        summary += f"; {not_applicable} n/a on the line"
     if interrupted:
         out.write(f"\ninterrupted after {len(rows)} broken servers: {summary}\n")
         return EXIT_INTERRUPTED
