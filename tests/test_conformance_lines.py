@@ -102,3 +102,37 @@ def test_a_deviation_whose_requirements_a_line_lacks_is_n_a_on_it_not_missed() -
     assert on_07 is not None and not on_07.applicable and not on_07.detected
     on_03 = _power_row(("deviation", did, 0, 0.0, "0.3"))
     assert on_03 is not None and on_03.applicable and on_03.caught_by == ("QRY-DATA-RANGE",)
+
+
+def test_a_url_target_of_a_line_without_key_actions_is_checked_with_the_keys_given() -> None:
+    from fsm.enums import APIKeyPermissionEnum
+    from transport.flight.server import start_server
+    from transport.server.model import ServerModel
+
+    model = ServerModel(protocol="0.6", auth=True)
+    running = start_server(model)
+    try:
+        url = running.location
+        given = [
+            f"{p.value}={model.bootstrap_key(p)}"
+            for p in (
+                APIKeyPermissionEnum.Read,
+                APIKeyPermissionEnum.Write,
+                APIKeyPermissionEnum.Delete,
+            )
+        ]
+        base = ["conformance", url, "--api-key", running.api_keys["manage"], "--protocol", "0.6"]
+        base += ["--budget", "0", "--report", "json"]
+        out = io.StringIO()
+        assert main([*base, *(a for k in given for a in ("--key", k))], out) == 0
+        verdicts = {c["id"]: c["status"] for c in json.loads(out.getvalue())["cases"]}
+        for case in ("PERM-READ", "PERM-WRITE", "PERM-DELETE", "PERM-REPORT-READ"):
+            assert verdicts[case] == "pass", case
+        assert verdicts["AUTH-EXPIRED"] == "unknown"  # no expired key can be given
+        out = io.StringIO()
+        assert main(base, out) == 0
+        verdicts = {c["id"]: c["status"] for c in json.loads(out.getvalue())["cases"]}
+        assert verdicts["PERM-READ"] == "unknown"
+        assert main([*base, "--key", "manage=x"], io.StringIO()) == 2
+    finally:
+        running.stop()

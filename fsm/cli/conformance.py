@@ -109,6 +109,14 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         "reported n/a; the embedded server and --self-test's servers speak it",
     )
     p.add_argument(
+        "--key",
+        action="append",
+        metavar="BITS=TOKEN",
+        help="with a URL of a line without API-key actions: a key the server issued, holding "
+        "exactly BITS ('read', 'write', 'delete', joined by '+'); repeat per key. The "
+        "permission cases use them (without them they end unknown)",
+    )
+    p.add_argument(
         "--self-test",
         action="store_true",
         help="measure the suite: run it against every emulated deviation and broken server",
@@ -142,6 +150,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         "--api-key": args.api_key,
         "--tls-root-cert": args.tls_root_cert,
         "--profile": args.profile,
+        "--key": args.key,
         "--report": args.report,
         "--out": args.out,
     }
@@ -158,6 +167,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
             "--api-key and --tls-root-cert are for a target given by URL; "
             "the embedded server makes its own key"
         )
+    if args.url is None and args.key is not None:
+        raise CliError(
+            "--key gives the keys of a target given by URL; the embedded server makes its own"
+        )
+    if args.key is not None:
+        from fsm.spec.lines import DEFAULT_LINE, load_line
+
+        _given_keys(args.key, load_line(args.protocol or DEFAULT_LINE).permissions.values)
     if args.url is not None and args.profile is not None:
         raise CliError("--profile chooses the embedded server's behaviour: not with a URL")
 
@@ -247,7 +264,10 @@ def _run(args: argparse.Namespace, roots: bytes | None, show: bool) -> SuiteResu
                         args.url, api_key=key, tls_root_certs=roots, protocol=line
                     )
 
-                return run_suite(connect, target=args.url, api_key=args.api_key, **common)
+                keys = _given_keys(args.key or [], line.permissions.values)
+                return run_suite(
+                    connect, target=args.url, api_key=args.api_key, keys=keys, **common
+                )
             assert model is not None
             with embedded_target(model) as target:
                 said = f"profile {profile}, protocol {line.name}"
@@ -262,6 +282,26 @@ def _run(args: argparse.Namespace, roots: bytes | None, show: bool) -> SuiteResu
                 )
         except Unreachable as unreachable:
             raise CliError(f"{unreachable}; nothing was checked", unreachable.hint) from None
+
+
+def _given_keys(given: list[str], values: tuple[str, ...]) -> Any:
+    """The key source of `--key BITS=TOKEN` options: each token by its set of bits."""
+    tokens: dict[frozenset[str], str] = {}
+    for item in given:
+        bits, sep, token = item.partition("=")
+        held = frozenset(bits.split("+"))
+        unknown = sorted(held - set(values))
+        if not sep or not token or unknown:
+            raise CliError(
+                f"--key {item!r}: expected BITS=TOKEN with BITS among {', '.join(values)} "
+                "joined by '+'"
+            )
+        tokens[held] = token
+
+    def source(bits: tuple[str, ...], expires_at_ns: int | None) -> str | None:
+        return tokens.get(frozenset(bits)) if expires_at_ns is None else None
+
+    return source
 
 
 def _on_verdict(progress: Bar) -> Any:
