@@ -49,6 +49,9 @@ def line_text(line: Line) -> str:
     if line.fixed_deviations:
         out.append("   deviations this line fixes:")
         out += [f"      {did}: {why}" for did, why in line.fixed_deviations.items()]
+    if line.moot_deviations:
+        out.append("   deviations no request of this line reaches (dropped from its tables):")
+        out += [f"      {did}: {why}" for did, why in line.moot_deviations.items()]
     if line.unknown_deviations:
         out.append("   deviations kept in the tables, not known to hold for this line's releases:")
         out += [f"      {did}" for did in sorted(line.unknown_deviations)]

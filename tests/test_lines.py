@@ -487,3 +487,18 @@ def test_a_change_that_changes_nothing_is_refused(tmp_path: Path) -> None:
     grammar = tomllib.loads((SPECS / "query.toml").read_text(encoding="utf-8"))
     doc["query"] = {"merge": {"operators": {"$eq": grammar["operators"]["$eq"]}}}
     refused(tmp_path, "0.7", doc, "the base line's grammar has all of this already")
+
+
+def test_a_deviation_no_request_of_a_line_reaches_is_moot_there(tmp_path: Path) -> None:
+    """From 0.6 queries answer no time range, so the range failure of mosaicod 0.3 cannot be
+    reached: the line drops it from its tables and says why (`spec --protocol` prints it)."""
+    did = "MOSAICOD-QUERY-RANGE-EMPTY-CHUNK-INTERNAL"
+    assert did in load_line("0.5").spec.deviations
+    for name in ("0.6", "0.7"):
+        line = load_line(name)
+        assert did not in line.spec.deviations and did in line.moot_deviations
+        assert did not in line.unknown_deviations
+        assert did not in line.spec.profiles["mosaicod-0.3"].deviations
+    doc = read_line("0.6")
+    doc["deviations"]["moot"] = {"NO-SUCH-DEVIATION": "why"}
+    refused(tmp_path, "0.6", doc, "no such deviation in the base line")

@@ -127,6 +127,8 @@ class Line:
     enums: EnumSet
     spec: Spec
     fixed_deviations: Mapping[str, str]
+    moot_deviations: Mapping[str, str]
+    """Deviations of an earlier line no request of this one can reach, with why."""
     unknown_deviations: frozenset[str]
     unknown: tuple[Unknown, ...]
     documents: Mapping[str, Any] = attrs.field(repr=False, eq=False)
@@ -299,6 +301,7 @@ def _build(
     line_wire = _wire(_Where(file, "wire"), doc.wire, base.wire if base else {}, wire)
 
     fixed, unknown_devs = _apply_changes(file, doc, raw, documents, base)
+    moot = {**(base.moot_deviations if base else {}), **doc.deviations.moot}
     vocabulary = _vocabulary(chain, enums, perms)
     try:
         spec = parse_spec(documents, vocabulary=vocabulary)
@@ -315,7 +318,7 @@ def _build(
         doc.unknown,
         spec,
         line_wire,
-        fixed,
+        {**fixed, **moot},
         name,
         base.unknown if base else (),
     )
@@ -338,6 +341,7 @@ def _build(
         enums=enums,
         spec=spec,
         fixed_deviations=fixed,
+        moot_deviations=moot,
         unknown_deviations=unknown_devs,
         unknown=unknown,
         documents=documents,
@@ -603,20 +607,22 @@ def _patch_deviations(
     doc = documents["deviations.toml"]
     devs: list[Any] = doc.setdefault("deviations", [])
     existing = {_row_id(d) for d in devs}
-    for did in changes.fixed:
-        if did not in existing:
-            raise r.fail(f"fixed.{did}", "no such deviation in the base line")
+    for table, dids in (("fixed", changes.fixed), ("moot", changes.moot)):
+        for did in dids:
+            if did not in existing:
+                raise r.fail(f"{table}.{did}", "no such deviation in the base line")
     fixed: dict[str, str] = dict(changes.fixed)
-    devs[:] = [d for d in devs if _row_id(d) not in fixed]
+    gone = {**fixed, **changes.moot}
+    devs[:] = [d for d in devs if _row_id(d) not in gone]
     for profile in doc.get("profiles", {}).values():
         if isinstance(profile, dict) and isinstance(profile.get("deviations"), list):
-            profile["deviations"] = [d for d in profile["deviations"] if d not in fixed]
+            profile["deviations"] = [d for d in profile["deviations"] if d not in gone]
     for i, entry in enumerate(added):
         if _row_id(entry) in existing:
             raise r.fail(f"add[{i}]", f"deviation {_row_id(entry)!r} exists already")
         devs.append(copy.deepcopy(entry))
     present = {_row_id(d) for d in devs}
-    return fixed, _unknown_deviations(r, changes, present, set(base_unknown) - set(fixed))
+    return fixed, _unknown_deviations(r, changes, present, set(base_unknown) - set(gone))
 
 
 def _unknown_deviations(

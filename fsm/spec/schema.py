@@ -463,6 +463,8 @@ class EnumChanges:
 @attrs.frozen
 class DeviationChanges:
     fixed: dict[str, Text] = attrs.field(factory=dict)
+    moot: dict[str, Text] = attrs.field(factory=dict)
+    """Deviations no request of the line can reach (why), dropped from its tables."""
     unknown: tuple[Text, ...] = ()
     confirmed: tuple[Text, ...] = ()
     add: tuple[DeviationEntry, ...] = ()
