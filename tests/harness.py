@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import pyarrow as pa
@@ -58,6 +58,14 @@ def require_sdk() -> ModuleType:
 
         return mosaicolabs
     return pytest.importorskip("mosaicolabs", reason="the interop extra installs the SDK")
+
+
+def sdk_missing(message: str) -> NoReturn:
+    """An SDK release the test needs is not installed: a skip here, a failure where CI sets
+    MOSAICO_FSM_REQUIRE_SDK=1 (there every release is installed, or the run is wrong)."""
+    if os.environ.get("MOSAICO_FSM_REQUIRE_SDK") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 SCHEMA = pa.schema([("timestamp_ns", pa.int64()), ("value", pa.float64())])

@@ -236,7 +236,7 @@ def test_a_handshake_the_server_refuses_fails_the_client() -> None:
 
 
 def test_an_unknown_line_is_an_argument_error() -> None:
-    with pytest.raises(ArgumentError, match=r"protocol='9\.9'"):
+    with pytest.raises(ArgumentError, match=r"unknown protocol line '9\.9'"):
         Client(MemoryTransport(), protocol="9.9")
 
 

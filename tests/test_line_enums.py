@@ -6,7 +6,6 @@ and each is read in a subprocess of its own."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from fsm import enums as seed
 from fsm.spec.line_enums import EnumSet, seed_enum_set
 from fsm.spec.lines import line_names, load_line
+from tests.harness import sdk_missing
 from tests.sdks import install
 
 DUMP = Path(__file__).parent / "sdks" / "enum_dump.py"
@@ -29,9 +29,7 @@ def releases() -> dict[str, Path]:
     try:
         return install.ensure_releases()
     except install.InstallError as exc:
-        if os.environ.get("MOSAICO_FSM_REQUIRE_SDK") == "1":
-            pytest.fail(f"an SDK release is missing: {exc}")
-        pytest.skip(f"the SDK releases cannot be installed here: {exc}")
+        sdk_missing(f"the SDK releases cannot be installed here: {exc}")
 
 
 def released_enums(path: Path) -> dict[str, Any]:

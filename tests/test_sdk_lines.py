@@ -26,6 +26,7 @@ import pytest
 from fsm.conformance.clients import ClientReport, check_client_trace, group_by_sequence
 from fsm.enums import APIKeyPermissionEnum
 from fsm.spec.lines import load_line, load_lines
+from tests.harness import sdk_missing
 from tests.sdks.install import MARKER, sdk_dir
 from transport.flight.limits import ServerLimits
 from transport.flight.server import RunningServer, start_server
@@ -50,10 +51,7 @@ def release_dir(release: str) -> Path:
     """The installed release, or a skip (a failure when CI requires the SDKs)."""
     path = sdk_dir() / f"mosaicolabs-{release}"
     if not (path / MARKER).exists():
-        message = f"mosaicolabs {release} is not installed (python tests/sdks/install.py)"
-        if os.environ.get("MOSAICO_FSM_REQUIRE_SDK") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        sdk_missing(f"mosaicolabs {release} is not installed (python tests/sdks/install.py)")
     return path
 
 

@@ -27,12 +27,12 @@ from fsm.engine.validation import (
 )
 from fsm.engine.wire import ClientWire, ServerHello, handshake, learn_line
 from fsm.enums import FlightAction, OnErrorPolicy, SessionLevelErrorPolicy
-from fsm.errors import ArgumentError, SpecError
+from fsm.errors import ArgumentError
 from fsm.machines import ProtocolMachine
 from fsm.outcome import Outcome
 from fsm.spec import Spec, load_spec
 from fsm.spec.line_enums import python_enums
-from fsm.spec.lines import DEFAULT_LINE, Line, load_line
+from fsm.spec.lines import DEFAULT_LINE, Line, load_line, resolve_line
 from fsm.transport import Descriptor, SequenceInfo, TopicInfo, Transport
 
 __all__ = ["Client", "Machines"]
@@ -95,15 +95,9 @@ def _chosen(transport: Transport, protocol: object) -> tuple[Line, ServerHello]:
     learned = _LEARNED.get(protocol) if isinstance(protocol, str) else None
     if learned is not None:
         return learned(transport)
-    if isinstance(protocol, Line):
-        line = protocol
-    elif protocol is None or isinstance(protocol, str):
-        try:
-            line = load_line(DEFAULT_LINE if protocol is None else protocol)
-        except SpecError as exc:
-            raise ArgumentError(f"protocol={protocol!r}: {exc.problem}") from None
-    else:
+    if not (protocol is None or isinstance(protocol, str | Line)):
         raise ArgumentError(f"protocol must be a line name, a Line or 'auto', got {protocol!r}")
+    line = resolve_line(protocol)
     return line, handshake(transport, line)
 
 

@@ -16,7 +16,7 @@ import attrs
 
 from fsm.engine.actions import ServerVersion, server_version
 from fsm.engine.base import outcome_error
-from fsm.errors import ArgumentError, ProtocolError, SpecError
+from fsm.errors import ArgumentError, ProtocolError
 from fsm.outcome import ErrorKind, Outcome
 from fsm.spec.lines import Line, load_lines
 from fsm.transport import Transport
@@ -31,15 +31,7 @@ BATCH_SHARE = 0.9
 
 def pick(table: Mapping[str, T], line: Line, aspect: str) -> T:
     """The entry of `table` for the shape `line` speaks for `aspect`."""
-    shape = line.wire[aspect]
-    if shape not in table:
-        raise SpecError(
-            f"lines/{line.name}.toml",
-            "wire",
-            aspect,
-            f"the engine has no entry for the shape {shape!r} (it knows {sorted(table)})",
-        )
-    return table[shape]
+    return line.pick(table, aspect, "the engine")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,8 +96,8 @@ def run_scenario(
                 protocol=line,
             )
         except MosaicoError as refused:  # the client could not connect: nothing ran
-            return _judged(
-                scenario, faults, world, None, refused, tracer, schedule, setup, judge, skip
+            return _run(
+                scenario, faults, seed, world, None, tracer, schedule, setup, judge, skip, refused
             )
         return _run(scenario, faults, seed, world, client, tracer, schedule, setup, judge, skip)
     finally:
@@ -121,37 +121,24 @@ def _run(
     faults: tuple[Fault, ...],
     seed: int,
     world: World,
-    client: Client,
+    client: Client | None,
     tracer: Tracer,
     schedule: CallLog,
     setup: frozenset[str],
     judge: Judge,
     skip: int,
+    raised: BaseException | None = None,
 ) -> RunResult:
-    """The scenario's body on `client`, then the verdicts."""
-    actor = Actor(client, scenario, seed)
-    raised: BaseException | None = None
-    try:
-        scenario.body(actor)
-    except Exception as exc:  # whatever the user would see
-        raised = exc
-    return _judged(scenario, faults, world, actor, raised, tracer, schedule, setup, judge, skip)
-
-
-def _judged(
-    scenario: Scenario,
-    faults: tuple[Fault, ...],
-    world: World,
-    actor: Actor | None,
-    raised: BaseException | None,
-    tracer: Tracer,
-    schedule: CallLog,
-    setup: frozenset[str],
-    judge: Judge,
-    skip: int,
-) -> RunResult:
-    """The verdicts of a run: what the actor (None: the client never connected) did, what
-    it raised, and what the server saw after the first `skip` events."""
+    """The scenario's body on `client`, then the verdicts of what the actor did, what it
+    raised, and what the server saw after the first `skip` events. Without a client (it
+    could not connect: `raised` says why) the body does not run."""
+    actor = None
+    if client is not None:
+        actor = Actor(client, scenario, seed)
+        try:
+            scenario.body(actor)
+        except Exception as exc:  # whatever the user would see
+            raised = exc
     events = list(world.server_events())[skip:]
     session = actor.session if actor is not None else None
     facts = Facts(

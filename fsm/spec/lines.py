@@ -20,11 +20,11 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
-from fsm.errors import SpecError
+from fsm.errors import ArgumentError, SpecError
 from fsm.spec import schema
 from fsm.spec.line_enums import EnumSet, seed_enum_set
 from fsm.spec.load import load_documents, parse_spec
@@ -44,7 +44,10 @@ __all__ = [
     "load_line",
     "load_lines",
     "load_wire",
+    "resolve_line",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_LINE = "0.3"
 """The line of `specs/*.toml` itself: mosaicolabs 0.3.x."""
@@ -136,6 +139,19 @@ class Line:
 
     def vocabulary(self) -> Vocabulary:
         return _vocabulary(self.chain, self.enums, self.permissions)
+
+    def pick(self, table: Mapping[str, T], aspect: str, who: str) -> T:
+        """The entry of `who`'s `table` (one entry per shape name) for the shape this line
+        speaks for `aspect`; a SpecError when `who` has none for it."""
+        shape = self.wire[aspect]
+        if shape not in table:
+            raise SpecError(
+                f"{LINES_DIR}/{self.name}.toml",
+                "wire",
+                aspect,
+                f"{who} has no entry for the shape {shape!r} (it knows {sorted(table)})",
+            )
+        return table[shape]
 
     @property
     def client_parties(self) -> tuple[str, ...]:
@@ -252,6 +268,17 @@ def load_line(name: str = DEFAULT_LINE, directory: Path | None = None) -> Line:
     if key not in _CACHE:
         _CACHE[key] = _build(name, directory, load_wire(directory), ())
     return _CACHE[key]
+
+
+def resolve_line(protocol: str | Line | None) -> Line:
+    """A line given by name (None: the default line) or as itself; ArgumentError for a name
+    no file of `specs/lines/` has."""
+    if isinstance(protocol, Line):
+        return protocol
+    name = DEFAULT_LINE if protocol is None else protocol
+    if name not in line_names():
+        raise ArgumentError(f"unknown protocol line {name!r}; choose from {line_names()}")
+    return load_line(name)
 
 
 def load_lines(directory: Path | None = None) -> dict[str, Line]:

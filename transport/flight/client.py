@@ -22,7 +22,7 @@ from pyarrow import flight
 
 from fsm.errors import ArgumentError
 from fsm.outcome import ErrorKind, Outcome
-from fsm.spec.lines import DEFAULT_LINE, Line, line_names, load_line
+from fsm.spec.lines import Line, resolve_line
 from fsm.transport import Descriptor, TopicData, Transport
 from transport.flight.codec import (
     ABORT_MESSAGE,
@@ -51,15 +51,6 @@ def _outcome(exc: BaseException, deadline: str) -> Outcome:
 
 def _seconds(value: float | None, name: str) -> str:
     return f"the {name} of {value:g} s" if value is not None else f"the {name}"
-
-
-def _line(protocol: str | Line | None) -> Line:
-    if isinstance(protocol, Line):
-        return protocol
-    name = DEFAULT_LINE if protocol is None else protocol
-    if name not in line_names():
-        raise ArgumentError(f"unknown protocol line {name!r}; choose from {line_names()}")
-    return load_line(name)
 
 
 def _descriptor(d: Descriptor) -> flight.FlightDescriptor:
@@ -132,7 +123,7 @@ class FlightTransport(Transport):
     def speak(self, protocol: str | Line | None) -> None:
         """Read the server's answers in `protocol`'s wire shapes from now on (a client that
         learned its server's line from the handshake tells its transport)."""
-        self.line = _line(protocol)
+        self.line = resolve_line(protocol)
         self._reader = FlightReader.of(self.line)
 
     def wait_ready(self) -> Outcome:

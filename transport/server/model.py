@@ -29,7 +29,7 @@ from fsm.enums import APIKeyPermissionEnum
 from fsm.errors import ArgumentError
 from fsm.outcome import ErrorKind
 from fsm.spec import Spec
-from fsm.spec.lines import DEFAULT_LINE, Line, line_names, load_line
+from fsm.spec.lines import DEFAULT_LINE, Line, load_line, resolve_line
 from fsm.spec.model import Limit
 from fsm.spec.soundness import apply_deviations, apply_query_deviations
 from fsm.transport import SequenceInfo, TopicData, TopicInfo
@@ -99,7 +99,7 @@ class ServerModel:
     ) -> None:
         if spec is not None and protocol is not None:
             raise ArgumentError("give a spec or a protocol line, not both")
-        self.line = _line(protocol)
+        self.line = resolve_line(protocol)
         self.spec = spec or self.line.spec
         if profile not in self.spec.profiles:
             raise ArgumentError(
@@ -472,15 +472,6 @@ class ServerModel:
     def resource_names(self) -> Iterable[str]:
         with self._lock:
             return [*self.state.sequences, *self.state.topics]
-
-
-def _line(protocol: str | Line | None) -> Line:
-    if isinstance(protocol, Line):
-        return protocol
-    name = DEFAULT_LINE if protocol is None else protocol
-    if name not in line_names():
-        raise ArgumentError(f"unknown protocol line {name!r}; choose from {line_names()}")
-    return load_line(name)
 
 
 def _check_profile(line: Line, profile: str) -> None:

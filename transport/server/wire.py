@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import attrs
 import pyarrow as pa
 
-from fsm.errors import SpecError
 from fsm.outcome import ErrorKind
 from fsm.spec.lines import Line
 from transport.server.errors import ServerError
@@ -36,15 +35,7 @@ _SEQUENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 def pick(table: Mapping[str, T], line: Line, aspect: str) -> T:
     """The entry of `table` for the shape `line` speaks for `aspect`."""
-    shape = line.wire[aspect]
-    if shape not in table:
-        raise SpecError(
-            f"lines/{line.name}.toml",
-            "wire",
-            aspect,
-            f"the server has no entry for the shape {shape!r} (it knows {sorted(table)})",
-        )
-    return table[shape]
+    return line.pick(table, aspect, "the server")
 
 
 # ---------------------------------------------------------------------------------------------
