@@ -31,7 +31,7 @@ def test_single_faults_keep_every_invariant_on_each_line(line: str) -> None:
     faulted = {f.operation for run in result.runs for f in run.faults}
     if handshake in ("version", "info"):
         assert handshake.upper() in faulted, "the line's handshake is a call faults reach"
-    assert "SESSION_DELETE" in faulted or load_line(line).wire["session_delete_body"] == "uuid"
+    assert "SESSION_DELETE" in faulted, "the later lines purge the session, then the sequence"
 
 
 def test_a_refused_handshake_leaves_nothing_and_is_judged() -> None:
