@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
+import attrs
 import pyarrow as pa
 import pytest
 
 from fsm import ArgumentError, SerializationFormat, SessionLevelErrorPolicy, SessionStatus
 from fsm.conformance.clients import check_client_trace, group_by_sequence
 from fsm.engine import Client, Tracer, check_trace
-from fsm.errors import ProtocolError
+from fsm.errors import ProtocolError, SpecError
 from fsm.faults import Fault, FaultEffect, FaultPlan, FaultSchedule
 from fsm.spec.lines import line_names, load_line
 from transport.flight.client import FlightTransport
@@ -332,3 +333,20 @@ def test_auto_over_flight_tells_the_transport_the_line_learned(line: str) -> Non
         assert client.read_topic("auto", "imu").to_pylist() == _rows(1)
     finally:
         server.stop()
+
+
+def test_a_shape_without_an_entry_is_a_spec_error_naming_who_lacks_it() -> None:
+    """Every codec (server, Flight client, engine) picks its entry by the line's shape name;
+    one that has no entry for that shape fails when it is built, saying whose it is."""
+    from fsm.engine import wire
+
+    seven = load_line("0.7")
+    assert seven.pick({"uuid_locator": 1}, "session_create_answer", "the engine") == 1
+    with pytest.raises(SpecError, match="the engine has no entry for the shape 'uuid_locator'"):
+        seven.pick({"uuid": 1}, "session_create_answer", "the engine")
+    with pytest.raises(SpecError, match="session_create_answer"):
+        wire.pick(
+            wire.SESSION_CREATE_ANSWER,
+            attrs.evolve(seven, wire={**seven.wire, "session_create_answer": "nope"}),
+            "session_create_answer",
+        )
