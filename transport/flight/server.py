@@ -23,8 +23,6 @@ is what `mosaico-fsm serve` runs, stopping cleanly on SIGINT or SIGTERM.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import signal
 import threading
@@ -45,7 +43,7 @@ from fsm.errors import ArgumentError, TransportError
 from fsm.faults import FaultPlan, FaultSchedule
 from fsm.outcome import ErrorKind
 from fsm.transport import SequenceInfo, TopicInfo
-from transport.flight import frames
+from transport.flight import allocator, frames
 from transport.flight.call_end import half_closed
 from transport.flight.codec import FlightShapes
 from transport.flight.limits import ServerLimits
@@ -102,64 +100,7 @@ class TlsFiles:
 
 
 RELEASE_PERIOD = 5.0
-"""Seconds between two hand-backs of freed memory to the system."""
-
-
-MMAP_THRESHOLD = 1 << 20
-"""Bytes from which the C allocator serves a block with its own mapping (see `_tune_allocator`)."""
-
-TRIM_THRESHOLD = 32 << 20
-"""Bytes of free memory the C allocator keeps at the top of a heap before handing it back to the
-system on a free (see `_tune_allocator`)."""
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-def _load_libc() -> tuple[Callable[[int], int] | None, Callable[[int, int], int] | None]:
-    """glibc's malloc_trim and mallopt (None where the C library has none of them)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-        mallopt: Callable[[int, int], int] = libc.mallopt
-    except (OSError, AttributeError):  # not glibc: nothing to tune this way
-        return None, None
-    return trim, mallopt
-
-
-_TRIM, _MALLOPT = _load_libc()
-
-
-def _tune_allocator() -> None:
-    """Two settings of the C allocator, for a server that receives large messages.
-
-    Every block of MMAP_THRESHOLD bytes or more gets its own mapping, unmapped when freed.
-    glibc otherwise raises this threshold to the size of each large block freed, after which
-    10 MB request bodies come from the per-thread heaps and stay in the server's resident
-    memory once refused; each received DoPut message is such a block too, and mapping it fresh
-    was measured faster than reusing heap memory.
-
-    Up to TRIM_THRESHOLD bytes freed at the top of a heap stay there. Fixing the mmap threshold
-    also fixes glibc's trim threshold at its default of 128 KiB, and then the pieces gRPC
-    receives a message in (its socket reads and one Python bytes object per piece, about 10 MB
-    in all for a 10 MB message, freed once the message is joined) were handed back to the
-    system after every message and faulted in again for the next one: a DoPut of 160 MB
-    spent most of its time in the kernel's page-fault handler. What stays is handed back by
-    the watchdog (`_release_memory`) every RELEASE_PERIOD seconds.
-
-    A no-op where the C library has no mallopt (MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ in the environment do the same)."""
-    if _MALLOPT is not None:
-        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        _MALLOPT(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-
-
-def _release_memory() -> None:
-    """Hand the memory the C allocator keeps in its per-thread arenas after large requests
-    (a 10 MB body that was refused, say) back to the system, so that refused requests leave
-    nothing behind in the server's resident memory. A no-op where the C library has no
-    malloc_trim."""
-    if _TRIM is not None:
-        _TRIM(0)
+"""Seconds between two hand-backs of freed memory to the system (`allocator.release`)."""
 
 
 class ListenError(TransportError, OSError):
@@ -189,6 +130,7 @@ class _OpenStream:
     handle: PutHandle | None = None
     last_seen: float = attrs.field(factory=time.monotonic)
     idle: bool = False
+    received: int = 0  # bytes of DoPut messages received
 
 
 def _token(context: grpc.ServicerContext) -> str | None:
@@ -303,7 +245,7 @@ class ReferenceServer:
         than the idle timeout and DoGet streams whose client has not taken a frame for as long
         (a reader that stopped reading would otherwise hold its thread forever), and hands
         memory the C allocator keeps after large requests back to the system
-        (`_release_memory`)."""
+        (`allocator.release`)."""
         if self._watchdog is not None:
             return
         self._watchdog = threading.Thread(
@@ -321,7 +263,7 @@ class ReferenceServer:
             now = time.monotonic()
             if now - last_release >= RELEASE_PERIOD:
                 last_release = now
-                _release_memory()
+                allocator.release()
             if idle is None:
                 continue
             with self._streams_lock:
@@ -350,6 +292,8 @@ class ReferenceServer:
             try:
                 return method(request, context)
             except _Refusal as refusal:
+                if isinstance(request, bytes) and len(request) >= allocator.RELEASE_AFTER:
+                    allocator.release()  # the pieces gRPC received it in are free by now
                 context.abort(refusal.code, refusal.message)
             except Exception:
                 log.exception("%s failed", getattr(method, "__name__", "a call"))
@@ -498,11 +442,17 @@ class ReferenceServer:
                     "accepts at once; retry when one has ended",
                 )
             self._streams.add(stream)
+        allocator.STREAMS.opened()
+        refused = False
         try:
             self._put(stream, requests, context)
+        except _Refusal:
+            refused = stream.received >= allocator.RELEASE_AFTER
+            raise
         finally:
             with self._streams_lock:
                 self._streams.discard(stream)
+            allocator.STREAMS.closed(refused)
             if stream.handle is not None:
                 # Whatever ended the call, a stream that did not end cleanly leaves nothing
                 # receiving (a no-op, not recorded, when it already ended).
@@ -518,6 +468,7 @@ class ReferenceServer:
             return  # the client went away before sending anything
         if first is None:
             raise _refuse(ErrorKind.INVALID_ARGUMENT, "DoPut: the stream carried no message")
+        stream.received += len(first)
         try:
             header = frames.decode_frame(first)
         except frames.FrameError as exc:
@@ -556,6 +507,7 @@ class ReferenceServer:
                 if not half_closed(stream.context):
                     self._end_early(handle, ErrorKind.CANCELLED, "the client went away")
                 break
+            stream.received += len(raw)
             try:
                 frame = frames.decode_frame(raw)
             except frames.FrameError as exc:
@@ -800,7 +752,7 @@ def start_server(
         raise ListenError(f"cannot listen on {address}") from exc
     if not bound:
         raise ListenError(f"cannot listen on {address}")
-    _tune_allocator()
+    allocator.tune()
     grpc_server.start()
     service.start_watchdog()
     running = RunningServer(service, grpc_server, host, bound, tls is not None)

@@ -1,0 +1,117 @@
+"""What the reference server has the C allocator keep (`transport.flight.allocator`).
+
+The trim threshold follows the DoPut streams open in the process, and memory a refused
+request took is handed back at once: these are what keep the server's resident memory flat
+over refused requests (`tests/benchmarks/bench_server.py` prints it). The allocator calls are
+recorded here rather than made, and the server's periodic release is put out of the way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tests import wire
+from tests.test_flight_wire import NARROW, WIDE, open_topic, wide
+from transport.flight import allocator
+from transport.flight import server as flight_server
+from transport.flight.server import RunningServer, start_server
+from transport.server.model import ServerModel
+
+STREAM, IDLE = allocator.STREAM_TRIM_THRESHOLD, allocator.IDLE_TRIM_THRESHOLD
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The trim thresholds set and the releases asked for, in order."""
+    calls: list[object] = []
+    monkeypatch.setattr(allocator, "_set_trim_threshold", calls.append)
+    monkeypatch.setattr(allocator, "release", lambda: calls.append("release"))
+    monkeypatch.setattr(flight_server, "RELEASE_PERIOD", 1e9)
+    return calls
+
+
+@pytest.fixture
+def server(recorded: list[object]) -> Iterator[RunningServer]:
+    assert allocator.STREAMS.open == 0, "a stream of an earlier test is still open"
+    with start_server(ServerModel(seed=0)) as running:
+        recorded.clear()  # what starting set
+        yield running
+
+
+def test_the_trim_threshold_follows_the_streams_open(recorded: list[object]) -> None:
+    trim = allocator.StreamTrim()
+    trim.apply()
+    trim.opened()
+    trim.opened()
+    trim.closed()
+    assert recorded == [IDLE, STREAM]
+    trim.closed()
+    trim.apply()
+    assert recorded == [IDLE, STREAM, IDLE, IDLE]
+
+
+def test_a_refused_stream_is_handed_back_once_no_other_is_open(recorded: list[object]) -> None:
+    trim = allocator.StreamTrim()
+    trim.opened()
+    trim.opened()
+    trim.closed(refused=True)
+    assert "release" not in recorded  # another stream is receiving into the same heaps
+    trim.closed(refused=True)
+    assert recorded == [STREAM, IDLE, "release"]
+    recorded.clear()
+    trim.opened()
+    trim.closed()
+    assert recorded == [STREAM, IDLE]  # a clean end leaves its memory for the next stream
+
+
+def test_starting_a_server_fixes_the_mmap_threshold(
+    monkeypatch: pytest.MonkeyPatch, recorded: list[object]
+) -> None:
+    options: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        allocator, "_MALLOPT", lambda option, value: options.append((option, value))
+    )
+    with start_server(ServerModel(seed=0)):
+        pass
+    assert options == [(allocator._M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD)]
+    assert recorded == [IDLE]  # through the recorded trim threshold: no stream is open
+
+
+def test_a_large_refused_request_is_handed_back_at_once(
+    server: RunningServer, recorded: list[object]
+) -> None:
+    body = json.dumps({"locator": "n" * (2 << 20), "user_metadata": {}}).encode()
+    assert (
+        wire.action(server.port, "sequence_create", body).code is grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert recorded == ["release"]
+    small = wire.action(server.port, "sequence_create", b"{not json")
+    assert small.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert recorded == ["release"]  # a small refusal leaves nothing worth a release
+
+
+def test_a_stream_refused_after_a_large_message_is_handed_back(
+    server: RunningServer, recorded: list[object]
+) -> None:
+    locator, topic = open_topic(server, "forged")
+    header = wire.header_frame(locator, topic, WIDE)
+    answer = wire.do_put(server.port, [header, wire.forged_batch(NARROW, 1_000_000)])
+    assert answer.code is grpc.StatusCode.INVALID_ARGUMENT, answer
+    assert recorded == [STREAM, IDLE, "release"]
+
+
+def test_a_small_refused_stream_and_a_clean_one_keep_their_memory(
+    server: RunningServer, recorded: list[object]
+) -> None:
+    locator, topic = open_topic(server, "kept")
+    header = wire.header_frame(locator, topic, WIDE)
+    assert wire.do_put(server.port, [header, wide(0, 200_000)]).code is grpc.StatusCode.OK
+    locator, topic = open_topic(server, "small")
+    header = wire.header_frame(locator, topic, WIDE)
+    refused = wire.do_put(server.port, [header, wire.forged_batch(NARROW, 1000)])
+    assert refused.code is grpc.StatusCode.INVALID_ARGUMENT, refused
+    assert recorded == [STREAM, IDLE, STREAM, IDLE]
