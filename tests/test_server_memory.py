@@ -22,6 +22,7 @@ from transport.flight.server import RunningServer, start_server
 from transport.server.model import ServerModel
 
 STREAM, IDLE = allocator.STREAM_TRIM_THRESHOLD, allocator.IDLE_TRIM_THRESHOLD
+GRACE = allocator.IDLE_GRACE
 
 
 @pytest.fixture
@@ -35,23 +36,36 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 @pytest.fixture
-def server(recorded: list[object]) -> Iterator[RunningServer]:
-    assert allocator.STREAMS.open == 0, "a stream of an earlier test is still open"
+def server(monkeypatch: pytest.MonkeyPatch, recorded: list[object]) -> Iterator[RunningServer]:
+    """A server whose process-wide trim state starts afresh, with no grace running out
+    during the test."""
+    monkeypatch.setattr(allocator, "STREAMS", allocator.StreamTrim())
+    monkeypatch.setattr(allocator, "IDLE_GRACE", 1e9)
     with start_server(ServerModel(seed=0)) as running:
         recorded.clear()  # what starting set
         yield running
 
 
 def test_the_trim_threshold_follows_the_streams_open(recorded: list[object]) -> None:
+    """Raised while a stream is open and for IDLE_GRACE seconds after the last one ended
+    cleanly (the next stream reuses what it freed), then lowered with a release."""
     trim = allocator.StreamTrim()
     trim.apply()
     trim.opened()
     trim.opened()
-    trim.closed()
+    trim.closed(now=100.0)
+    trim.closed(now=100.0)
+    trim.settle(now=100.0 + GRACE / 2)
     assert recorded == [IDLE, STREAM]
-    trim.closed()
+    trim.opened()  # within the grace: still raised, nothing to set
+    trim.closed(now=200.0)
+    trim.settle(now=200.0 + GRACE / 2)
+    assert recorded == [IDLE, STREAM]
+    trim.settle(now=200.0 + GRACE)
+    assert recorded == [IDLE, STREAM, IDLE, "release"]
+    trim.settle(now=300.0)  # lowered already: nothing more
     trim.apply()
-    assert recorded == [IDLE, STREAM, IDLE, IDLE]
+    assert recorded == [IDLE, STREAM, IDLE, "release", IDLE]
 
 
 def test_a_refused_stream_is_handed_back_once_no_other_is_open(recorded: list[object]) -> None:
@@ -59,13 +73,13 @@ def test_a_refused_stream_is_handed_back_once_no_other_is_open(recorded: list[ob
     trim.opened()
     trim.opened()
     trim.closed(refused=True)
-    assert "release" not in recorded  # another stream is receiving into the same heaps
+    assert recorded == [STREAM]  # another stream is receiving into the same heaps
     trim.closed(refused=True)
     assert recorded == [STREAM, IDLE, "release"]
-    recorded.clear()
     trim.opened()
-    trim.closed()
-    assert recorded == [STREAM, IDLE]  # a clean end leaves its memory for the next stream
+    trim.closed(refused=True, now=0.0)
+    trim.settle(now=GRACE)  # lowered at the refusal already
+    assert recorded == [STREAM, IDLE, "release", STREAM, IDLE, "release"]
 
 
 def test_starting_a_server_fixes_the_mmap_threshold(
@@ -104,7 +118,7 @@ def test_a_stream_refused_after_a_large_message_is_handed_back(
     assert recorded == [STREAM, IDLE, "release"]
 
 
-def test_a_small_refused_stream_and_a_clean_one_keep_their_memory(
+def test_a_clean_stream_and_a_small_refused_one_keep_their_memory_for_the_next(
     server: RunningServer, recorded: list[object]
 ) -> None:
     locator, topic = open_topic(server, "kept")
@@ -114,4 +128,4 @@ def test_a_small_refused_stream_and_a_clean_one_keep_their_memory(
     header = wire.header_frame(locator, topic, WIDE)
     refused = wire.do_put(server.port, [header, wire.forged_batch(NARROW, 1000)])
     assert refused.code is grpc.StatusCode.INVALID_ARGUMENT, refused
-    assert recorded == [STREAM, IDLE, STREAM, IDLE]
+    assert recorded == [STREAM]  # raised by the first stream, kept for the next

@@ -261,6 +261,7 @@ class ReferenceServer:
         last_release = time.monotonic()
         while not self._stopping.wait(period):
             now = time.monotonic()
+            allocator.STREAMS.settle(now)
             if now - last_release >= RELEASE_PERIOD:
                 last_release = now
                 allocator.release()
