@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from tests import wire
+from tests.harness import wait_until
 from tests.test_flight_wire import NARROW, WIDE, open_topic, wide
 from transport.flight import allocator
 from transport.flight import server as flight_server
@@ -129,3 +130,16 @@ def test_a_clean_stream_and_a_small_refused_one_keep_their_memory_for_the_next(
     refused = wire.do_put(server.port, [header, wire.forged_batch(NARROW, 1000)])
     assert refused.code is grpc.StatusCode.INVALID_ARGUMENT, refused
     assert recorded == [STREAM]  # raised by the first stream, kept for the next
+
+
+def test_the_watchdog_lowers_the_threshold_once_the_grace_is_over(
+    monkeypatch: pytest.MonkeyPatch, recorded: list[object]
+) -> None:
+    monkeypatch.setattr(allocator, "STREAMS", allocator.StreamTrim())
+    monkeypatch.setattr(allocator, "IDLE_GRACE", 0.1)
+    with start_server(ServerModel(seed=0)) as running:
+        locator, topic = open_topic(running, "settled")
+        header = wire.header_frame(locator, topic, WIDE)
+        recorded.clear()
+        assert wire.do_put(running.port, [header, wide(0, 10)]).code is grpc.StatusCode.OK
+        wait_until(lambda: recorded == [STREAM, IDLE, "release"], "the threshold lowered")
