@@ -299,13 +299,20 @@ def _rejections(location: str, token: str) -> dict[str, Callable[[grpc.Channel],
     }
 
 
-def rejected(requests: int) -> None:
+def rejected(requests: int, every: int | None = None, only: str | None = None) -> None:
     server = ServerProcess("--api-key-auth")
     try:
         assert server.proc.stdout is not None
         token = server.proc.stdout.readline().split(":", 1)[1].strip()
         kinds = _rejections(server.location, token)
+        if only is not None:
+            if only not in kinds:
+                raise SystemExit(f"--kind: one of {', '.join(map(repr, kinds))}")
+            kinds = {only: kinds[only]}
         host = server.location.removeprefix("grpc://")
+        if every is not None:
+            _series(host, kinds, requests, every, server.pid)
+            return
         print(
             f"Rejected requests: server RSS (MB) after a warm-up of {requests // 10}, then after "
             f"{requests // 2} and {requests} more, per kind; growth over the last {requests // 2}"
@@ -331,15 +338,44 @@ def rejected(requests: int) -> None:
     print()
 
 
+def _series(
+    host: str,
+    kinds: dict[str, Callable[[grpc.Channel], grpc.StatusCode]],
+    requests: int,
+    every: int,
+    pid: int,
+) -> None:
+    """The server's RSS read every `every` requests, per kind: a growth or a fluctuation."""
+    print(f"Rejected requests: server RSS (MB) every {every} of {requests} requests, per kind")
+    with grpc.insecure_channel(
+        host, options=[("grpc.max_send_message_length", 64 * MB)]
+    ) as channel:
+        for name, call in kinds.items():
+            readings = []
+            for _ in range(0, requests, every):
+                for _ in range(every):
+                    call(channel)
+                readings.append(rss_of(pid) / MiB)
+            print(f"  {name}: {' '.join(f'{r:.1f}' for r in readings)}")
+            print(f"    min {min(readings):.1f}, max {max(readings):.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument(
+        "--every",
+        type=int,
+        help="rejected requests only: read the RSS every N requests instead (no ingest)",
+    )
+    parser.add_argument("--kind", help="rejected requests of this kind only")
     args = parser.parse_args()
     header("bench_server", [f"load average before: {os.getloadavg()[0]:.2f}", f"root {ROOT}"])
-    ingest(args.mb, args.rounds)
-    rejected(args.requests)
+    if args.every is None:
+        ingest(args.mb, args.rounds)
+    rejected(args.requests, args.every, args.kind)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
