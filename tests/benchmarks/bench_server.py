@@ -118,18 +118,23 @@ def _put(
         client.close()
 
 
-def _act(location: str, action: str, body: dict[str, object]) -> object:
+def _act(location: str, action: str, body: dict[str, object], token: str | None = None) -> object:
+    """One action's response, with an API key when `token` is given."""
+    headers = [] if token is None else [(b"mosaico-api-key-token", token.encode())]
     client = flight.FlightClient(location)
     try:
-        result = list(client.do_action(flight.Action(action, json.dumps(body).encode())))
+        action_ = flight.Action(action, json.dumps(body).encode())
+        result = list(client.do_action(action_, flight.FlightCallOptions(headers=headers)))
         return json.loads(result[0].body.to_pybytes())["response"] if result else None
     finally:
         client.close()
 
 
-def _reference_descriptor(location: str, name: str) -> flight.FlightDescriptor:
-    _act(location, "sequence_create", {"locator": name, "user_metadata": {}})
-    session = _act(location, "session_create", {"locator": name})["uuid"]  # type: ignore[index]
+def _open_topic(location: str, name: str, token: str | None = None) -> tuple[str, str]:
+    """A new sequence `name` with an open session and the topic `name/imu`: the session's and
+    the topic's UUIDs."""
+    _act(location, "sequence_create", {"locator": name, "user_metadata": {}}, token)
+    session = _act(location, "session_create", {"locator": name}, token)["uuid"]  # type: ignore[index]
     topic = _act(
         location,
         "topic_create",
@@ -140,7 +145,13 @@ def _reference_descriptor(location: str, name: str) -> flight.FlightDescriptor:
             "ontology_tag": "imu",
             "user_metadata": {},
         },
+        token,
     )["uuid"]  # type: ignore[index]
+    return session, topic
+
+
+def _reference_descriptor(location: str, name: str) -> flight.FlightDescriptor:
+    _, topic = _open_topic(location, name)
     command = json.dumps({"resource_locator": f"{name}/imu", "topic_uuid": topic})
     return flight.FlightDescriptor.for_command(command.encode())
 
@@ -212,26 +223,7 @@ def _rejections(location: str, token: str) -> dict[str, Callable[[grpc.Channel],
         )
         for rows in (1000, 1_000_000)
     )
-    client = flight.FlightClient(location)
-    options = flight.FlightCallOptions(headers=[(b"mosaico-api-key-token", token.encode())])
-
-    def act(action: str, body: dict[str, object]) -> object:
-        result = list(client.do_action(flight.Action(action, json.dumps(body).encode()), options))
-        return json.loads(result[0].body.to_pybytes())["response"]
-
-    act("sequence_create", {"locator": "kept", "user_metadata": {}})
-    session = act("session_create", {"locator": "kept"})["uuid"]  # type: ignore[index]
-    topic = act(
-        "topic_create",
-        {
-            "session_uuid": session,
-            "locator": "kept/imu",
-            "serialization_format": "default",
-            "ontology_tag": "imu",
-            "user_metadata": {},
-        },
-    )["uuid"]  # type: ignore[index]
-    client.close()
+    session, topic = _open_topic(location, "kept", token)
     command = json.dumps({"resource_locator": "kept/imu", "topic_uuid": topic}).encode()
     put_header = pb.FlightData(
         flight_descriptor=pb.FlightDescriptor(type=pb.FlightDescriptor.CMD, cmd=command)
@@ -299,7 +291,25 @@ def _rejections(location: str, token: str) -> dict[str, Callable[[grpc.Channel],
     }
 
 
+def _readings(
+    channel: grpc.Channel,
+    call: Callable[[grpc.Channel], grpc.StatusCode],
+    counts: list[int],
+    pid: int,
+) -> tuple[list[float], grpc.StatusCode]:
+    """Send `count` requests for each of `counts`, reading the server's RSS (MB) after each
+    run; the readings and the answer to the last request."""
+    readings, code = [], grpc.StatusCode.UNKNOWN
+    for count in counts:
+        for _ in range(count):
+            code = call(channel)
+        readings.append(rss_of(pid) / MiB)
+    return readings, code
+
+
 def rejected(requests: int, every: int | None = None, only: str | None = None) -> None:
+    """RSS over rejected requests, per kind: after a warm-up, then after N/2 and N more (or,
+    with `every`, every that many of N requests: a growth or a fluctuation)."""
     server = ServerProcess("--api-key-auth")
     try:
         assert server.proc.stdout is not None
@@ -309,55 +319,39 @@ def rejected(requests: int, every: int | None = None, only: str | None = None) -
             if only not in kinds:
                 raise SystemExit(f"--kind: one of {', '.join(map(repr, kinds))}")
             kinds = {only: kinds[only]}
+        if every is None:
+            counts = [max(1, requests // 10), requests // 2, requests - requests // 2]
+            print(
+                f"Rejected requests: server RSS (MB) after a warm-up of {counts[0]}, then after "
+                f"{counts[1]} and {requests} more, per kind; growth over the last {counts[2]}"
+            )
+            print(
+                f"  {'kind':<22} {'answer':<20} {'warm':>7} {'half':>7} {'after':>7} {'growth':>9}"
+            )
+        else:
+            counts = [every] * max(1, requests // every)
+            print(
+                f"Rejected requests: server RSS (MB) every {every} of {requests} requests, per kind"
+            )
         host = server.location.removeprefix("grpc://")
-        if every is not None:
-            _series(host, kinds, requests, every, server.pid)
-            return
-        print(
-            f"Rejected requests: server RSS (MB) after a warm-up of {requests // 10}, then after "
-            f"{requests // 2} and {requests} more, per kind; growth over the last {requests // 2}"
-        )
-        print(f"  {'kind':<22} {'answer':<20} {'warm':>7} {'half':>7} {'after':>7} {'growth':>9}")
         with grpc.insecure_channel(
             host, options=[("grpc.max_send_message_length", 64 * MB)]
         ) as channel:
             for name, call in kinds.items():
-                readings = []
-                for count in (max(1, requests // 10), requests // 2, requests - requests // 2):
-                    for _ in range(count):
-                        code = call(channel)
-                    readings.append(rss_of(server.pid))
+                readings, code = _readings(channel, call, counts, server.pid)
+                if every is not None:
+                    print(f"  {name}: {' '.join(f'{r:.1f}' for r in readings)}")
+                    print(f"    min {min(readings):.1f}, max {max(readings):.1f}")
+                    continue
                 warm, half, after = readings
+                growth = (after - half) * MiB / max(1, counts[2])
                 print(
-                    f"  {name:<22} {code.name:<20} {warm / MiB:7.1f} {half / MiB:7.1f} "
-                    f"{after / MiB:7.1f} {(after - half) / max(1, requests - requests // 2):7.0f} "
-                    "B/request"
+                    f"  {name:<22} {code.name:<20} {warm:7.1f} {half:7.1f} {after:7.1f} "
+                    f"{growth:7.0f} B/request"
                 )
     finally:
         server.stop()
     print()
-
-
-def _series(
-    host: str,
-    kinds: dict[str, Callable[[grpc.Channel], grpc.StatusCode]],
-    requests: int,
-    every: int,
-    pid: int,
-) -> None:
-    """The server's RSS read every `every` requests, per kind: a growth or a fluctuation."""
-    print(f"Rejected requests: server RSS (MB) every {every} of {requests} requests, per kind")
-    with grpc.insecure_channel(
-        host, options=[("grpc.max_send_message_length", 64 * MB)]
-    ) as channel:
-        for name, call in kinds.items():
-            readings = []
-            for _ in range(0, requests, every):
-                for _ in range(every):
-                    call(channel)
-                readings.append(rss_of(pid) / MiB)
-            print(f"  {name}: {' '.join(f'{r:.1f}' for r in readings)}")
-            print(f"    min {min(readings):.1f}, max {max(readings):.1f}")
 
 
 def main() -> None:
