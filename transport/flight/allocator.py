@@ -16,9 +16,9 @@ A server that receives large messages meets three of glibc's habits:
   is fresh memory, every page faulted in, even when a deleted topic just freed as much.
 
 So the mmap threshold is fixed at MMAP_THRESHOLD, above the usual DoPut message: messages
-come from the heaps, and a new stream reuses what deleted topics freed (measured with
-`tests/benchmarks/bench_server.py`, whose rounds delete what they stored: about 0.13 s of
-server CPU per 168 MB DoPut against 0.17-0.23 s with a threshold of 1 MiB). The trim
+come from the heaps, and a new stream reuses what deleted topics freed
+(`tests/benchmarks/bench_server.py`, whose rounds delete what they stored, printed 0.11 s of
+server CPU per 168 MB DoPut against 0.17 s with a threshold of 1 MiB). The trim
 threshold follows the DoPut streams open in the process (`StreamTrim`): STREAM_TRIM_THRESHOLD
 while one is and shortly after, IDLE_TRIM_THRESHOLD (glibc's default) otherwise. A refused
 request that received RELEASE_AFTER bytes or more is followed by a `release`, and the servers'
